@@ -1,0 +1,362 @@
+"""Bucket folders on disk: key validation, object lookup, ETags and atomic publishing.
+
+A bucket is a plain folder `<data_dir>/<bucket>/` holding nothing but its objects at their
+keys, so an operator can drop files in and they are served as they are. Everything the edge
+keeps for itself lives under `<data_dir>/.cosedge/` on the same filesystem, which is what
+makes publishing atomic: a copy is written to `.cosedge/tmp/`, flushed, and hard-linked into
+place; `link(2)` fails if the name exists, so an object that appeared meanwhile is never
+overwritten and no reader ever sees half a file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import mimetypes
+import os
+import stat as statmod
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+log = Logger()
+
+STATE_DIR_NAME = ".cosedge"
+MAX_KEY_BYTES = 850  # COS's own limit on object key length
+_MAX_SEGMENT_BYTES = 255  # NAME_MAX on the filesystems we run on
+_INLINE_HASH_LIMIT = 1024 * 1024  # hash smaller files on the reactor thread; it is cheaper
+_HASH_CHUNK = 1024 * 1024
+
+
+class InvalidKey(ValueError):
+    """A key that could address something outside its bucket, or no file at all."""
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys the filesystem would interpret: `.`/`..`/empty segments, NUL, backslash.
+
+    Checked on the decoded key before any filesystem call (SPEC §3); a percent-encoded `/`
+    has been decoded by now, so it is judged like any other `/`.
+    """
+    if not key:
+        raise InvalidKey("empty key")
+    if "\0" in key:
+        raise InvalidKey("key contains NUL")
+    if "\\" in key:
+        raise InvalidKey("key contains a backslash")
+    encoded = key.encode("utf-8", "surrogatepass")
+    if len(encoded) > MAX_KEY_BYTES:
+        raise InvalidKey(f"key longer than {MAX_KEY_BYTES} bytes")
+    if key.startswith("/"):
+        raise InvalidKey("key starts with '/'")
+    segments = key.split("/")
+    if segments[-1] == "":
+        segments.pop()  # a trailing '/' names a folder-style key; its parts are still checked
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise InvalidKey(f"key has a {segment or 'empty'!r} segment")
+        if len(segment.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT_BYTES:
+            raise InvalidKey(f"a key segment is longer than {_MAX_SEGMENT_BYTES} bytes")
+    return key
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An open object ready to serve; the caller owns `file` and must close it."""
+
+    file: BinaryIO
+    size: int
+    mtime: float
+    content_type: str
+    identity: tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, ctime_ns
+
+
+class ETagCache:
+    """MD5 ETags remembered per file version, so each file's content is hashed once.
+
+    Keyed by (device, inode, size, mtime, ctime): a file an operator replaces or edits gets
+    a new entry and therefore a new ETag. Bounded, least recently used out first.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[int, int, int, int, int], str] = OrderedDict()
+
+    def get(self, identity: tuple[int, int, int, int, int]) -> str | None:
+        etag = self._entries.get(identity)
+        if etag is not None:
+            self._entries.move_to_end(identity)
+        return etag
+
+    def put(self, identity: tuple[int, int, int, int, int], etag: str) -> None:
+        self._entries[identity] = etag
+        self._entries.move_to_end(identity)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _hash_file(path: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _ContentTypes:
+    """Content-Type by extension, cached: `mimetypes` is slow enough to show on the hit path."""
+
+    def __init__(self) -> None:
+        self._types = mimetypes.MimeTypes()
+        self._cache: dict[str, str] = {}
+
+    def for_key(self, key: str) -> str:
+        name = key.rsplit("/", 1)[-1]
+        ext = os.path.splitext(name)[1].lower()
+        cached = self._cache.get(ext)
+        if cached is None:
+            guessed, encoding = self._types.guess_type("x" + ext, strict=False)
+            if guessed is None or encoding is not None:
+                guessed = "application/octet-stream"
+            cached = self._cache[ext] = guessed
+        return cached
+
+
+class ObjectStore:
+    """All buckets under one data folder."""
+
+    def __init__(self, data_dir: Path, buckets: Iterable[str]) -> None:
+        self.data_dir = Path(os.path.abspath(data_dir))
+        self.state_dir = self.data_dir / STATE_DIR_NAME
+        self.tmp_dir = self.state_dir / "tmp"
+        self._bucket_dirs = {name: str(self.data_dir / name) for name in buckets}
+        self._bucket_real: dict[str, str] = {}
+        self.etags = ETagCache()
+        self._types = _ContentTypes()
+
+    def prepare(self) -> int:
+        """Create the folders and sweep temp files left by an interrupted copy.
+
+        Returns how many stale temp files were removed. Runs before the listener starts, so
+        nothing can be writing to `.cosedge/tmp/` yet.
+        """
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for path in self._bucket_dirs.values():
+            os.makedirs(path, exist_ok=True)
+        self._bucket_real = {name: os.path.realpath(p) for name, p in self._bucket_dirs.items()}
+        removed = 0
+        for entry in os.scandir(self.tmp_dir):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    continue
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            log.info(
+                "Removed {count} stale temporary file(s) from {tmp_dir}",
+                count=removed,
+                tmp_dir=str(self.tmp_dir),
+            )
+        return removed
+
+    def has_bucket(self, bucket: str) -> bool:
+        return bucket in self._bucket_dirs
+
+    def path_for(self, bucket: str, key: str) -> str:
+        """The object's file path; `key` must have passed `validate_key`."""
+        return os.path.join(self._bucket_dirs[bucket], key)
+
+    def content_type(self, key: str) -> str:
+        return self._types.for_key(key)
+
+    def open_object(self, bucket: str, key: str) -> StoredObject | None:
+        """Open an object for reading, or None when there is no such regular file.
+
+        Symbolic links are followed only while they stay inside the bucket folder: an
+        operator's link to elsewhere must not turn the edge into a file server for the host.
+        """
+        path = self.path_for(bucket, key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+                           errno.ELOOP, errno.EACCES):
+                return None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not statmod.S_ISREG(st.st_mode):
+                os.close(fd)
+                return None
+            if os.path.islink(path) or self._has_link_parent(bucket, key):
+                real = os.path.realpath(path)
+                if not real.startswith(self._bucket_real[bucket] + os.sep):
+                    os.close(fd)
+                    log.warn(
+                        "Refusing to serve {bucket}/{key}: it links outside the bucket folder",
+                        bucket=bucket,
+                        key=key,
+                    )
+                    return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return StoredObject(
+            file=os.fdopen(fd, "rb", buffering=0),  # type: ignore[arg-type]
+            size=st.st_size,
+            mtime=st.st_mtime,
+            content_type=self._types.for_key(key),
+            identity=_identity(st),
+        )
+
+    def _has_link_parent(self, bucket: str, key: str) -> bool:
+        if "/" not in key:
+            return False
+        parent = os.path.dirname(self.path_for(bucket, key))
+        return os.path.realpath(parent) != os.path.join(
+            self._bucket_real[bucket], os.path.dirname(key)
+        )
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            return statmod.S_ISREG(os.stat(self.path_for(bucket, key)).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def etag(self, bucket: str, key: str, obj: StoredObject) -> Deferred[str]:
+        """The object's ETag (hex MD5), hashing the file the first time it is seen.
+
+        Large files are hashed in a thread so one operator-dropped ISO does not stall every
+        other request; the result is cached against the file's identity.
+        """
+        cached = self.etags.get(obj.identity)
+        if cached is not None:
+            return succeed(cached)
+        path = self.path_for(bucket, key)
+        if obj.size <= _INLINE_HASH_LIMIT:
+            etag = _hash_file(path)
+            self.etags.put(obj.identity, etag)
+            return succeed(etag)
+        d: Deferred[str] = deferToThread(_hash_file, path)
+
+        def remember(etag: str) -> str:
+            self.etags.put(obj.identity, etag)
+            return etag
+
+        return d.addCallback(remember)
+
+    def new_upload(self, bucket: str, key: str) -> PendingObject:
+        """A temp file that becomes `bucket/key` on `publish()`, or vanishes on `discard()`."""
+        return PendingObject(self, bucket, key)
+
+
+class PendingObject:
+    """An object being written; never visible under its key until complete and flushed."""
+
+    def __init__(self, store: ObjectStore, bucket: str, key: str) -> None:
+        self.store = store
+        self.bucket = bucket
+        self.key = key
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.temp_path = str(store.tmp_dir / f"{uuid.uuid4().hex}.part")
+        self._fd: int | None = os.open(
+            self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+        )
+
+    def write(self, data: bytes) -> None:
+        assert self._fd is not None, "write after publish/discard"
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._md5.update(data)
+        self.size += len(data)
+
+    @property
+    def etag(self) -> str:
+        return self._md5.hexdigest()
+
+    def publish(self) -> Deferred[bool]:
+        """Flush to disk (in a thread: fsync can take a while) and link into place.
+
+        Fires True when published, False when an object already had the key (it is kept;
+        the copy is dropped). Any error discards the temp file and propagates.
+        """
+        fd = self._fd
+        assert fd is not None, "publish twice"
+        self._fd = None
+
+        def flush() -> None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        d = deferToThread(flush)
+        d.addCallback(lambda _: self._link())
+        d.addErrback(self._discard_after_failure)
+        return d
+
+    def _link(self) -> bool:
+        final = self.store.path_for(self.bucket, self.key)
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            try:
+                os.link(self.temp_path, final)
+            except FileExistsError:
+                return False
+        finally:
+            _unlink_quietly(self.temp_path)
+        # Stat only after the temp name is gone: dropping a link changes the inode's ctime,
+        # which is part of the identity the ETag is cached under.
+        self.store.etags.put(_identity(os.stat(final)), self.etag)
+        _fsync_dir(os.path.dirname(final))
+        return True
+
+    def _discard_after_failure(self, failure):  # type: ignore[no-untyped-def]
+        _unlink_quietly(self.temp_path)
+        return failure
+
+    def discard(self) -> None:
+        """Drop the partial object; safe to call more than once and after publish."""
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        _unlink_quietly(self.temp_path)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""The public HTTP side: Host -> bucket -> object, COS-style errors, the access log."""

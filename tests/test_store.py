@@ -1,0 +1,114 @@
+"""Key validation, ETag caching and atomic publishing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+import pytest_twisted
+
+from edge.store import MAX_KEY_BYTES, ETagCache, InvalidKey, ObjectStore, validate_key
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", ".", "..", "a/..", "../a", "a/./b", "a//b", "/a", "a\0b", "a\\b", "x" * 256,
+     "a/" + "y" * (MAX_KEY_BYTES)],
+)
+def test_bad_keys(key):
+    """Keys that could leave the bucket folder or name no file are refused."""
+    with pytest.raises(InvalidKey):
+        validate_key(key)
+
+
+@pytest.mark.parametrize("key", ["a", "a/b/c.txt", "..a", "a..", ".hidden", "a/.b", "dir/", "图片"])
+def test_good_keys(key):
+    """Dots inside names, hidden files and unicode are fine."""
+    assert validate_key(key) == key
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ObjectStore(tmp_path / "data", ["b-1"])
+    s.prepare()
+    return s
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_is_atomic_and_never_overwrites(store):
+    """A pending object is invisible until published; publishing over an existing
+    object keeps the existing one and removes the temp file."""
+    pending = store.new_upload("b-1", "x/y.txt")
+    pending.write(b"hello ")
+    pending.write(b"world")
+    assert not store.exists("b-1", "x/y.txt")
+    assert await pending.publish() is True
+    path = store.path_for("b-1", "x/y.txt")
+    assert open(path, "rb").read() == b"hello world"
+    assert os.listdir(store.tmp_dir) == []
+    second = store.new_upload("b-1", "x/y.txt")
+    second.write(b"other")
+    assert await second.publish() is False
+    assert open(path, "rb").read() == b"hello world"
+    assert os.listdir(store.tmp_dir) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_published_etag_is_cached(store):
+    """A copy's MD5, computed while writing, is the object's ETag without rereading."""
+    pending = store.new_upload("b-1", "k")
+    pending.write(b"data")
+    await pending.publish()
+    obj = store.open_object("b-1", "k")
+    assert store.etags.get(obj.identity) == hashlib.md5(b"data").hexdigest()
+    obj.file.close()
+
+
+def test_discard_removes_temp(store):
+    """Discarding leaves nothing behind, and is safe twice."""
+    pending = store.new_upload("b-1", "k")
+    pending.write(b"partial")
+    pending.discard()
+    pending.discard()
+    assert os.listdir(store.tmp_dir) == []
+    assert not store.exists("b-1", "k")
+
+
+def test_prepare_sweeps_stale_temp_files(tmp_path):
+    """Leftovers of an interrupted copy are removed at start-up, objects are not."""
+    s = ObjectStore(tmp_path / "data", ["b-1"])
+    s.prepare()
+    (s.tmp_dir / "x.part").write_bytes(b"half")
+    (tmp_path / "data" / "b-1" / "obj").write_bytes(b"whole")
+    assert s.prepare() == 1
+    assert os.listdir(s.tmp_dir) == []
+    assert (tmp_path / "data" / "b-1" / "obj").read_bytes() == b"whole"
+
+
+def test_open_object_misses(store, tmp_path):
+    """Folders, absent files and paths through a file are misses, not errors."""
+    os.makedirs(store.path_for("b-1", "dir"))
+    open(store.path_for("b-1", "file"), "wb").close()
+    assert store.open_object("b-1", "dir") is None
+    assert store.open_object("b-1", "absent") is None
+    assert store.open_object("b-1", "file/child") is None
+
+
+def test_etag_cache_is_bounded():
+    """The ETag cache forgets the least recently used entries past its capacity."""
+    cache = ETagCache(capacity=2)
+    cache.put((1, 1, 1, 1, 1), "a")
+    cache.put((2, 2, 2, 2, 2), "b")
+    cache.get((1, 1, 1, 1, 1))
+    cache.put((3, 3, 3, 3, 3), "c")
+    assert cache.get((2, 2, 2, 2, 2)) is None
+    assert cache.get((1, 1, 1, 1, 1)) == "a"
+
+
+def test_content_types(store):
+    """Content-Type comes from the extension, octet-stream otherwise."""
+    assert store.content_type("a/b.html") == "text/html"
+    assert store.content_type("x.tar.gz") == "application/octet-stream"
+    assert store.content_type("noext") == "application/octet-stream"
+    assert store.content_type("P.JPG") == "image/jpeg"

@@ -1,0 +1,478 @@
+"""Back-to-origin: resolve and vet the origin, then copy one object into the bucket.
+
+The edge must never become a way to reach addresses the operator did not mean (internal
+services, loopback, a DNS name that rebinds to one). So a domain origin is resolved once,
+every address it returns is judged by the ISP policy, and the copy connects to one of the
+addresses that passed through a pinned endpoint: the HTTP client never resolves anything
+itself. One copy runs per bucket+key however many misses arrive, under a global
+concurrency cap with a bounded queue, and only a complete 200 body is published.
+"""
+
+from __future__ import annotations
+
+import enum
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol as TypingProtocol
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import ConnectError, ConnectionRefusedError, TimeoutError
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHostnameResolver,
+    IHostResolution,
+    IReactorTCP,
+    IReactorTime,
+    IResolutionReceiver,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IAgentEndpointFactory, IResponse
+from zope.interface import implementer
+
+from edge import __version__
+from edge.config import OriginAddress, OriginFetchConfig
+from edge.isp.policy import AddressVerdict, OriginAddressPolicy
+from edge.store import ObjectStore
+
+log = Logger()
+
+USER_AGENT = f"cosedge/{__version__}".encode()
+_KEY_SAFE = "/!$&'()*+,;=:@~-._"
+
+
+class _Clock(TypingProtocol):
+    def seconds(self) -> float: ...
+    def callLater(self, delay: float, f: Callable[..., Any], *a: Any, **kw: Any) -> IDelayedCall: ...
+
+
+@dataclass(frozen=True)
+class ResolvedOrigin:
+    """What a miss needs to know: the addresses the edge may connect to, and the rest."""
+
+    origin: OriginAddress
+    verdicts: tuple[AddressVerdict, ...]
+    error: str | None = None
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        return tuple(v.address for v in self.verdicts if v.accepted)
+
+    @property
+    def refused(self) -> tuple[AddressVerdict, ...]:
+        return tuple(v for v in self.verdicts if not v.accepted)
+
+
+@implementer(IResolutionReceiver)
+class _Collector:
+    def __init__(self) -> None:
+        self.addresses: list[str] = []
+        self.done: Deferred[list[str]] = Deferred()
+
+    def resolutionBegan(self, resolution: IHostResolution) -> None:
+        pass
+
+    def addressResolved(self, address: IAddress) -> None:
+        host = getattr(address, "host", None)
+        if isinstance(host, str) and host not in self.addresses:
+            self.addresses.append(host.split("%", 1)[0])
+
+    def resolutionComplete(self) -> None:
+        self.done.callback(self.addresses)
+
+
+class OriginResolver:
+    """Domain -> addresses, cached for `ttl` seconds; verdicts are re-judged on each use.
+
+    Only the raw addresses are cached, so an ISP table reload (SIGHUP) takes effect on the
+    next miss. Concurrent misses for one domain share a single lookup.
+    """
+
+    def __init__(
+        self,
+        name_resolver: IHostnameResolver,
+        clock: _Clock,
+        policy: OriginAddressPolicy,
+        ttl: float,
+    ) -> None:
+        self._resolver = name_resolver
+        self._clock = clock
+        self._policy = policy
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, list[str]]] = {}
+        self._pending: dict[str, list[Deferred[list[str]]]] = {}
+
+    async def resolve(self, origin: OriginAddress) -> ResolvedOrigin:
+        if origin.ip is not None:
+            return ResolvedOrigin(origin, (self._policy.check(str(origin.ip)),))
+        try:
+            addresses = await self._addresses(origin.host)
+        except Exception as e:  # a resolver failure is a refusal, never a crash
+            return ResolvedOrigin(origin, (), error=f"resolution failed: {e}")
+        if not addresses:
+            return ResolvedOrigin(origin, (), error="name did not resolve")
+        return ResolvedOrigin(origin, tuple(self._policy.check(a) for a in addresses))
+
+    def _addresses(self, host: str) -> Deferred[list[str]]:
+        now = self._clock.seconds()
+        cached = self._cache.get(host)
+        if cached is not None and cached[0] > now:
+            return defer.succeed(list(cached[1]))
+        waiter: Deferred[list[str]] = Deferred()
+        waiters = self._pending.get(host)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._pending[host] = [waiter]
+        collector = _Collector()
+        self._resolver.resolveHostName(collector, host, 0)
+
+        def finish(result: list[str] | Failure) -> None:
+            waiting = self._pending.pop(host, [])
+            if isinstance(result, list):
+                # An empty answer is cached briefly too, so a dead name cannot cost a lookup
+                # per miss; a good answer lives for the configured TTL.
+                ttl = self._ttl if result else min(self._ttl, 5.0)
+                self._cache[host] = (self._clock.seconds() + ttl, list(result))
+            for d in waiting:
+                d.callback(list(result)) if isinstance(result, list) else d.errback(result)
+
+        collector.done.addBoth(finish)
+        return waiter
+
+
+@implementer(IAgentEndpointFactory)
+class PinnedEndpointFactory:
+    """Connects every request to one vetted address, whatever host the URL names.
+
+    The URL keeps the configured origin (so `Host:` is what the operator wrote) while the TCP
+    connection goes to the address that passed the ISP check: there is no second resolution.
+    """
+
+    def __init__(self, reactor: IReactorTCP, address: str, port: int, timeout: float) -> None:
+        self._reactor = reactor
+        self._address = address
+        self._port = port
+        self._timeout = timeout
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        endpoint = TCP6ClientEndpoint if ":" in self._address else TCP4ClientEndpoint
+        return endpoint(self._reactor, self._address, self._port, timeout=self._timeout)
+
+
+class CopyStart(enum.Enum):
+    STARTED = "started"
+    JOINED = "joined"  # a copy of this bucket+key is already running or queued
+    QUEUED = "queued"
+    OVERFLOW = "overflow"  # the queue is full: no copy; the client was redirected anyway
+    STOPPING = "stopping"
+
+
+class CopyFailed(Exception):
+    """A copy that stored nothing; `str()` is the reason logged for the operator."""
+
+
+@dataclass
+class CopyJob:
+    bucket: str
+    key: str
+    origin: OriginAddress
+    address: str
+    started: float | None = None
+    received: int = 0
+    expected: int | None = None
+    deferred: Deferred[None] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> bytes:
+        path = urllib.parse.quote(self.key, safe=_KEY_SAFE)
+        return f"http://{self.origin.netloc}/{path}".encode("ascii")
+
+
+class _BodyWriter(Protocol):
+    """Streams a response body into a pending object with a size cap and an idle timeout."""
+
+    def __init__(self, job: CopyJob, sink: Callable[[bytes], None], limit: int,
+                 idle_timeout: float, clock: _Clock) -> None:
+        self._job = job
+        self._sink = sink
+        self._limit = limit
+        self._idle_timeout = idle_timeout
+        self._clock = clock
+        self._timer: IDelayedCall | None = None
+        self.finished: Deferred[None] = Deferred(lambda d: self._abort(CancelledError()))
+        self._failed = False
+
+    def connectionMade(self) -> None:
+        self._timer = self._clock.callLater(self._idle_timeout, self._idle)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._failed:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self._idle_timeout)
+        if self._job.received + len(data) > self._limit:
+            self._abort(CopyFailed(f"body over max_object_size ({self._limit} bytes)"))
+            return
+        try:
+            self._sink(data)
+        except OSError as e:
+            self._abort(CopyFailed(f"cannot write temporary file: {e.strerror or e}"))
+            return
+        self._job.received += len(data)
+
+    def _idle(self) -> None:
+        self._timer = None
+        self._abort(CopyFailed(f"origin sent nothing for {self._idle_timeout:g}s (idle timeout)"))
+
+    def _abort(self, reason: Exception) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.stopProducing()
+        if not self.finished.called:
+            self.finished.errback(Failure(reason))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
+        self._cancel_timer()
+        if self._failed or self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(None)
+        else:
+            self._failed = True
+            self.finished.errback(
+                Failure(CopyFailed(f"connection lost mid-body after {self._job.received} bytes"))
+            )
+
+
+class _Discard(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+
+AgentFactory = Callable[[str, int], IAgent]
+
+
+class OriginCopier(Service):
+    """Runs origin copies: single flight per bucket+key, capped, queued, cancellable.
+
+    A service so that stopping the edge stops copies cleanly: running ones get
+    `shutdown_grace` seconds to finish, then are cancelled and leave no temp file.
+    """
+
+    name = "origin-copier"
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: ObjectStore,
+        fetch: OriginFetchConfig,
+        agent_factory: AgentFactory | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._clock: _Clock = reactor
+        self._store = store
+        self._fetch = fetch
+        self._agent_factory = agent_factory or self._pinned_agent
+        self._agents: dict[tuple[str, int], IAgent] = {}
+        self._pools: list[HTTPConnectionPool] = []
+        self._jobs: dict[tuple[str, str], CopyJob] = {}
+        self._queue: deque[CopyJob] = deque()
+        self._running = 0
+        self._stopping = False
+        self.counters: dict[str, int] = {
+            "started": 0, "stored": 0, "failed": 0, "already_present": 0, "overflow": 0,
+        }
+
+    def _pinned_agent(self, address: str, port: int) -> IAgent:
+        """One agent and connection pool per vetted address, so pooled connections are
+        only ever to addresses that passed the check."""
+        agent = self._agents.get((address, port))
+        if agent is None:
+            pool = HTTPConnectionPool(self._reactor, persistent=True)
+            pool.maxPersistentPerHost = 2
+            self._pools.append(pool)
+            factory = PinnedEndpointFactory(
+                self._reactor, address, port, self._fetch.connect_timeout
+            )
+            agent = self._agents[(address, port)] = Agent.usingEndpointFactory(
+                self._reactor, factory, pool=pool
+            )
+        return agent
+
+    def in_flight(self) -> list[CopyJob]:
+        """Copies running or queued, for status pages and tests."""
+        return list(self._jobs.values())
+
+    def copy(self, bucket: str, key: str, origin: OriginAddress, address: str) -> CopyStart:
+        """Start (or join) the copy of `bucket/key` from `address`; never waits on the origin."""
+        if self._stopping:
+            return CopyStart.STOPPING
+        job_key = (bucket, key)
+        if job_key in self._jobs:
+            return CopyStart.JOINED
+        job = CopyJob(bucket, key, origin, address)
+        if self._running < self._fetch.concurrency:
+            self._jobs[job_key] = job
+            self._start(job)
+            return CopyStart.STARTED
+        if len(self._queue) >= self._fetch.queue_size:
+            self.counters["overflow"] += 1
+            log.warn(
+                "Copy of {bucket}/{key} from {origin} skipped: queue full ({queue_size})",
+                bucket=bucket, key=key, origin=origin.netloc, queue_size=self._fetch.queue_size,
+                reason="queue full",
+            )
+            return CopyStart.OVERFLOW
+        self._jobs[job_key] = job
+        self._queue.append(job)
+        return CopyStart.QUEUED
+
+    def _start(self, job: CopyJob) -> None:
+        self._running += 1
+        self.counters["started"] += 1
+        job.started = self._clock.seconds()
+        d = Deferred.fromCoroutine(self._run(job))
+        d.addTimeout(self._fetch.total_timeout, self._clock)  # type: ignore[arg-type]
+        job.deferred = d
+        d.addBoth(self._finished, job)
+
+    def _finished(self, result: None | Failure, job: CopyJob) -> None:
+        self._running -= 1
+        self._jobs.pop((job.bucket, job.key), None)
+        if isinstance(result, Failure):
+            self.counters["failed"] += 1
+            reason = _describe(result, self._fetch)
+            if result.check(CopyFailed, CancelledError, TimeoutError, ConnectError):
+                log.warn(
+                    "Copy of {bucket}/{key} from {origin} ({address}) failed: {reason}",
+                    bucket=job.bucket, key=job.key, origin=job.origin.netloc,
+                    address=job.address, reason=reason,
+                )
+            else:
+                log.failure(
+                    "Copy of {bucket}/{key} from {origin} ({address}) failed: {reason}",
+                    result, bucket=job.bucket, key=job.key, origin=job.origin.netloc,
+                    address=job.address, reason=reason,
+                )
+        while self._queue and self._running < self._fetch.concurrency and not self._stopping:
+            self._start(self._queue.popleft())
+
+    async def _run(self, job: CopyJob) -> None:
+        if self._store.exists(job.bucket, job.key):
+            self.counters["already_present"] += 1
+            return
+        agent = self._agent_factory(job.address, job.origin.connect_port)
+        headers = Headers({
+            b"user-agent": [USER_AGENT],
+            b"accept-encoding": [b"identity"],
+        })
+        request = agent.request(b"GET", job.url, headers)
+        request.addTimeout(self._fetch.idle_timeout, self._clock)  # type: ignore[arg-type]
+        try:
+            response: IResponse = await request
+        except TimeoutError:
+            raise CopyFailed(
+                f"no response headers within {self._fetch.idle_timeout:g}s"
+            ) from None
+        if response.code != 200:
+            response.deliverBody(_Discard())
+            hint = " (redirects are not followed)" if 300 <= response.code < 400 else ""
+            raise CopyFailed(f"origin answered {response.code}{hint}")
+        expected = None if response.length is UNKNOWN_LENGTH else int(response.length)
+        job.expected = expected
+        if expected is not None and expected > self._fetch.max_object_size:
+            response.deliverBody(_Discard())
+            raise CopyFailed(
+                f"Content-Length {expected} over max_object_size ({self._fetch.max_object_size})"
+            )
+        pending = self._store.new_upload(job.bucket, job.key)
+        try:
+            writer = _BodyWriter(
+                job, pending.write, self._fetch.max_object_size,
+                self._fetch.idle_timeout, self._clock,
+            )
+            response.deliverBody(writer)
+            await writer.finished
+            if expected is not None and pending.size != expected:
+                raise CopyFailed(
+                    f"body length {pending.size} does not match Content-Length {expected}"
+                )
+            published = await pending.publish()
+        except BaseException:
+            pending.discard()
+            raise
+        if published:
+            self.counters["stored"] += 1
+            log.info(
+                "Copied {bucket}/{key} from {origin} ({address}): {size} bytes",
+                bucket=job.bucket, key=job.key, origin=job.origin.netloc,
+                address=job.address, size=pending.size,
+            )
+        else:
+            self.counters["already_present"] += 1
+            log.info(
+                "Copy of {bucket}/{key} from {origin} dropped: the object appeared meanwhile",
+                bucket=job.bucket, key=job.key, origin=job.origin.netloc,
+            )
+
+    def stopService(self) -> Deferred[None]:
+        """Let running copies finish for a short grace period, then cancel what remains."""
+        super().stopService()
+        self._stopping = True
+        for job in self._queue:
+            self._jobs.pop((job.bucket, job.key), None)
+        self._queue.clear()
+        running = [j.deferred for j in self._jobs.values() if j.deferred is not None]
+
+        async def drain() -> None:
+            if running:
+                waiting = defer.DeferredList(running, consumeErrors=True)
+                timer = self._clock.callLater(
+                    self._fetch.shutdown_grace,
+                    lambda: [d.cancel() for d in running if not d.called],
+                )
+                await waiting
+                if timer.active():
+                    timer.cancel()
+            await defer.DeferredList([p.closeCachedConnections() for p in self._pools])
+
+        return Deferred.fromCoroutine(drain())
+
+
+def _describe(failure: Failure, fetch: OriginFetchConfig) -> str:
+    if failure.check(CopyFailed):
+        return str(failure.value)
+    if failure.check(CancelledError):
+        return "cancelled (edge stopping or total_timeout reached)"
+    if failure.check(TimeoutError):
+        return f"took longer than total_timeout ({fetch.total_timeout:g}s)"
+    if failure.check(ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(ConnectError):
+        return f"cannot connect: {failure.value}"
+    return f"{failure.type.__name__}: {failure.value}"
+
+
+def choose_address(accepted: Sequence[str]) -> str:
+    """The address a copy connects to: the first the resolver gave that passed the check."""
+    return accepted[0]

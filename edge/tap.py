@@ -1,0 +1,186 @@
+"""`twistd cosedge`: command-line options and the assembly of the service tree.
+
+All validation happens in `Options.postOptions`, before the reactor runs: the config, the
+ISP tables, every IP-literal origin and the data folder. A problem prints one line and exits
+non-zero, so an edge either starts whole or not at all.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_config
+
+log = Logger()
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"cosedge: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+class Options(usage.Options):
+    synopsis = "[--config PATH.yaml] [--listen ENDPOINT] [--data-dir DIR]"
+    longdesc = (
+        "Serve object-storage buckets from a data folder; on a miss, answer 302 to the "
+        "bucket's origin at once and copy the object into the bucket in the background."
+    )
+    optParameters = [
+        ["config", "c", None, "YAML config file (see examples/cosedge.yaml)."],
+        ["listen", "l", None, "Twisted endpoint string to listen on (overrides the file)."],
+        ["data-dir", "d", None, "Folder holding one sub-folder per bucket (overrides the file)."],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            config = load_config(
+                self["config"], listen=self["listen"], data_dir=self["data-dir"]
+            )
+        except ConfigError as e:
+            _fail(str(e))
+        self.edge_config = config
+        self.policy = load_policy(config)
+        self._check_data_dir(config)
+
+    def _check_data_dir(self, config: EdgeConfig) -> None:
+        from edge.store import ObjectStore
+
+        store = ObjectStore(config.data_dir, config.buckets)
+        try:
+            store.prepare()
+        except OSError as e:
+            _fail(str(config.error("data_dir", f"cannot prepare {e.filename}: {e.strerror}")))
+        self.store = store
+
+
+def load_policy(config: EdgeConfig) -> Any:
+    """Load the ISP tables and judge every IP-literal origin; fail start-up on a problem."""
+    from edge.isp.index import bundled_tables_dir
+    from edge.isp.policy import OriginAddressPolicy
+    from edge.isp.table import TableError
+
+    tables = config.isp_ranges if config.isp_ranges is not None else bundled_tables_dir()
+    key = "isp_ranges" if config.isp_ranges is not None else "isp_ranges (bundled)"
+    if not Path(tables).is_dir():
+        _fail(str(config.error(key, f"{tables} is not a folder")))
+    try:
+        policy = OriginAddressPolicy(Path(tables), config.extra_origin_cidrs)
+    except TableError as e:
+        _fail(str(config.error(key, f"bad table line: {e}")))
+    except ValueError as e:
+        _fail(str(config.error("extra_origin_cidrs", str(e))))
+    except OSError as e:
+        _fail(str(config.error(key, f"cannot read {e.filename}: {e.strerror}")))
+    try:
+        check_origin_addresses(config, lambda ip: _verdict(policy, ip))
+    except ConfigError as e:
+        _fail(str(e))
+    return policy
+
+
+def _verdict(policy: Any, ip: str) -> tuple[bool, str]:
+    verdict = policy.check(ip)
+    return verdict.accepted, verdict.reason
+
+
+class ListenerService(StreamServerEndpointService):
+    """The public listener; a port it cannot bind stops start-up instead of being logged.
+
+    Once bound it logs a readiness event carrying the real port, which is what tests and
+    supervisors wait for when the config asks for port 0.
+    """
+
+    _raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._ready)  # type: ignore[attr-defined]
+
+    def _ready(self, port: Any) -> Any:
+        address = port.getHost()
+        log.info(
+            "cosedge ready: listening on {host}:{port}",
+            host=getattr(address, "host", str(address)),
+            port=getattr(address, "port", 0),
+        )
+        return port
+
+
+class TableReloadService(Service):
+    """Reloads the ISP tables on SIGHUP without touching connections or copies."""
+
+    name = "isp-table-reload"
+
+    def __init__(self, reactor: Any, policy: Any) -> None:
+        self._reactor = reactor
+        self._policy = policy
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        if hasattr(signal, "SIGHUP"):
+            self._previous = signal.signal(signal.SIGHUP, self._on_signal)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        try:
+            self._policy.reload()
+        except Exception:
+            log.failure("ISP tables not reloaded; the previous tables stay in force")
+            return
+        log.info("ISP tables reloaded on SIGHUP")
+
+
+def build_service(config: EdgeConfig, policy: Any, store: Any, reactor: Any) -> MultiService:
+    """The edge as a service tree: copier, listener and table reloader.
+
+    Takes the reactor instead of importing it so tests can assemble the real tree on a
+    `MemoryReactor`.
+    """
+    from edge.origin import OriginCopier, OriginResolver
+    from edge.web.resource import EdgeResource
+    from edge.web.site import EdgeSite
+
+    top = MultiService()
+    copier = OriginCopier(reactor, store, config.origin_fetch)
+    resolver = OriginResolver(
+        reactor.nameResolver, reactor, policy, config.origin_fetch.dns_cache_ttl
+    )
+    resource = EdgeResource(config.buckets, store, resolver, copier, reactor)
+    site = EdgeSite(resource, reactor=reactor)
+    copier.setServiceParent(top)
+    listener = ListenerService(serverFromString(reactor, config.listen), site)
+    listener.setName("listener")
+    listener.setServiceParent(top)
+    TableReloadService(reactor, policy).setServiceParent(top)
+    log.info(
+        "cosedge configured from {source}: {count} bucket(s), data in {data_dir}",
+        source=config.source,
+        count=len(config.buckets),
+        data_dir=str(store.data_dir),
+    )
+    return top
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    return build_service(options.edge_config, options.policy, options.store, reactor)

@@ -1,0 +1,294 @@
+"""The public read-only resource: Host -> bucket -> object, a hit or a miss (SPEC §3).
+
+A request flows one way: parse the target, then either the store answers (hit) or the origin
+side does (miss: 302 now, copy in the background). Nothing here waits on an origin.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer
+
+from edge.config import BucketConfig
+from edge.origin import CopyStart, OriginCopier, OriginResolver, choose_address
+from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
+from edge.web import errors
+from edge.web.errors import CosError
+from edge.web.http import (
+    RangeResult,
+    http_date,
+    if_range_allows,
+    parse_range,
+    precondition_status,
+)
+
+log = Logger()
+
+_READ_METHODS = (b"GET", b"HEAD")
+_WARN_INTERVAL = 60.0
+
+
+class _WholeFile(NoRangeStaticProducer):
+    bufferSize = 256 * 1024  # fewer, larger writes: measured faster than Twisted's 64 KiB
+
+
+class _FileRange(SingleRangeStaticProducer):
+    bufferSize = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a request points: a configured bucket and the key as decoded and as sent."""
+
+    bucket: BucketConfig
+    key: str
+    raw_key: bytes  # still percent-encoded: the redirect repeats the key as requested
+    query: bytes | None
+
+
+class _BadTarget(Exception):
+    def __init__(self, error: CosError) -> None:
+        super().__init__(error.code)
+        self.error = error
+
+
+def split_host(host: bytes | None) -> str:
+    """Host header -> lowercase name without port; handles `[v6]:port` itself, since
+    `twisted.web.vhost` splits those at the wrong colon."""
+    if not host:
+        return ""
+    text = host.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        end = text.find("]")
+        return text[1:end] if end > 0 else text
+    name = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    return name.rstrip(".")
+
+
+class EdgeResource(Resource):
+    """Answers every anonymous request; one instance serves all buckets."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        buckets: Mapping[str, BucketConfig],
+        store: ObjectStore,
+        resolver: OriginResolver,
+        copier: OriginCopier,
+        clock: Any,
+    ) -> None:
+        super().__init__()
+        self._buckets = dict(buckets)
+        self._by_domain = {d: b for b in buckets.values() for d in b.domains}
+        self._store = store
+        self._resolver = resolver
+        self._copier = copier
+        self._clock = clock
+        self._warned: dict[tuple[str, str], float] = {}
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def render(self, request: Request) -> bytes | int:
+        request_id: str = request.request_id  # type: ignore[attr-defined]
+        try:
+            target = self.target(request)
+        except _BadTarget as e:
+            return self._error(request, e.error)
+        if request.method not in _READ_METHODS:
+            return self._error(request, errors.ACCESS_DENIED)
+        if target is None:
+            # The bucket root or the service root: listing is the signed API's, not ours.
+            return self._error(request, errors.ACCESS_DENIED)
+        obj = self._store.open_object(target.bucket.name, target.key)
+        if obj is not None:
+            self._serve_hit(request, target, obj)
+            return NOT_DONE_YET
+        d = ensureDeferred(self._miss(request, target))
+        d.addErrback(self._unexpected, request, request_id)
+        return NOT_DONE_YET
+
+    def target(self, request: Request) -> Target | None:
+        """Resolve bucket and key, or raise `_BadTarget`; None for a bucket root."""
+        uri = request.uri
+        if uri.startswith((b"http://", b"https://")):
+            uri = b"/" + uri.split(b"/", 3)[3] if uri.count(b"/") >= 3 else b"/"
+        raw_path, sep, query = uri.partition(b"?")
+        host = split_host(request.getHeader(b"host"))
+        bucket = self._by_domain.get(host)
+        if bucket is not None:
+            raw_key = raw_path[1:] if raw_path.startswith(b"/") else raw_path
+        else:
+            name_raw, _, raw_key = raw_path.lstrip(b"/").partition(b"/")
+            if not name_raw:
+                return None
+            name = _decode(name_raw)
+            bucket = self._buckets.get(name)
+            if bucket is None:
+                raise _BadTarget(errors.NO_SUCH_BUCKET)
+        if not raw_key:
+            return None
+        key = _decode(raw_key)
+        try:
+            validate_key(key)
+        except InvalidKey:
+            raise _BadTarget(errors.INVALID_URI) from None
+        return Target(bucket, key, raw_key, query if sep else None)
+
+    # -- hit -------------------------------------------------------------------------------
+
+    def _serve_hit(self, request: Request, target: Target, obj: StoredObject) -> None:
+        d = self._store.etag(target.bucket.name, target.key, obj)
+        d.addCallback(self._respond_hit, request, obj)
+        d.addErrback(self._hit_failed, request, obj)
+
+    def _respond_hit(self, etag_hex: str, request: Request, obj: StoredObject) -> None:
+        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+            obj.file.close()
+            return
+        etag = b'"' + etag_hex.encode("ascii") + b'"'
+        request.setHeader(b"etag", etag)
+        request.setHeader(b"last-modified", http_date(obj.mtime))
+        request.setHeader(b"accept-ranges", b"bytes")
+        status = precondition_status(
+            etag=etag,
+            mtime=obj.mtime,
+            if_match=request.getHeader(b"if-match"),
+            if_none_match=request.getHeader(b"if-none-match"),
+            if_modified_since=request.getHeader(b"if-modified-since"),
+            if_unmodified_since=request.getHeader(b"if-unmodified-since"),
+        )
+        if status == 304:
+            obj.file.close()
+            request.setResponseCode(304)
+            request.finish()
+            return
+        if status == 412:
+            obj.file.close()
+            self._finish_error(request, errors.PRECONDITION_FAILED)
+            return
+        request.setHeader(b"content-type", obj.content_type.encode("ascii"))
+        byte_range = None
+        if if_range_allows(request.getHeader(b"if-range"), etag, obj.mtime):
+            byte_range = parse_range(request.getHeader(b"range"), obj.size)
+        if byte_range is RangeResult.UNSATISFIABLE:
+            obj.file.close()
+            request.setHeader(b"content-range", b"bytes */%d" % obj.size)
+            self._finish_error(request, errors.INVALID_RANGE)
+            return
+        if isinstance(byte_range, tuple):
+            first, last = byte_range
+            length = last - first + 1
+            request.setResponseCode(206)
+            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (first, last, obj.size))
+        else:
+            first, length = 0, obj.size
+        request.setHeader(b"content-length", b"%d" % length)
+        if request.method == b"HEAD" or length == 0:
+            obj.file.close()
+            request.finish()
+            return
+        if isinstance(byte_range, tuple):
+            _FileRange(request, obj.file, first, length).start()
+        else:
+            _WholeFile(request, obj.file).start()
+
+    def _hit_failed(self, failure: Failure, request: Request, obj: StoredObject) -> None:
+        obj.file.close()
+        self._unexpected(failure, request, request.request_id)  # type: ignore[attr-defined]
+
+    # -- miss ------------------------------------------------------------------------------
+
+    async def _miss(self, request: Request, target: Target) -> None:
+        bucket = target.bucket
+        origin = bucket.active_origin
+        if origin is None:
+            self._finish_error(request, errors.NO_SUCH_KEY)
+            return
+        resolved = await self._resolver.resolve(origin)
+        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+            return
+        accepted = resolved.accepted
+        if not accepted:
+            self._warn_refused(bucket.name, resolved)
+            self._finish_error(request, errors.NO_SUCH_KEY)
+            return
+        location = b"http://" + origin.netloc.encode("ascii") + b"/" + target.raw_key
+        if target.query is not None:
+            location += b"?" + target.query
+        request.setResponseCode(302)
+        request.setHeader(b"location", location)
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+        if request.method != b"GET":
+            return  # COS: HEAD never triggers a pull
+        started = self._copier.copy(bucket.name, target.key, origin, choose_address(accepted))
+        if started is CopyStart.STARTED or started is CopyStart.QUEUED:
+            log.debug(
+                "Miss on {bucket}/{key}: copy {state} from {origin}",
+                bucket=bucket.name, key=target.key, state=started.value, origin=origin.netloc,
+            )
+
+    def _warn_refused(self, bucket: str, resolved: Any) -> None:
+        origin = resolved.origin
+        now = self._clock.seconds()
+        last = self._warned.get((bucket, origin.host))
+        if last is not None and now - last < _WARN_INTERVAL:
+            return
+        self._warned[(bucket, origin.host)] = now
+        addresses = [f"{v.address} ({v.reason})" for v in resolved.refused]
+        log.warn(
+            "Origin {domain} of bucket {bucket} has no acceptable address: {addresses}; "
+            "misses answer 404 NoSuchKey",
+            bucket=bucket,
+            domain=origin.host,
+            origin=origin.netloc,
+            addresses=addresses or [resolved.error or "no addresses"],
+            reason=resolved.error or "no address passed the ISP check",
+        )
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def _error(self, request: Request, error: CosError) -> bytes:
+        return errors.write_error(
+            request, error, _resource(request), request.request_id  # type: ignore[attr-defined]
+        )
+
+    def _finish_error(self, request: Request, error: CosError) -> None:
+        body = self._error(request, error)
+        if body:
+            request.write(body)
+        request.finish()
+
+    def _unexpected(self, failure: Failure, request: Request, request_id: str) -> None:
+        log.failure("Request {request_id} failed", failure, request_id=request_id)
+        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+            return
+        if request.startedWriting:
+            if request.channel is not None:
+                request.channel.loseConnection()
+            return
+        self._finish_error(request, errors.INTERNAL_ERROR)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return urllib.parse.unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _BadTarget(errors.INVALID_URI) from None
+
+
+def _resource(request: Request) -> str:
+    host = request.getHeader(b"host") or b""
+    path = request.uri.partition(b"?")[0]
+    return (host + path).decode("latin-1")
+

@@ -35,7 +35,14 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import (
+    URI,
+    Agent,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IAgentEndpointFactory, IResponse
@@ -362,7 +369,7 @@ class OriginCopier(Service):
         if isinstance(result, Failure):
             self.counters["failed"] += 1
             reason = _describe(result, self._fetch)
-            if result.check(CopyFailed, CancelledError, TimeoutError, ConnectError):
+            if result.check(*_EXPECTED_FAILURES):
                 log.warn(
                     "Copy of {bucket}/{key} from {origin} ({address}) failed: {reason}",
                     bucket=job.bucket, key=job.key, origin=job.origin.netloc,
@@ -459,7 +466,13 @@ class OriginCopier(Service):
         return Deferred.fromCoroutine(drain())
 
 
+_EXPECTED_FAILURES = (
+    CopyFailed, CancelledError, TimeoutError, ConnectError, ResponseFailed, ResponseNeverReceived,
+)
+
+
 def _describe(failure: Failure, fetch: OriginFetchConfig) -> str:
+    """The operator-facing reason a copy failed: short, and naming the cause, not a type."""
     if failure.check(CopyFailed):
         return str(failure.value)
     if failure.check(CancelledError):
@@ -470,6 +483,10 @@ def _describe(failure: Failure, fetch: OriginFetchConfig) -> str:
         return "connection refused"
     if failure.check(ConnectError):
         return f"cannot connect: {failure.value}"
+    if failure.check(ResponseNeverReceived):
+        return "connection closed before response headers"
+    if failure.check(ResponseFailed):
+        return "connection lost in the response"
     return f"{failure.type.__name__}: {failure.value}"
 
 

@@ -100,6 +100,7 @@ class EdgeResource(Resource):
 
     def render(self, request: Request) -> bytes | int:
         request_id: str = request.request_id  # type: ignore[attr-defined]
+        request.setHeader(b"server", b"cosedge")
         try:
             target = self.target(request)
         except _BadTarget as e:

@@ -34,9 +34,11 @@ class EdgeRequest(Request):
         self.request_id = new_request_id()
         self.started_at = time.monotonic()
 
+    # No Content-Type unless a response sets one: a 302 or 304 has no body to describe.
+    defaultContentType = None
+
     def process(self) -> None:
         self.setHeader(errors.REQUEST_ID_HEADER, self.request_id.encode("ascii"))
-        self.setHeader(b"server", b"cosedge")
         super().process()
 
     def processingFailed(self, reason: Failure) -> None:

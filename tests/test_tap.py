@@ -1,0 +1,168 @@
+"""The twistd plugin: options as data, the service tree on a MemoryReactor, and real
+`twistd cosedge` processes for start-up, readiness, bad configs and SIGHUP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from twisted.application.service import IService, IServiceCollection
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import IPlugin, getPlugins
+from zope.interface.verify import verifyObject
+
+from edge import tap
+
+REPO = Path(__file__).resolve().parents[1]
+READY = re.compile(rb"cosedge ready: listening on 127\.0\.0\.1:(\d+)")
+
+
+def test_plugin_is_discovered():
+    """`twistd cosedge` exists: the plugin provides IServiceMaker pointing at edge.tap."""
+    from twisted.application.service import IServiceMaker
+
+    makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
+    assert "cosedge" in makers
+    maker = makers["cosedge"]
+    assert verifyObject(IPlugin, maker)
+    assert verifyObject(IServiceMaker, maker)
+    assert maker.module is tap or maker.options is tap.Options
+
+
+def test_options_parse_and_override(tmp_path):
+    """Options read the config file and command-line overrides win."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"listen: 'tcp:1234'\ndata_dir: {tmp_path / 'a'}\n")
+    options = tap.Options()
+    options.parseOptions(
+        ["--config", str(config), "--listen", "tcp:0:interface=127.0.0.1",
+         "--data-dir", str(tmp_path / "b")]
+    )
+    assert options.edge_config.listen == "tcp:0:interface=127.0.0.1"
+    assert options.edge_config.data_dir == tmp_path / "b"
+    assert (tmp_path / "b" / ".cosedge" / "tmp").is_dir()
+
+
+def test_bad_config_exits_with_one_line(tmp_path, capsys):
+    """A bad config raises SystemExit(1) after printing one line naming file and key."""
+    config = tmp_path / "bad.yaml"
+    config.write_text("buckets:\n  Bad: {}\n")
+    with pytest.raises(SystemExit) as info:
+        tap.Options().parseOptions(["--config", str(config)])
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert str(config) in err and "buckets.Bad" in err
+
+
+def test_service_tree_on_memory_reactor(tmp_path):
+    """makeService's tree (copier, listener, table reload) starts and listens on the
+    configured endpoint, without a real socket."""
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(tmp_path / "d"), "--listen", "tcp:8080"])
+    reactor = MemoryReactorClock()
+    service = tap.build_service(options.edge_config, options.policy, options.store, reactor)
+    assert verifyObject(IServiceCollection, service)
+    names = {s.name for s in service}
+    assert {"origin-copier", "listener", "isp-table-reload"} <= names
+    for child in service:
+        assert verifyObject(IService, child)
+    service.privilegedStartService()
+    service.startService()
+    assert reactor.tcpServers[0][0] == 8080
+    service.stopService()
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _twistd(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        # twisted.scripts.twistd has no __main__ guard; run() is what the `twistd` script calls
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=", "cosedge", *args],
+        cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, bytes]:
+    out = b""
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        chunk = proc.stdout.read() or b""
+        out += chunk
+        match = READY.search(out)
+        if match:
+            return int(match.group(1)), out
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"twistd did not become ready:\n{out.decode(errors='replace')}")
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def test_twistd_runs_on_defaults_and_serves(tmp_path):
+    """`twistd -n --pidfile= cosedge` (here with port 0) starts, logs readiness with the
+    bound port, serves a dropped-in file path-style, and stops on SIGTERM."""
+    bucket = tmp_path / "data" / "demo-1250000000"
+    bucket.mkdir(parents=True)
+    (bucket / "f.txt").write_bytes(b"dropped in")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "listen: 'tcp:0:interface=127.0.0.1'\n"
+        f"data_dir: {tmp_path / 'data'}\n"
+        "buckets:\n  demo-1250000000: {}\n"
+    )
+    proc = _twistd("--config", str(config), cwd=tmp_path)
+    try:
+        port, _ = _wait_ready(proc)
+        status, body = _get(port, "/demo-1250000000/f.txt")
+        assert (status, body) == (200, b"dropped in")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("nonsense: 1\n", "nonsense: unknown key"),
+        ("buckets:\n  b-1:\n    origin: {address: '127.0.0.1:80'}\n",
+         "buckets.b-1.origin.address: origin 127.0.0.1 is not accepted"),
+        ("buckets:\n  b-1:\n    origin: {address: '8.8.8.8'}\n",
+         "buckets.b-1.origin.address: origin 8.8.8.8 is not accepted"),
+        ("listen: 'tcp:notaport'\n", "listen"),
+        ("isp_ranges: /nonexistent/tables\n", "isp_ranges: /nonexistent/tables is not a folder"),
+    ],
+)
+def test_twistd_refuses_bad_config(tmp_path, text, words):
+    """A bad config stops twistd with a non-zero status and one line naming the file, the
+    key and the reason; nothing starts listening."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'd'}\nlisten: 'tcp:0'\n" + text
+                      if "listen" not in text else f"data_dir: {tmp_path / 'd'}\n" + text)
+    proc = _twistd("--config", str(config), cwd=tmp_path)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    lines = [line for line in out.decode().splitlines() if line.strip()]
+    assert len(lines) == 1, out
+    assert str(config) in lines[0] and words in lines[0], lines[0]

@@ -232,3 +232,35 @@ async def test_path_style_request(edges, origin):
     assert reply.header("location") == f"http://{origin.address}/p/q.txt"
     unknown = await request(edge.port, "/nobucket-1250000000/q.txt", host="127.0.0.1")
     assert unknown.status == 404 and b"NoSuchBucket" in unknown.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_cancels_running_copy_and_leaves_no_temp_file(edges, origin):
+    """Stopping the edge gives running copies `shutdown_grace`, then cancels them: no
+    object, no temp file."""
+    origin.serve("/stuck.bin", b"s" * 100_000, stall_after=1000)
+    edge = await edges.start(edges.config(origin.address, fetch={"shutdown_grace": 0.2}))
+    assert (await edge.get("stuck.bin")).status == 302
+    from tests.integration.conftest import wait_until
+
+    await wait_until(lambda: any(j.received for j in edge.copier.in_flight()))
+    assert _files_under(edge.data_dir / ".cosedge" / "tmp") != []
+    await edge.stop()
+    assert _files_under(edge.data_dir / ".cosedge" / "tmp") == []
+    assert not (edge.data_dir / BUCKET / "stuck.bin").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_overflow_still_redirects(edges, origin, captured_events):
+    """With the cap and queue full, a miss is still redirected; the skipped copy is logged."""
+    for name in ("q1", "q2", "q3"):
+        origin.serve(f"/{name}", b"x", headers_delay=0.5)
+    edge = await edges.start(
+        edges.config(origin.address, fetch={"concurrency": 1, "queue_size": 1})
+    )
+    statuses = [(await edge.get(name)).status for name in ("q1", "q2", "q3")]
+    assert statuses == [302, 302, 302]
+    await edge.copies_done()
+    assert (edge.data_dir / BUCKET / "q1").exists() and (edge.data_dir / BUCKET / "q2").exists()
+    assert not (edge.data_dir / BUCKET / "q3").exists()
+    assert any(e.get("reason") == "queue full" and e.get("key") == "q3" for e in captured_events)

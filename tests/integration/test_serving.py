@@ -171,3 +171,33 @@ async def test_unicode_keys(edges):
     reply = await edge.get("%E5%9B%BE%E7%89%87%201.png")
     assert reply.status == 200 and reply.body == b"png"
     assert reply.header("content-type") == "image/png"
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_access_log_event_per_request(edges, body, captured_events):
+    """Each request emits one `cosedge.access` event with the combined-log fields and the
+    request id that the response carried."""
+    edge = await _edge_with_file(edges, body, "log.txt")
+    reply = await edge.get("log.txt", headers={"User-Agent": "curl/8", "Referer": "http://r/"})
+    access = [e for e in captured_events if e.get("log_namespace") == "cosedge.access"]
+    assert len(access) == 1
+    event = access[0]
+    assert event["request_id"] == reply.header("x-cos-request-id")
+    assert (event["method"], event["uri"], event["code"]) == ("GET", "/log.txt", 200)
+    assert event["length"] == len(body)
+    assert (event["user_agent"], event["referer"], event["remote"]) == ("curl/8", "http://r/", "127.0.0.1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bug_answers_xml_500(edges, body, monkeypatch):
+    """An unexpected exception in the resource answers COS XML 500 InternalError."""
+    edge = await _edge_with_file(edges, body, "boom.txt")
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(edge.store, "open_object", explode)
+    reply = await edge.get("boom.txt")
+    assert reply.status == 500
+    assert b"<Code>InternalError</Code>" in reply.body
+    assert b"simulated bug" not in reply.body

@@ -74,7 +74,9 @@ class OriginAddress:
         if text != text.strip() or any(c.isspace() for c in text):
             raise ValueError(f"{text!r} contains spaces")
         if "://" in text:
-            raise ValueError(f"{text!r} has a scheme; give host[:port] only (origins are plain HTTP)")
+            raise ValueError(
+                f"{text!r} has a scheme; give host[:port] only (origins are plain HTTP)"
+            )
         if "/" in text or "?" in text or "#" in text:
             raise ValueError(f"{text!r} has a path; give host[:port] only")
         if "@" in text:
@@ -436,12 +438,12 @@ def _parse_size(value: object, key: str, source: str) -> int:
             size = int(match.group(1)) * _SIZE_UNITS[unit]
             if size > 0:
                 return size
-    raise ConfigError(source, key, f"must be a size like 1073741824, '512MiB' or '5GiB', not {value!r}")
+    raise ConfigError(
+        source, key, f"must be a size like 1073741824, '512MiB' or '5GiB', not {value!r}"
+    )
 
 
-def check_origin_addresses(
-    config: EdgeConfig, accepts: Callable[[str], tuple[bool, str]]
-) -> None:
+def check_origin_addresses(config: EdgeConfig, accepts: Callable[[str], tuple[bool, str]]) -> None:
     """Refuse the config if an enabled origin given as an IP literal fails the ISP rule.
 
     Domain origins are judged when a copy starts (SPEC §5), since their addresses change.

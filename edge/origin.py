@@ -15,7 +15,8 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -28,7 +29,6 @@ from twisted.internet.interfaces import (
     IHostnameResolver,
     IHostResolution,
     IReactorTCP,
-    IReactorTime,
     IResolutionReceiver,
     IStreamClientEndpoint,
 )
@@ -61,7 +61,9 @@ _KEY_SAFE = "/!$&'()*+,;=:@~-._"
 
 class _Clock(TypingProtocol):
     def seconds(self) -> float: ...
-    def callLater(self, delay: float, f: Callable[..., Any], *a: Any, **kw: Any) -> IDelayedCall: ...
+    def callLater(
+        self, delay: float, f: Callable[..., Any], *a: Any, **kw: Any
+    ) -> IDelayedCall: ...
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,14 @@ class CopyJob:
 class _BodyWriter(Protocol):
     """Streams a response body into a pending object with a size cap and an idle timeout."""
 
-    def __init__(self, job: CopyJob, sink: Callable[[bytes], None], limit: int,
-                 idle_timeout: float, clock: _Clock) -> None:
+    def __init__(
+        self,
+        job: CopyJob,
+        sink: Callable[[bytes], None],
+        limit: int,
+        idle_timeout: float,
+        clock: _Clock,
+    ) -> None:
         self._job = job
         self._sink = sink
         self._limit = limit
@@ -307,7 +315,11 @@ class OriginCopier(Service):
         self._running = 0
         self._stopping = False
         self.counters: dict[str, int] = {
-            "started": 0, "stored": 0, "failed": 0, "already_present": 0, "overflow": 0,
+            "started": 0,
+            "stored": 0,
+            "failed": 0,
+            "already_present": 0,
+            "overflow": 0,
         }
 
     def _pinned_agent(self, address: str, port: int) -> IAgent:
@@ -346,7 +358,10 @@ class OriginCopier(Service):
             self.counters["overflow"] += 1
             log.warn(
                 "Copy of {bucket}/{key} from {origin} skipped: queue full ({queue_size})",
-                bucket=bucket, key=key, origin=origin.netloc, queue_size=self._fetch.queue_size,
+                bucket=bucket,
+                key=key,
+                origin=origin.netloc,
+                queue_size=self._fetch.queue_size,
                 reason="queue full",
             )
             return CopyStart.OVERFLOW
@@ -372,14 +387,21 @@ class OriginCopier(Service):
             if result.check(*_EXPECTED_FAILURES):
                 log.warn(
                     "Copy of {bucket}/{key} from {origin} ({address}) failed: {reason}",
-                    bucket=job.bucket, key=job.key, origin=job.origin.netloc,
-                    address=job.address, reason=reason,
+                    bucket=job.bucket,
+                    key=job.key,
+                    origin=job.origin.netloc,
+                    address=job.address,
+                    reason=reason,
                 )
             else:
                 log.failure(
                     "Copy of {bucket}/{key} from {origin} ({address}) failed: {reason}",
-                    result, bucket=job.bucket, key=job.key, origin=job.origin.netloc,
-                    address=job.address, reason=reason,
+                    result,
+                    bucket=job.bucket,
+                    key=job.key,
+                    origin=job.origin.netloc,
+                    address=job.address,
+                    reason=reason,
                 )
         while self._queue and self._running < self._fetch.concurrency and not self._stopping:
             self._start(self._queue.popleft())
@@ -389,18 +411,18 @@ class OriginCopier(Service):
             self.counters["already_present"] += 1
             return
         agent = self._agent_factory(job.address, job.origin.connect_port)
-        headers = Headers({
-            b"user-agent": [USER_AGENT],
-            b"accept-encoding": [b"identity"],
-        })
+        headers = Headers(
+            {
+                b"user-agent": [USER_AGENT],
+                b"accept-encoding": [b"identity"],
+            }
+        )
         request = agent.request(b"GET", job.url, headers)
         request.addTimeout(self._fetch.idle_timeout, self._clock)  # type: ignore[arg-type]
         try:
             response: IResponse = await request
         except TimeoutError:
-            raise CopyFailed(
-                f"no response headers within {self._fetch.idle_timeout:g}s"
-            ) from None
+            raise CopyFailed(f"no response headers within {self._fetch.idle_timeout:g}s") from None
         if response.code != 200:
             response.deliverBody(_Discard())
             hint = " (redirects are not followed)" if 300 <= response.code < 400 else ""
@@ -415,8 +437,11 @@ class OriginCopier(Service):
         pending = self._store.new_upload(job.bucket, job.key)
         try:
             writer = _BodyWriter(
-                job, pending.write, self._fetch.max_object_size,
-                self._fetch.idle_timeout, self._clock,
+                job,
+                pending.write,
+                self._fetch.max_object_size,
+                self._fetch.idle_timeout,
+                self._clock,
             )
             response.deliverBody(writer)
             await writer.finished
@@ -432,14 +457,19 @@ class OriginCopier(Service):
             self.counters["stored"] += 1
             log.info(
                 "Copied {bucket}/{key} from {origin} ({address}): {size} bytes",
-                bucket=job.bucket, key=job.key, origin=job.origin.netloc,
-                address=job.address, size=pending.size,
+                bucket=job.bucket,
+                key=job.key,
+                origin=job.origin.netloc,
+                address=job.address,
+                size=pending.size,
             )
         else:
             self.counters["already_present"] += 1
             log.info(
                 "Copy of {bucket}/{key} from {origin} dropped: the object appeared meanwhile",
-                bucket=job.bucket, key=job.key, origin=job.origin.netloc,
+                bucket=job.bucket,
+                key=job.key,
+                origin=job.origin.netloc,
             )
 
     def stopService(self) -> Deferred[None]:
@@ -467,7 +497,12 @@ class OriginCopier(Service):
 
 
 _EXPECTED_FAILURES = (
-    CopyFailed, CancelledError, TimeoutError, ConnectError, ResponseFailed, ResponseNeverReceived,
+    CopyFailed,
+    CancelledError,
+    TimeoutError,
+    ConnectError,
+    ResponseFailed,
+    ResponseNeverReceived,
 )
 
 

@@ -192,8 +192,14 @@ class ObjectStore:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
-                           errno.ELOOP, errno.EACCES):
+            if e.errno in (
+                errno.ENOENT,
+                errno.ENOTDIR,
+                errno.EISDIR,
+                errno.ENAMETOOLONG,
+                errno.ELOOP,
+                errno.EACCES,
+            ):
                 return None
             raise
         try:

@@ -43,9 +43,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         try:
-            config = load_config(
-                self["config"], listen=self["listen"], data_dir=self["data-dir"]
-            )
+            config = load_config(self["config"], listen=self["listen"], data_dir=self["data-dir"])
         except ConfigError as e:
             _fail(str(e))
         self.edge_config = config

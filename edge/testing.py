@@ -83,8 +83,14 @@ class _OriginProtocol(Protocol):
     def _send_head(self, reply: OriginReply) -> None:
         if not self.connected:
             return
-        reasons = {200: "OK", 301: "Moved Permanently", 302: "Found", 404: "Not Found",
-                   500: "Internal Server Error", 503: "Service Unavailable"}
+        reasons = {
+            200: "OK",
+            301: "Moved Permanently",
+            302: "Found",
+            404: "Not Found",
+            500: "Internal Server Error",
+            503: "Service Unavailable",
+        }
         lines = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}"]
         if reply.chunked:
             lines.append("Transfer-Encoding: chunked")

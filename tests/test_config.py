@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def test_overrides_win(tmp_path):
 def test_config_is_immutable(tmp_path):
     """Values cannot be changed after validation."""
     config = _load(tmp_path, GOOD)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.listen = "tcp:1"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.buckets["x"] = None  # type: ignore[index]
@@ -75,28 +76,61 @@ def test_config_is_immutable(tmp_path):
         ("buckets:\n  nodigits: {}\n", "buckets.nodigits", "bad bucket name"),
         ("buckets:\n  " + "a" * 51 + "-125: {}\n", "buckets." + "a" * 51 + "-125", "bad bucket"),
         ("buckets:\n  b-1:\n    domians: []\n", "buckets.b-1.domians", "unknown key"),
-        ("buckets:\n  b-1:\n    origin: {address: 'http://a.com'}\n",
-         "buckets.b-1.origin.address", "scheme"),
-        ("buckets:\n  b-1:\n    origin: {address: 'a.com/path'}\n",
-         "buckets.b-1.origin.address", "path"),
-        ("buckets:\n  b-1:\n    origin: {address: 'u:p@a.com'}\n",
-         "buckets.b-1.origin.address", "user info"),
-        ("buckets:\n  b-1:\n    origin: {address: 'a .com'}\n",
-         "buckets.b-1.origin.address", "spaces"),
-        ("buckets:\n  b-1:\n    origin: {address: 'a.com:70000'}\n",
-         "buckets.b-1.origin.address", "outside 1-65535"),
-        ("buckets:\n  b-1:\n    origin: {address: 'a.com:0'}\n",
-         "buckets.b-1.origin.address", "outside 1-65535"),
-        ("buckets:\n  b-1:\n    origin: {address: '2001:db8::1'}\n",
-         "buckets.b-1.origin.address", "brackets"),
-        ("buckets:\n  b-1:\n    origin: {enabled: yes please, address: a.com}\n",
-         "buckets.b-1.origin.enabled", "true or false"),
-        ("buckets:\n  b-1:\n    origin: {enabled: true}\n", "buckets.b-1.origin.address",
-         "required"),
-        ("buckets:\n  b-1:\n    origin: {address: a.com, port: 1}\n",
-         "buckets.b-1.origin.port", "unknown key"),
-        ("buckets:\n  a-1: {domains: [x.com]}\n  b-1: {domains: [X.com]}\n",
-         "buckets.b-1.domains", "already used"),
+        (
+            "buckets:\n  b-1:\n    origin: {address: 'http://a.com'}\n",
+            "buckets.b-1.origin.address",
+            "scheme",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {address: 'a.com/path'}\n",
+            "buckets.b-1.origin.address",
+            "path",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {address: 'u:p@a.com'}\n",
+            "buckets.b-1.origin.address",
+            "user info",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {address: 'a .com'}\n",
+            "buckets.b-1.origin.address",
+            "spaces",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {address: 'a.com:70000'}\n",
+            "buckets.b-1.origin.address",
+            "outside 1-65535",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {address: 'a.com:0'}\n",
+            "buckets.b-1.origin.address",
+            "outside 1-65535",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {address: '2001:db8::1'}\n",
+            "buckets.b-1.origin.address",
+            "brackets",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {enabled: yes please, address: a.com}\n",
+            "buckets.b-1.origin.enabled",
+            "true or false",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {enabled: true}\n",
+            "buckets.b-1.origin.address",
+            "required",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {address: a.com, port: 1}\n",
+            "buckets.b-1.origin.port",
+            "unknown key",
+        ),
+        (
+            "buckets:\n  a-1: {domains: [x.com]}\n  b-1: {domains: [X.com]}\n",
+            "buckets.b-1.domains",
+            "already used",
+        ),
         ("extra_origin_cidrs: [10.0.0.0/33]\n", "extra_origin_cidrs[0]", "not a CIDR"),
         ("listen: 'bogus:1'\n", "listen", "endpoint"),
         ("origin_fetch: {concurrency: 0}\n", "origin_fetch.concurrency", ">= 1"),
@@ -154,8 +188,25 @@ def test_origin_address_parse(text, netloc, port):
 
 @pytest.mark.parametrize(
     "text",
-    ["", " a.com", "a.com:", "a.com:x", "1.2.3", "1.2.3.256", "[::1", "[fe80::1%eth0]",
-     "a_b.com", "-a.com", "a.com.", ":80", "[::1]:", "a.com#x", "a.com?x", 80, None],
+    [
+        "",
+        " a.com",
+        "a.com:",
+        "a.com:x",
+        "1.2.3",
+        "1.2.3.256",
+        "[::1",
+        "[fe80::1%eth0]",
+        "a_b.com",
+        "-a.com",
+        "a.com.",
+        ":80",
+        "[::1]:",
+        "a.com#x",
+        "a.com?x",
+        80,
+        None,
+    ],
 )
 def test_origin_address_refused(text):
     """Malformed addresses are refused with a reason."""

@@ -50,8 +50,7 @@ MTIME = 1_700_000_000.5
 
 
 def _status(**headers):
-    base = dict(if_match=None, if_none_match=None, if_modified_since=None,
-                if_unmodified_since=None)
+    base = dict(if_match=None, if_none_match=None, if_modified_since=None, if_unmodified_since=None)
     base.update(headers)
     return precondition_status(etag=ETAG, mtime=MTIME, **base)
 

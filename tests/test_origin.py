@@ -49,8 +49,9 @@ class ScriptedResolver:
         self.answers = list(answers)
         self.lookups = 0
 
-    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None,
-                        transportSemantics="TCP"):
+    def resolveHostName(
+        self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"
+    ):
         self.lookups += 1
         receiver.resolutionBegan(None)
         for address in self.answers.pop(0):
@@ -133,8 +134,12 @@ def test_single_flight_cap_and_bounded_queue(store):
     """One copy per key; at most `concurrency` run; `queue_size` wait; the rest overflow."""
     clock = Clock()
     agent = HangingAgent()
-    copier = OriginCopier(clock, store, OriginFetchConfig(concurrency=2, queue_size=1),
-                          agent_factory=lambda address, port: agent)
+    copier = OriginCopier(
+        clock,
+        store,
+        OriginFetchConfig(concurrency=2, queue_size=1),
+        agent_factory=lambda address, port: agent,
+    )
     origin = OriginAddress.parse("203.0.113.7")
     assert copier.copy("b-1", "a", origin, "203.0.113.7") is CopyStart.STARTED
     assert copier.copy("b-1", "a", origin, "203.0.113.7") is CopyStart.JOINED
@@ -153,8 +158,9 @@ def test_single_flight_cap_and_bounded_queue(store):
 def test_copy_url_quotes_key(store):
     """The origin URL is the configured address plus the key, percent-encoded."""
     agent = HangingAgent()
-    copier = OriginCopier(Clock(), store, OriginFetchConfig(),
-                          agent_factory=lambda address, port: agent)
+    copier = OriginCopier(
+        Clock(), store, OriginFetchConfig(), agent_factory=lambda address, port: agent
+    )
     copier.copy("b-1", "dir/a b#?.txt", OriginAddress.parse("o.example:81"), "203.0.113.7")
     assert agent.requests == [b"http://o.example:81/dir/a%20b%23%3F.txt"]
 
@@ -164,4 +170,6 @@ def test_verify_interfaces():
     from twisted.internet.testing import MemoryReactor
     from twisted.web.iweb import IAgentEndpointFactory
 
-    assert verifyObject(IAgentEndpointFactory, PinnedEndpointFactory(MemoryReactor(), "1.2.3.4", 80, 1))
+    assert verifyObject(
+        IAgentEndpointFactory, PinnedEndpointFactory(MemoryReactor(), "1.2.3.4", 80, 1)
+    )

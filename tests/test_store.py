@@ -13,8 +13,20 @@ from edge.store import MAX_KEY_BYTES, ETagCache, InvalidKey, ObjectStore, valida
 
 @pytest.mark.parametrize(
     "key",
-    ["", ".", "..", "a/..", "../a", "a/./b", "a//b", "/a", "a\0b", "a\\b", "x" * 256,
-     "a/" + "y" * (MAX_KEY_BYTES)],
+    [
+        "",
+        ".",
+        "..",
+        "a/..",
+        "../a",
+        "a/./b",
+        "a//b",
+        "/a",
+        "a\0b",
+        "a\\b",
+        "x" * 256,
+        "a/" + "y" * (MAX_KEY_BYTES),
+    ],
 )
 def test_bad_keys(key):
     """Keys that could leave the bucket folder or name no file are refused."""

@@ -41,8 +41,14 @@ def test_options_parse_and_override(tmp_path):
     config.write_text(f"listen: 'tcp:1234'\ndata_dir: {tmp_path / 'a'}\n")
     options = tap.Options()
     options.parseOptions(
-        ["--config", str(config), "--listen", "tcp:0:interface=127.0.0.1",
-         "--data-dir", str(tmp_path / "b")]
+        [
+            "--config",
+            str(config),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--data-dir",
+            str(tmp_path / "b"),
+        ]
     )
     assert options.edge_config.listen == "tcp:0:interface=127.0.0.1"
     assert options.edge_config.data_dir == tmp_path / "b"
@@ -88,9 +94,19 @@ def _env() -> dict[str, str]:
 def _twistd(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         # twisted.scripts.twistd has no __main__ guard; run() is what the `twistd` script calls
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-         "-n", "--pidfile=", "cosedge", *args],
-        cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "cosedge",
+            *args,
+        ],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -146,10 +162,14 @@ def test_twistd_runs_on_defaults_and_serves(tmp_path):
     "text, words",
     [
         ("nonsense: 1\n", "nonsense: unknown key"),
-        ("buckets:\n  b-1:\n    origin: {address: '127.0.0.1:80'}\n",
-         "buckets.b-1.origin.address: origin 127.0.0.1 is not accepted"),
-        ("buckets:\n  b-1:\n    origin: {address: '8.8.8.8'}\n",
-         "buckets.b-1.origin.address: origin 8.8.8.8 is not accepted"),
+        (
+            "buckets:\n  b-1:\n    origin: {address: '127.0.0.1:80'}\n",
+            "buckets.b-1.origin.address: origin 127.0.0.1 is not accepted",
+        ),
+        (
+            "buckets:\n  b-1:\n    origin: {address: '8.8.8.8'}\n",
+            "buckets.b-1.origin.address: origin 8.8.8.8 is not accepted",
+        ),
         ("listen: 'tcp:notaport'\n", "listen"),
         ("isp_ranges: /nonexistent/tables\n", "isp_ranges: /nonexistent/tables is not a folder"),
     ],
@@ -158,8 +178,11 @@ def test_twistd_refuses_bad_config(tmp_path, text, words):
     """A bad config stops twistd with a non-zero status and one line naming the file, the
     key and the reason; nothing starts listening."""
     config = tmp_path / "bad.yaml"
-    config.write_text(f"data_dir: {tmp_path / 'd'}\nlisten: 'tcp:0'\n" + text
-                      if "listen" not in text else f"data_dir: {tmp_path / 'd'}\n" + text)
+    config.write_text(
+        f"data_dir: {tmp_path / 'd'}\nlisten: 'tcp:0'\n" + text
+        if "listen" not in text
+        else f"data_dir: {tmp_path / 'd'}\n" + text
+    )
     proc = _twistd("--config", str(config), cwd=tmp_path)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode != 0

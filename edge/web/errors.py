@@ -34,7 +34,9 @@ INTERNAL_ERROR = CosError(
 REQUEST_ID_HEADER = b"x-cos-request-id"
 
 
-def error_body(error: CosError, resource: str, request_id: str, message: str | None = None) -> bytes:
+def error_body(
+    error: CosError, resource: str, request_id: str, message: str | None = None
+) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         "<Error>"

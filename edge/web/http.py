@@ -33,8 +33,10 @@ def parse_range(header: bytes | None, size: int) -> tuple[int, int] | RangeResul
         return None
     first_text, dash, last_text = spec.partition("-")
     first_text, last_text = first_text.strip(), last_text.strip()
-    if not dash or not (first_text.isdigit() or first_text == "") or not (
-        last_text.isdigit() or last_text == ""
+    if (
+        not dash
+        or not (first_text.isdigit() or first_text == "")
+        or not (last_text.isdigit() or last_text == "")
     ):
         return None
     if first_text == "":

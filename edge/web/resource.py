@@ -236,7 +236,10 @@ class EdgeResource(Resource):
         if started is CopyStart.STARTED or started is CopyStart.QUEUED:
             log.debug(
                 "Miss on {bucket}/{key}: copy {state} from {origin}",
-                bucket=bucket.name, key=target.key, state=started.value, origin=origin.netloc,
+                bucket=bucket.name,
+                key=target.key,
+                state=started.value,
+                origin=origin.netloc,
             )
 
     def _warn_refused(self, bucket: str, resolved: Any) -> None:
@@ -261,7 +264,10 @@ class EdgeResource(Resource):
 
     def _error(self, request: Request, error: CosError) -> bytes:
         return errors.write_error(
-            request, error, _resource(request), request.request_id  # type: ignore[attr-defined]
+            request,
+            error,
+            _resource(request),
+            request.request_id,  # type: ignore[attr-defined]
         )
 
     def _finish_error(self, request: Request, error: CosError) -> None:
@@ -292,4 +298,3 @@ def _resource(request: Request) -> str:
     host = request.getHeader(b"host") or b""
     path = request.uri.partition(b"?")[0]
     return (host + path).decode("latin-1")
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import io
-
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,8 +81,12 @@ def _blocking_request(
 ) -> Reply:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.putrequest(method, path if isinstance(path, str) else path.decode("latin-1"),
-                        skip_host=True, skip_accept_encoding=True)
+        conn.putrequest(
+            method,
+            path if isinstance(path, str) else path.decode("latin-1"),
+            skip_host=True,
+            skip_accept_encoding=True,
+        )
         if host is not None:
             conn.putheader("Host", host)
         for name, value in headers.items():

@@ -57,12 +57,19 @@ async def test_ranges(edges, body):
     edge = await _edge_with_file(edges, body)
     size = len(body)
     r = await edge.get("docs/report.pdf", headers={"Range": "bytes=10-19"})
-    assert (r.status, r.body, r.header("content-range")) == (206, body[10:20], f"bytes 10-19/{size}")
+    assert (r.status, r.body, r.header("content-range")) == (
+        206,
+        body[10:20],
+        f"bytes 10-19/{size}",
+    )
     r = await edge.get("docs/report.pdf", headers={"Range": "bytes=10000-"})
     assert (r.status, r.body) == (206, body[10000:])
     r = await edge.get("docs/report.pdf", headers={"Range": "bytes=-5"})
     assert (r.status, r.body, r.header("content-range")) == (
-        206, body[-5:], f"bytes {size - 5}-{size - 1}/{size}")
+        206,
+        body[-5:],
+        f"bytes {size - 5}-{size - 1}/{size}",
+    )
     r = await edge.get("docs/report.pdf", headers={"Range": f"bytes={size}-"})
     assert r.status == 416 and r.header("content-range") == f"bytes */{size}"
     assert b"InvalidRange" in r.body
@@ -185,7 +192,11 @@ async def test_one_access_log_event_per_request(edges, body, captured_events):
     assert event["request_id"] == reply.header("x-cos-request-id")
     assert (event["method"], event["uri"], event["code"]) == ("GET", "/log.txt", 200)
     assert event["length"] == len(body)
-    assert (event["user_agent"], event["referer"], event["remote"]) == ("curl/8", "http://r/", "127.0.0.1")
+    assert (event["user_agent"], event["referer"], event["remote"]) == (
+        "curl/8",
+        "http://r/",
+        "127.0.0.1",
+    )
 
 
 @pytest_twisted.ensureDeferred

@@ -15,7 +15,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
 from twisted.application.service import Service
@@ -28,6 +28,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHostnameResolver,
     IHostResolution,
+    IPushProducer,
     IReactorTCP,
     IResolutionReceiver,
     IStreamClientEndpoint,
@@ -257,7 +258,7 @@ class _BodyWriter(Protocol):
         self._failed = True
         self._cancel_timer()
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
         if not self.finished.called:
             self.finished.errback(Failure(reason))
 
@@ -281,7 +282,7 @@ class _BodyWriter(Protocol):
 
 class _Discard(Protocol):
     def connectionMade(self) -> None:
-        self.transport.stopProducing()
+        cast(IPushProducer, self.transport).stopProducing()
 
 
 AgentFactory = Callable[[str, int], IAgent]
@@ -294,7 +295,7 @@ class OriginCopier(Service):
     `shutdown_grace` seconds to finish, then are cancelled and leave no temp file.
     """
 
-    name = "origin-copier"
+    name = "origin-copier"  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -484,10 +485,12 @@ class OriginCopier(Service):
         async def drain() -> None:
             if running:
                 waiting = defer.DeferredList(running, consumeErrors=True)
-                timer = self._clock.callLater(
-                    self._fetch.shutdown_grace,
-                    lambda: [d.cancel() for d in running if not d.called],
-                )
+                def cancel_remaining() -> None:
+                    for d in running:
+                        if not d.called:
+                            d.cancel()
+
+                timer = self._clock.callLater(self._fetch.shutdown_grace, cancel_remaining)
                 await waiting
                 if timer.active():
                     timer.cancel()

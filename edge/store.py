@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
@@ -221,7 +221,7 @@ class ObjectStore:
             os.close(fd)
             raise
         return StoredObject(
-            file=os.fdopen(fd, "rb", buffering=0),  # type: ignore[arg-type]
+            file=os.fdopen(fd, "rb", buffering=0),
             size=st.st_size,
             mtime=st.st_mtime,
             content_type=self._types.for_key(key),
@@ -312,10 +312,10 @@ class PendingObject:
             finally:
                 os.close(fd)
 
-        d = deferToThread(flush)
+        d: Deferred[Any] = deferToThread(flush)
         d.addCallback(lambda _: self._link())
         d.addErrback(self._discard_after_failure)
-        return d
+        return cast("Deferred[bool]", d)
 
     def _link(self) -> bool:
         final = self.store.path_for(self.bucket, self.key)

@@ -102,7 +102,7 @@ class ListenerService(StreamServerEndpointService):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._waitingForPort.addCallback(self._ready)  # type: ignore[attr-defined]
+        self._waitingForPort.addCallback(self._ready)
 
     def _ready(self, port: Any) -> Any:
         address = port.getHost()
@@ -117,7 +117,7 @@ class ListenerService(StreamServerEndpointService):
 class TableReloadService(Service):
     """Reloads the ISP tables on SIGHUP without touching connections or copies."""
 
-    name = "isp-table-reload"
+    name = "isp-table-reload"  # type: ignore[assignment]
 
     def __init__(self, reactor: Any, policy: Any) -> None:
         self._reactor = reactor

@@ -49,6 +49,7 @@ class SeenRequest:
 
 class _OriginProtocol(Protocol):
     factory: FakeOriginFactory
+    transport: Any  # a TCP transport: abortConnection is used on purpose
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -134,7 +135,7 @@ class _OriginProtocol(Protocol):
 
 
 class FakeOriginFactory(Factory):
-    protocol = _OriginProtocol
+    protocol = _OriginProtocol  # type: ignore[assignment]
 
     def __init__(self, origin: FakeOrigin) -> None:
         self.origin = origin

@@ -153,7 +153,7 @@ class EdgeResource(Resource):
         d.addErrback(self._hit_failed, request, obj)
 
     def _respond_hit(self, etag_hex: str, request: Request, obj: StoredObject) -> None:
-        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+        if request.finished or request._disconnected:
             obj.file.close()
             return
         etag = b'"' + etag_hex.encode("ascii") + b'"'
@@ -216,7 +216,7 @@ class EdgeResource(Resource):
             self._finish_error(request, errors.NO_SUCH_KEY)
             return
         resolved = await self._resolver.resolve(origin)
-        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+        if request.finished or request._disconnected:
             return
         accepted = resolved.accepted
         if not accepted:
@@ -278,7 +278,7 @@ class EdgeResource(Resource):
 
     def _unexpected(self, failure: Failure, request: Request, request_id: str) -> None:
         log.failure("Request {request_id} failed", failure, request_id=request_id)
-        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+        if request.finished or request._disconnected:
             return
         if request.startedWriting:
             if request.channel is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
+from twisted.web import http
 from twisted.web.server import Request, Site
 
 from edge.web import errors
@@ -72,7 +73,7 @@ class EdgeSite(Site):
         super().__init__(resource, **kwargs)
         self.requestFactory = EdgeRequest
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         req: EdgeRequest = request  # type: ignore[assignment]
         length = req.sentLength or 0
         access_log.info(

@@ -33,8 +33,9 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.client import (
     URI,
@@ -162,6 +163,72 @@ class OriginResolver:
         return waiter
 
 
+class WireMeter:
+    """Counts the bytes one origin connection delivered, below HTTP framing.
+
+    Twisted's client ends a body at Content-Length and silently drops whatever the origin
+    sent beyond it; only the raw count shows that the origin's idea of the object differs
+    from its header, which is reason enough not to store it.
+    """
+
+    _MAX_HEAD = 1024 * 1024
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.header_length: int | None = None
+        self._head = b""
+        self.closed: Deferred[None] = Deferred()
+
+    def received(self, data: bytes) -> None:
+        self.total += len(data)
+        if self.header_length is None and len(self._head) < self._MAX_HEAD:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end >= 0:
+                self.header_length = end + 4
+                self._head = b""
+
+    def lost(self) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    @property
+    def body_length(self) -> int | None:
+        return None if self.header_length is None else self.total - self.header_length
+
+
+class _MeteredProtocol(ProtocolWrapper):
+    factory: _MeteredFactory
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.meter.received(data)
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: B008
+        super().connectionLost(reason)
+        self.factory.meter.lost()
+
+
+class _MeteredFactory(WrappingFactory):
+    protocol = _MeteredProtocol
+
+    def __init__(self, wrapped: Any, meter: WireMeter) -> None:
+        super().__init__(wrapped)
+        self.meter = meter
+
+
+@implementer(IStreamClientEndpoint)
+class _MeteredEndpoint:
+    def __init__(self, endpoint: IStreamClientEndpoint, meter: WireMeter) -> None:
+        self._endpoint = endpoint
+        self._meter = meter
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        d: Deferred[Any] = self._endpoint.connect(_MeteredFactory(factory, self._meter))
+        # The HTTP client needs its own protocol back, not the wrapper around it.
+        return d.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+
+
 @implementer(IAgentEndpointFactory)
 class PinnedEndpointFactory:
     """Connects every request to one vetted address, whatever host the URL names.
@@ -170,15 +237,26 @@ class PinnedEndpointFactory:
     connection goes to the address that passed the ISP check: there is no second resolution.
     """
 
-    def __init__(self, reactor: IReactorTCP, address: str, port: int, timeout: float) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTCP,
+        address: str,
+        port: int,
+        timeout: float,
+        meter: WireMeter | None = None,
+    ) -> None:
         self._reactor = reactor
         self._address = address
         self._port = port
         self._timeout = timeout
+        self._meter = meter
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        endpoint = TCP6ClientEndpoint if ":" in self._address else TCP4ClientEndpoint
-        return endpoint(self._reactor, self._address, self._port, timeout=self._timeout)
+        kind = TCP6ClientEndpoint if ":" in self._address else TCP4ClientEndpoint
+        endpoint = kind(self._reactor, self._address, self._port, timeout=self._timeout)
+        if self._meter is not None:
+            return _MeteredEndpoint(endpoint, self._meter)
+        return endpoint
 
 
 class CopyStart(enum.Enum):
@@ -285,7 +363,7 @@ class _Discard(Protocol):
         cast(IPushProducer, self.transport).stopProducing()
 
 
-AgentFactory = Callable[[str, int], IAgent]
+AgentFactory = Callable[[str, int, WireMeter], IAgent]
 
 
 class OriginCopier(Service):
@@ -309,8 +387,6 @@ class OriginCopier(Service):
         self._store = store
         self._fetch = fetch
         self._agent_factory = agent_factory or self._pinned_agent
-        self._agents: dict[tuple[str, int], IAgent] = {}
-        self._pools: list[HTTPConnectionPool] = []
         self._jobs: dict[tuple[str, str], CopyJob] = {}
         self._queue: deque[CopyJob] = deque()
         self._running = 0
@@ -323,21 +399,17 @@ class OriginCopier(Service):
             "overflow": 0,
         }
 
-    def _pinned_agent(self, address: str, port: int) -> IAgent:
-        """One agent and connection pool per vetted address, so pooled connections are
-        only ever to addresses that passed the check."""
-        agent = self._agents.get((address, port))
-        if agent is None:
-            pool = HTTPConnectionPool(self._reactor, persistent=True)
-            pool.maxPersistentPerHost = 2
-            self._pools.append(pool)
-            factory = PinnedEndpointFactory(
-                self._reactor, address, port, self._fetch.connect_timeout
-            )
-            agent = self._agents[(address, port)] = Agent.usingEndpointFactory(
-                self._reactor, factory, pool=pool
-            )
-        return agent
+    def _pinned_agent(self, address: str, port: int, meter: WireMeter) -> IAgent:
+        """A fresh agent per copy, on its own connection to the vetted address.
+
+        No pooling across copies: each copy is a whole object, so a reused connection saves
+        little, and one connection per copy is what lets `WireMeter` account for it alone.
+        """
+        pool = HTTPConnectionPool(self._reactor, persistent=False)
+        factory = PinnedEndpointFactory(
+            self._reactor, address, port, self._fetch.connect_timeout, meter
+        )
+        return Agent.usingEndpointFactory(self._reactor, factory, pool=pool)
 
     def in_flight(self) -> list[CopyJob]:
         """Copies running or queued, for status pages and tests."""
@@ -411,7 +483,8 @@ class OriginCopier(Service):
         if self._store.exists(job.bucket, job.key):
             self.counters["already_present"] += 1
             return
-        agent = self._agent_factory(job.address, job.origin.connect_port)
+        meter = WireMeter()
+        agent = self._agent_factory(job.address, job.origin.connect_port, meter)
         headers = Headers(
             {
                 b"user-agent": [USER_AGENT],
@@ -450,6 +523,8 @@ class OriginCopier(Service):
                 raise CopyFailed(
                     f"body length {pending.size} does not match Content-Length {expected}"
                 )
+            if expected is not None:
+                await self._check_nothing_more(meter, expected)
             published = await pending.publish()
         except BaseException:
             pending.discard()
@@ -473,6 +548,19 @@ class OriginCopier(Service):
                 origin=job.origin.netloc,
             )
 
+    async def _check_nothing_more(self, meter: WireMeter, expected: int) -> None:
+        """Wait for the origin connection to close and refuse a body that ran past its
+        Content-Length (bytes the HTTP client dropped)."""
+        closing = meter.closed
+        closing.addTimeout(self._fetch.idle_timeout, self._clock)  # type: ignore[arg-type]
+        try:
+            await closing
+        except TimeoutError:
+            raise CopyFailed("origin kept the connection open after the body") from None
+        sent = meter.body_length
+        if sent is not None and sent > expected:
+            raise CopyFailed(f"origin sent {sent} body bytes, Content-Length said {expected}")
+
     def stopService(self) -> Deferred[None]:
         """Let running copies finish for a short grace period, then cancel what remains."""
         super().stopService()
@@ -485,6 +573,7 @@ class OriginCopier(Service):
         async def drain() -> None:
             if running:
                 waiting = defer.DeferredList(running, consumeErrors=True)
+
                 def cancel_remaining() -> None:
                     for d in running:
                         if not d.called:
@@ -494,7 +583,6 @@ class OriginCopier(Service):
                 await waiting
                 if timer.active():
                     timer.cancel()
-            await defer.DeferredList([p.closeCachedConnections() for p in self._pools])
 
         return Deferred.fromCoroutine(drain())
 

@@ -138,7 +138,7 @@ def test_single_flight_cap_and_bounded_queue(store):
         clock,
         store,
         OriginFetchConfig(concurrency=2, queue_size=1),
-        agent_factory=lambda address, port: agent,
+        agent_factory=lambda address, port, meter: agent,
     )
     origin = OriginAddress.parse("203.0.113.7")
     assert copier.copy("b-1", "a", origin, "203.0.113.7") is CopyStart.STARTED
@@ -159,7 +159,7 @@ def test_copy_url_quotes_key(store):
     """The origin URL is the configured address plus the key, percent-encoded."""
     agent = HangingAgent()
     copier = OriginCopier(
-        Clock(), store, OriginFetchConfig(), agent_factory=lambda address, port: agent
+        Clock(), store, OriginFetchConfig(), agent_factory=lambda address, port, meter: agent
     )
     copier.copy("b-1", "dir/a b#?.txt", OriginAddress.parse("o.example:81"), "203.0.113.7")
     assert agent.requests == [b"http://o.example:81/dir/a%20b%23%3F.txt"]

@@ -189,3 +189,67 @@ def test_twistd_refuses_bad_config(tmp_path, text, words):
     lines = [line for line in out.decode().splitlines() if line.strip()]
     assert len(lines) == 1, out
     assert str(config) in lines[0] and words in lines[0], lines[0]
+
+
+def test_bundled_tables_accept_china_telecom_and_refuse_loopback(tmp_path):
+    """With the bundled tables, an origin at 202.96.128.86 (China Telecom) is accepted and
+    127.0.0.1 is refused unless extra_origin_cidrs lists it."""
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        f"data_dir: {tmp_path / 'd'}\n"
+        "buckets:\n  b-1:\n    origin: {address: '202.96.128.86:8080'}\n"
+    )
+    options = tap.Options()
+    options.parseOptions(["--config", str(good)])
+    assert options.policy.check("202.96.128.86").accepted
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"data_dir: {tmp_path / 'd'}\nbuckets:\n  b-1:\n    origin: {{address: '127.0.0.1'}}\n"
+    )
+    with pytest.raises(SystemExit):
+        tap.Options().parseOptions(["--config", str(bad)])
+    bad.write_text(bad.read_text() + "extra_origin_cidrs: ['127.0.0.1/32']\n")
+    tap.Options().parseOptions(["--config", str(bad)])
+
+
+def test_sighup_reloads_tables_without_dropping_connections(tmp_path):
+    """SIGHUP makes a running edge re-read its ISP tables: an origin taken out of the tables
+    stops being used at once, and an open keep-alive connection keeps working. (HEAD
+    misses only, so the edge never tries to reach the non-loopback origin.)"""
+    import http.client
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "chinatelecom.txt").write_text("# test table\n202.96.128.0/24\n")
+    (tmp_path / "data" / "b-1").mkdir(parents=True)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "listen: 'tcp:0:interface=127.0.0.1'\n"
+        f"data_dir: {tmp_path / 'data'}\n"
+        f"isp_ranges: {tables}\n"
+        "buckets:\n  b-1:\n    origin: {address: '202.96.128.86:9'}\n"
+    )
+    proc = _twistd("--config", str(config), cwd=tmp_path)
+    try:
+        port, _ = _wait_ready(proc)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def head() -> int:
+            conn.request("HEAD", "/b-1/x")  # the same connection throughout
+            response = conn.getresponse()
+            response.read()
+            return response.status
+
+        assert head() == 302
+        (tables / "chinatelecom.txt").write_text("# test table\n1.0.1.0/24\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        status = head()
+        while status != 404 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = head()
+        assert status == 404
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)

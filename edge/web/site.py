@@ -9,8 +9,8 @@ from typing import Any
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import IResource
 from twisted.web import http
+from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from edge.web import errors

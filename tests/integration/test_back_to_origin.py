@@ -106,7 +106,7 @@ async def test_slow_origin_does_not_delay_redirect(edges, origin):
 
 @pytest_twisted.ensureDeferred
 async def test_failed_copies_store_nothing(edges, origin, captured_events):
-    """Truncated, reset, 5xx, 404, 3xx and chunked-cut-off origin replies leave
+    """Truncated, over-long, reset, 5xx, 404, 3xx and chunked-cut-off origin replies leave
     no object and no temp file, and each failure is one warning naming bucket, key,
     origin and reason."""
     origin.serve("/short", b"x" * 1000, content_length=5000)
@@ -114,8 +114,9 @@ async def test_failed_copies_store_nothing(edges, origin, captured_events):
     origin.serve("/e500", b"boom", status=500)
     origin.serve("/moved", b"", status=302, headers={"Location": "http://10.0.0.1/x"})
     origin.serve("/chunkcut", b"z" * 5000, chunked=True, cut_after=100)
+    origin.serve("/long", b"w" * 2000, content_length=1000)
     edge = await edges.start(edges.config(origin.address))
-    keys = ["short", "reset", "e500", "missing404", "moved", "chunkcut"]
+    keys = ["short", "reset", "e500", "missing404", "moved", "chunkcut", "long"]
     for key in keys:
         assert (await edge.get(key)).status == 302
     await edge.copies_done()

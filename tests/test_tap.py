@@ -3,13 +3,8 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from twisted.application.service import IService, IServiceCollection
@@ -18,9 +13,7 @@ from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
 from edge import tap
-
-REPO = Path(__file__).resolve().parents[1]
-READY = re.compile(rb"cosedge ready: listening on 127\.0\.0\.1:(\d+)")
+from tests.process import http_get, start_twistd, wait_ready
 
 
 def test_plugin_is_discovered():
@@ -85,57 +78,6 @@ def test_service_tree_on_memory_reactor(tmp_path):
     service.stopService()
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _twistd(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        # twisted.scripts.twistd has no __main__ guard; run() is what the `twistd` script calls
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "cosedge",
-            *args,
-        ],
-        cwd=cwd,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, bytes]:
-    out = b""
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.monotonic() < deadline:
-        chunk = proc.stdout.read() or b""
-        out += chunk
-        match = READY.search(out)
-        if match:
-            return int(match.group(1)), out
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"twistd did not become ready:\n{out.decode(errors='replace')}")
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path)
-    response = conn.getresponse()
-    return response.status, response.read()
-
-
 def test_twistd_runs_on_defaults_and_serves(tmp_path):
     """`twistd -n --pidfile= cosedge` (here with port 0) starts, logs readiness with the
     bound port, serves a dropped-in file path-style, and stops on SIGTERM."""
@@ -148,10 +90,10 @@ def test_twistd_runs_on_defaults_and_serves(tmp_path):
         f"data_dir: {tmp_path / 'data'}\n"
         "buckets:\n  demo-1250000000: {}\n"
     )
-    proc = _twistd("--config", str(config), cwd=tmp_path)
+    proc = start_twistd("--config", str(config), cwd=tmp_path)
     try:
-        port, _ = _wait_ready(proc)
-        status, body = _get(port, "/demo-1250000000/f.txt")
+        port, _ = wait_ready(proc)
+        status, body = http_get(port, "/demo-1250000000/f.txt")
         assert (status, body) == (200, b"dropped in")
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -183,7 +125,7 @@ def test_twistd_refuses_bad_config(tmp_path, text, words):
         if "listen" not in text
         else f"data_dir: {tmp_path / 'd'}\n" + text
     )
-    proc = _twistd("--config", str(config), cwd=tmp_path)
+    proc = start_twistd("--config", str(config), cwd=tmp_path)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode != 0
     lines = [line for line in out.decode().splitlines() if line.strip()]
@@ -229,9 +171,9 @@ def test_sighup_reloads_tables_without_dropping_connections(tmp_path):
         f"isp_ranges: {tables}\n"
         "buckets:\n  b-1:\n    origin: {address: '202.96.128.86:9'}\n"
     )
-    proc = _twistd("--config", str(config), cwd=tmp_path)
+    proc = start_twistd("--config", str(config), cwd=tmp_path)
     try:
-        port, _ = _wait_ready(proc)
+        port, _ = wait_ready(proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
         def head() -> int:

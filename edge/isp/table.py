@@ -7,7 +7,7 @@ the format is defined once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +67,3 @@ def format_table(header: Iterable[str], networks: Iterable[IPNetwork]) -> str:
     ordered = sorted(networks, key=lambda n: (n.version, n.first, n.prefixlen))
     lines.extend(str(n.cidr) for n in ordered)
     return "\n".join(lines) + "\n"
-
-
-def table_paths(directory: Path, isps: Mapping[str, object] | Iterable[str] = ISP_NAMES) -> dict[str, Path]:
-    return {isp: directory / f"{isp}.txt" for isp in isps}

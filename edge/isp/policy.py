@@ -15,41 +15,8 @@ from pathlib import Path
 from netaddr import AddrFormatError, IPNetwork, cidr_merge
 
 from edge.isp.index import AnyAddress, ISPIndex, RangeTable, address_int
+from edge.isp.special import SPECIAL_RANGES
 
-# (CIDR, what it is) — IANA special-purpose registries, IPv4 and IPv6.
-_SPECIAL: tuple[tuple[str, str], ...] = (
-    ("0.0.0.0/8", "unspecified ('this network') address"),
-    ("10.0.0.0/8", "private address"),
-    ("100.64.0.0/10", "shared (CGNAT) address"),
-    ("127.0.0.0/8", "loopback address"),
-    ("169.254.0.0/16", "link-local address"),
-    ("172.16.0.0/12", "private address"),
-    ("192.0.0.0/24", "IETF protocol assignment"),
-    ("192.0.2.0/24", "documentation address"),
-    ("192.88.99.0/24", "6to4 relay anycast address"),
-    ("192.168.0.0/16", "private address"),
-    ("198.18.0.0/15", "benchmarking address"),
-    ("198.51.100.0/24", "documentation address"),
-    ("203.0.113.0/24", "documentation address"),
-    ("224.0.0.0/4", "multicast address"),
-    ("240.0.0.0/4", "reserved address"),
-    ("255.255.255.255/32", "broadcast address"),
-    ("::/128", "unspecified address"),
-    ("::1/128", "loopback address"),
-    ("64:ff9b::/96", "NAT64 address"),
-    ("64:ff9b:1::/48", "NAT64 address"),
-    ("100::/64", "discard-only address"),
-    ("2001::/32", "Teredo address"),
-    ("2001:10::/28", "ORCHID address"),
-    ("2001:20::/28", "ORCHID address"),
-    ("2001:db8::/32", "documentation address"),
-    ("2002::/16", "6to4 address"),
-    ("3fff::/20", "documentation address"),
-    ("fc00::/7", "private (unique local) address"),
-    ("fe80::/10", "link-local address"),
-    ("fec0::/10", "site-local address"),
-    ("ff00::/8", "multicast address"),
-)
 _V4_MAPPED = (0xFFFF00000000, 0xFFFFFFFFFFFF)
 _V4_COMPATIBLE = (0x2, 0xFFFFFFFF)  # ::a.b.c.d (deprecated); ::, ::1 are caught first
 
@@ -96,7 +63,7 @@ class OriginAddressPolicy:
         self._extra = _LabelledRanges(
             [(n, "listed in extra_origin_cidrs") for n in _parse_cidrs(extra_cidrs)]
         )
-        self._special = _LabelledRanges([(IPNetwork(c), label) for c, label in _SPECIAL])
+        self._special = _LabelledRanges([(IPNetwork(c), label) for c, label in SPECIAL_RANGES])
         self._index = ISPIndex.from_directory(self.tables_dir)
 
     @property

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,8 +41,36 @@ def start_twistd(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, bytes]:
-    """Wait for the readiness log line; returns the bound port and the output so far."""
+class OutputDrain:
+    """Keeps reading a child's stdout so its log writes never block on a full pipe (an
+    edge under a long test logs one access line per request), and keeps what it read."""
+
+    def __init__(self, stream: object, already: bytes) -> None:
+        self._stream = stream
+        self._chunks = [already]
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        read = self._stream.read1  # type: ignore[attr-defined]
+        while chunk := read(65536):
+            with self._lock:
+                self._chunks.append(chunk)
+
+    def text(self) -> str:
+        with self._lock:
+            return b"".join(self._chunks).decode(errors="replace")
+
+    def finish(self, timeout: float = 10) -> str:
+        """All the output, once the process has exited and its pipe is drained."""
+        self._thread.join(timeout)
+        return self.text()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, OutputDrain]:
+    """Wait for the readiness log line; returns the bound port and a drain that keeps
+    collecting the process's output from then on."""
     out = b""
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -51,7 +80,8 @@ def wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int,
         out += chunk
         match = READY.search(out)
         if match:
-            return int(match.group(1)), out
+            os.set_blocking(proc.stdout.fileno(), True)
+            return int(match.group(1)), OutputDrain(proc.stdout, out)
         if proc.poll() is not None:
             break
         time.sleep(0.05)

@@ -53,3 +53,15 @@ def test_check_bad_address(tables, capsys):
     """A malformed origin is an error with a reason."""
     assert main(["check", "--tables", tables, "http://x"]) == 2
     assert "scheme" in capsys.readouterr().err
+
+
+def test_lookup_bundled_tables_answers(capsys):
+    """SPEC §6 / issue 3: the shipped tables give the four reference answers."""
+    addresses = ["202.96.128.86", "211.136.192.6", "202.106.0.20", "8.8.8.8"]
+    assert main(["lookup", *addresses]) == 0
+    assert capsys.readouterr().out == (
+        "202.96.128.86\tchinatelecom\n"
+        "211.136.192.6\tchinamobile\n"
+        "202.106.0.20\tchinaunicom\n"
+        "8.8.8.8\t-\n"
+    )

@@ -107,20 +107,20 @@ class SpecialSpaceFilter:
         special = IPSet(network for network, _ in self._labelled)
         special |= _ALL[6] - IPSet(["2000::/3"])
         self._special = special
-        self.dropped: Counter[str] = Counter()
+        self.dropped: Counter[tuple[str, int]] = Counter()
 
     def clean(self, ranges: Iterable[IPRange]) -> IPSet:
         kept: list[IPRange] = []
         for r in ranges:
             if r.first == 0 and r.size == _ALL[r.version].size:
-                self.dropped[f"IPv{r.version} default route"] += r.size
+                self.dropped["default route", r.version] += r.size
             else:
                 kept.append(r)
         addresses = IPSet(kept)
         overlap = addresses & self._special
         if overlap.size:
             for cidr in overlap.iter_cidrs():
-                self.dropped[self._label(cidr)] += cidr.size
+                self.dropped[self._label(cidr), cidr.version] += cidr.size
             addresses -= self._special
         return addresses
 
@@ -359,8 +359,8 @@ def print_report(
             print(f"  {note}", file=out)
     if special_filter.dropped:
         print("dropped (never an origin):", file=out)
-        for label, size in sorted(special_filter.dropped.items()):
-            print(f"  {label}: {size:,} addresses", file=out)
+        for (label, version), size in sorted(special_filter.dropped.items()):
+            print(f"  IPv{version} {label}: {count_text(size, version)}", file=out)
     else:
         print("dropped (never an origin): nothing", file=out)
     print("sources per ISP:", file=out)
@@ -383,7 +383,8 @@ def print_report(
         )
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     specs = [SourceSpec.parse(text) for text in args.sources]
     tables_dir = Path(args.out) if args.out else bundled_tables_dir()
     asn_path = Path(args.asns) if args.asns else bundled_tables_dir() / "asns.yaml"

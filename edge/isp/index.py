@@ -13,6 +13,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from netaddr import IPAddress, IPNetwork, cidr_merge
 
@@ -20,7 +21,7 @@ import edge
 from edge.isp.table import read_tables
 
 _EMPTY: frozenset[str] = frozenset()
-AnyAddress = str | IPAddress | ipaddress.IPv4Address | ipaddress.IPv6Address
+AnyAddress: TypeAlias = str | IPAddress | ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)

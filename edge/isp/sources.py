@@ -212,8 +212,8 @@ def _package_version(csv_path: Path) -> str | None:
 
 
 def read_asn_csv(spec: SourceSpec, path: Path, asn_map: ASNMap) -> SourceData:
-    version = _package_version(path)
-    description = file_fingerprint(path) + (f" from {version}" if version else "")
+    package = _package_version(path)
+    description = file_fingerprint(path) + (f" from {package}" if package else "")
     data = SourceData(
         spec,
         ROUTING,

@@ -84,8 +84,11 @@ def read_table_texts(directory: Path) -> dict[str, str | None]:
     """
     for _ in range(_MIXED_RETRIES):
         texts = _read_texts(directory)
-        generations = {table_generation(t) for t in texts.values() if t is not None}
-        generations.discard(None)
+        generations = {
+            generation
+            for text in texts.values()
+            if text is not None and (generation := table_generation(text)) is not None
+        }
         if len(generations) <= 1:
             return texts
         time.sleep(0.01)

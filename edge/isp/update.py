@@ -319,7 +319,10 @@ def download(specs: Sequence[SourceSpec], workdir: Path) -> dict[SourceSpec, Pat
     urls = [s for s in specs if s.is_url]
     if not urls:
         return {}
-    from twisted.internet import defer, reactor
+    from twisted.internet import defer
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor
 
     fetched: dict[SourceSpec, Path] = {}
     failures: list[Any] = []
@@ -334,10 +337,10 @@ def download(specs: Sequence[SourceSpec], workdir: Path) -> dict[SourceSpec, Pat
             deferreds.append(d)
         done = defer.gatherResults(deferreds, consumeErrors=True)
         done.addErrback(lambda f: failures.append(f.value.subFailure.value))
-        done.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+        done.addBoth(lambda _: reactor.stop())
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.run(installSignalHandlers=False)
     if failures:
         error = failures[0]
         if isinstance(error, SourceError):

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from edge.config import EdgeConfig, parse_config
@@ -71,7 +72,7 @@ async def request(
     response = await agent.request(
         method.encode(), b"http://127.0.0.1:%d%s" % (port, raw_path), all_headers, producer
     )
-    data = await readBody(response) if method != "HEAD" else b""
+    data = await treq.content(response) if method != "HEAD" else b""
     length = response.length if isinstance(response.length, int) else None
     return Reply(response.code, response.headers, data, length)
 

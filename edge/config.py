@@ -21,7 +21,7 @@ from netaddr import AddrFormatError, IPNetwork
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "./cosedge-data"
 
-_BUCKET_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?-[0-9]+$")
+BUCKET_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?-[0-9]+$")
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _SIZE_RE = re.compile(r"^\s*([0-9]+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -177,6 +177,18 @@ class OriginFetchConfig:
 
 
 @dataclass(frozen=True)
+class Credential:
+    """A key pair for the signed management API, and the buckets it may manage."""
+
+    secret_id: str
+    secret_key: str
+    buckets: tuple[str, ...] = ("*",)
+
+    def allows(self, bucket: str) -> bool:
+        return "*" in self.buckets or bucket in self.buckets
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     source: str = "<defaults>"
     listen: str = DEFAULT_LISTEN
@@ -185,12 +197,22 @@ class EdgeConfig:
     extra_origin_cidrs: tuple[str, ...] = ()
     buckets: Mapping[str, BucketConfig] = field(default_factory=lambda: MappingProxyType({}))
     origin_fetch: OriginFetchConfig = OriginFetchConfig()
+    credentials: tuple[Credential, ...] = ()
 
     def error(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.source, key, reason)
 
 
-_TOP_KEYS = {"listen", "data_dir", "isp_ranges", "extra_origin_cidrs", "buckets", "origin_fetch"}
+_TOP_KEYS = {
+    "listen",
+    "data_dir",
+    "isp_ranges",
+    "extra_origin_cidrs",
+    "buckets",
+    "origin_fetch",
+    "credentials",
+}
+_CREDENTIAL_KEYS = {"secret_id", "secret_key", "buckets"}
 _BUCKET_KEYS = {"domains", "origin"}
 _ORIGIN_KEYS = {"enabled", "address"}
 _FETCH_KEYS = {
@@ -284,6 +306,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     extra = _check_cidrs(raw.get("extra_origin_cidrs", []), source)
     buckets = _check_buckets(raw.get("buckets", {}), source)
     fetch = _check_fetch(raw.get("origin_fetch", {}), source)
+    credentials = _check_credentials(raw.get("credentials", []), source)
     return EdgeConfig(
         source=source,
         listen=listen,
@@ -292,6 +315,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
         extra_origin_cidrs=extra,
         buckets=MappingProxyType(buckets),
         origin_fetch=fetch,
+        credentials=credentials,
     )
 
 
@@ -346,7 +370,7 @@ def _check_buckets(value: object, source: str) -> dict[str, BucketConfig]:
     owners: dict[str, str] = {}
     for name, settings in value.items():
         prefix = f"buckets.{name}"
-        if not isinstance(name, str) or not _BUCKET_RE.fullmatch(name):
+        if not isinstance(name, str) or not BUCKET_NAME_RE.fullmatch(name):
             raise ConfigError(
                 source,
                 prefix,
@@ -370,6 +394,46 @@ def _check_buckets(value: object, source: str) -> dict[str, BucketConfig]:
             origin = _check_origin(settings["origin"], prefix + ".origin", source)
         buckets[name] = BucketConfig(name=name, domains=domains, origin=origin)
     return buckets
+
+
+def _check_credentials(value: object, source: str) -> tuple[Credential, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(source, "credentials", "must be a list of {secret_id, secret_key}")
+    credentials: list[Credential] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        key = f"credentials[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(source, key, "must be a mapping (secret_id, secret_key, buckets)")
+        _no_unknown_keys(item, _CREDENTIAL_KEYS, key + ".", source)
+        texts = {}
+        for field_name in ("secret_id", "secret_key"):
+            text = item.get(field_name)
+            if not isinstance(text, str) or not text or text != text.strip() or len(text) > 256:
+                raise ConfigError(
+                    source, f"{key}.{field_name}", "must be a non-empty string without spaces"
+                )
+            if not text.isprintable() or any(c.isspace() for c in text):
+                raise ConfigError(source, f"{key}.{field_name}", "must be printable, no spaces")
+            texts[field_name] = text
+        if texts["secret_id"] in seen:
+            raise ConfigError(source, f"{key}.secret_id", "listed twice")
+        seen.add(texts["secret_id"])
+        buckets = item.get("buckets", ["*"])
+        if (
+            not isinstance(buckets, list)
+            or not buckets
+            or not all(
+                isinstance(b, str) and (b == "*" or BUCKET_NAME_RE.fullmatch(b)) for b in buckets
+            )
+        ):
+            raise ConfigError(
+                source, f"{key}.buckets", 'must be a list of bucket names, or ["*"] for all'
+            )
+        credentials.append(Credential(texts["secret_id"], texts["secret_key"], tuple(buckets)))
+    return tuple(credentials)
 
 
 def _check_domains(value: object, key: str, source: str) -> tuple[str, ...]:

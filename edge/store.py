@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import mimetypes
 import os
+import shutil
 import stat as statmod
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -76,6 +78,19 @@ class StoredObject:
     mtime: float
     content_type: str
     identity: tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, ctime_ns
+
+    def with_content_type(self, content_type: str) -> StoredObject:
+        from dataclasses import replace
+
+        return replace(self, content_type=content_type)
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What a PUT said about an object beyond its bytes."""
+
+    content_type: str = ""
+    user: Mapping[str, str] = field(default_factory=dict)  # x-cos-meta-* headers
 
 
 class ETagCache:
@@ -174,6 +189,103 @@ class ObjectStore:
 
     def has_bucket(self, bucket: str) -> bool:
         return bucket in self._bucket_dirs
+
+    def add_bucket(self, bucket: str) -> None:
+        """Create a bucket folder (PUT Bucket); an existing folder is adopted as it is."""
+        path = str(self.data_dir / bucket)
+        os.makedirs(path, exist_ok=True)
+        self._bucket_dirs[bucket] = path
+        self._bucket_real[bucket] = os.path.realpath(path)
+
+    def bucket_is_empty(self, bucket: str) -> bool:
+        """No object in the bucket (empty folders left by deletes do not count)."""
+        return next(self.iter_keys(bucket), None) is None
+
+    def remove_bucket(self, bucket: str) -> None:
+        """Forget an empty bucket and remove its folder and its metadata."""
+        path = self._bucket_dirs.pop(bucket)
+        self._bucket_real.pop(bucket, None)
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(self.state_dir / "meta" / bucket, ignore_errors=True)
+
+    def iter_keys(self, bucket: str, prefix: str = "") -> Iterator[str]:
+        """Keys of the regular files under the bucket folder whose key starts with `prefix`,
+        in no particular order. Symbolic links are skipped: listing shows what the edge
+        itself holds."""
+        root = self._bucket_dirs[bucket]
+        start = root
+        folder = prefix.rpartition("/")[0]
+        if folder:
+            start = os.path.join(root, folder)
+        stack = [start]
+        while stack:
+            current = stack.pop()
+            try:
+                entries = list(os.scandir(current))
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue
+            for entry in entries:
+                key = os.path.relpath(entry.path, root)
+                if entry.is_dir(follow_symlinks=False):
+                    if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                        stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
+                    yield key
+
+    def delete_object(self, bucket: str, key: str) -> bool:
+        """Remove an object and its metadata, and prune folders it leaves empty."""
+        path = self.path_for(bucket, key)
+        try:
+            if not statmod.S_ISREG(os.lstat(path).st_mode):
+                return False
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        _unlink_quietly(self._meta_path(bucket, key))
+        root = self._bucket_dirs[bucket]
+        parent = os.path.dirname(path)
+        while parent != root and parent.startswith(root + os.sep):
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = os.path.dirname(parent)
+        return True
+
+    # -- metadata of uploaded objects (Content-Type, x-cos-meta-*) --------------------------
+
+    def _meta_path(self, bucket: str, key: str) -> str:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return str(self.state_dir / "meta" / bucket / digest[:2] / f"{digest}.json")
+
+    def read_meta(self, bucket: str, key: str, obj: StoredObject) -> ObjectMeta | None:
+        """Metadata saved by a PUT, if the file is still the one that PUT wrote."""
+        try:
+            with open(self._meta_path(bucket, key), encoding="utf-8") as f:
+                raw = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if raw.get("key") != key or tuple(raw.get("identity", ())) != obj.identity:
+            return None  # replaced by hand since: its metadata no longer applies
+        return ObjectMeta(str(raw.get("content_type") or ""), dict(raw.get("meta") or {}))
+
+    def clear_meta(self, bucket: str, key: str) -> None:
+        _unlink_quietly(self._meta_path(bucket, key))
+
+    def write_meta(self, bucket: str, key: str, meta: ObjectMeta) -> None:
+        path = self._meta_path(bucket, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        identity = _identity(os.stat(self.path_for(bucket, key)))
+        record = {
+            "key": key,
+            "identity": list(identity),
+            "content_type": meta.content_type,
+            "meta": meta.user,
+        }
+        temp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(record, f, ensure_ascii=False)
+        os.replace(temp, path)
 
     def path_for(self, bucket: str, key: str) -> str:
         """The object's file path; `key` must have passed `validate_key`."""
@@ -296,11 +408,16 @@ class PendingObject:
     def etag(self) -> str:
         return self._md5.hexdigest()
 
-    def publish(self) -> Deferred[bool]:
+    @property
+    def md5_digest(self) -> bytes:
+        return self._md5.digest()
+
+    def publish(self, replace: bool = False) -> Deferred[bool]:
         """Flush to disk (in a thread: fsync can take a while) and link into place.
 
         Fires True when published, False when an object already had the key (it is kept;
-        the copy is dropped). Any error discards the temp file and propagates.
+        the copy is dropped). With `replace` (an uploaded PUT) the new object takes the key
+        in one rename instead. Any error discards the temp file and propagates.
         """
         fd = self._fd
         assert fd is not None, "publish twice"
@@ -313,18 +430,21 @@ class PendingObject:
                 os.close(fd)
 
         d: Deferred[Any] = deferToThread(flush)
-        d.addCallback(lambda _: self._link())
+        d.addCallback(lambda _: self._link(replace))
         d.addErrback(self._discard_after_failure)
         return cast("Deferred[bool]", d)
 
-    def _link(self) -> bool:
+    def _link(self, replace: bool) -> bool:
         final = self.store.path_for(self.bucket, self.key)
         try:
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            try:
-                os.link(self.temp_path, final)
-            except FileExistsError:
-                return False
+            if replace:
+                os.replace(self.temp_path, final)
+            else:
+                try:
+                    os.link(self.temp_path, final)
+                except FileExistsError:
+                    return False
         finally:
             _unlink_quietly(self.temp_path)
         # Stat only after the temp name is gone: dropping a link changes the inode's ctime,

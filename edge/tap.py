@@ -153,7 +153,10 @@ def build_service(config: EdgeConfig, policy: Any, store: Any, reactor: Any) -> 
     Takes the reactor instead of importing it so tests can assemble the real tree on a
     `MemoryReactor`.
     """
+    from edge.buckets import BucketRegistry
     from edge.origin import OriginCopier, OriginResolver
+    from edge.rules import OriginRules
+    from edge.web.api import ManagementAPI
     from edge.web.resource import EdgeResource
     from edge.web.site import EdgeSite
 
@@ -162,7 +165,13 @@ def build_service(config: EdgeConfig, policy: Any, store: Any, reactor: Any) -> 
     resolver = OriginResolver(
         reactor.nameResolver, reactor, policy, config.origin_fetch.dns_cache_ttl
     )
-    resource = EdgeResource(config.buckets, store, resolver, copier, reactor)
+    registry = BucketRegistry(config.buckets, store.state_dir)
+    for name in registry.load():
+        store.add_bucket(name)
+    rules = OriginRules(store.state_dir, config.buckets)
+    rules.load()
+    api = ManagementAPI(config.credentials, registry, store, rules, resolver, reactor)
+    resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api)
     site = EdgeSite(resource, reactor=reactor)
     copier.setServiceParent(top)
     listener = ListenerService(serverFromString(reactor, config.listen), site)

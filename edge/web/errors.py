@@ -31,7 +31,59 @@ INTERNAL_ERROR = CosError(
     "InternalError", 500, "We encountered an internal error. Please try again."
 )
 
+# The management API's (SPEC §7), with COS's codes and statuses.
+SIGNATURE_DOES_NOT_MATCH = CosError(
+    "SignatureDoesNotMatch", 403, "The Signature you specified is invalid."
+)
+REQUEST_TIME_TOO_SKEWED = CosError(
+    "RequestTimeTooSkewed",
+    403,
+    "The difference between the request time and the server's time is too large.",
+)
+INVALID_ACCESS_KEY_ID = CosError(
+    "InvalidAccessKeyId", 403, "The access key Id format you provided is invalid."
+)
+METHOD_NOT_ALLOWED = CosError(
+    "MethodNotAllowed", 405, "The specified method is not allowed against this resource."
+)
+NOT_IMPLEMENTED = CosError(
+    "NotImplemented", 501, "A header you provided implies functionality that is not implemented."
+)
+NO_SUCH_ORIGIN = CosError(
+    "NoSuchOriginConfiguration", 404, "The origin configuration does not exist."
+)
+INVALID_BUCKET_NAME = CosError("InvalidBucketName", 400, "The specified bucket is not valid.")
+BUCKET_ALREADY_EXISTS = CosError(
+    "BucketAlreadyExists", 409, "The requested bucket name is not available."
+)
+BUCKET_NOT_EMPTY = CosError("BucketNotEmpty", 409, "The bucket you tried to delete is not empty.")
+INVALID_ARGUMENT = CosError("InvalidArgument", 400, "Invalid Argument.")
+INVALID_DIGEST = CosError("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
+BAD_DIGEST = CosError(
+    "BadDigest", 400, "The Content-MD5 you specified did not match what we received."
+)
+MALFORMED_XML = CosError(
+    "MalformedXML", 400, "The XML you provided was not well-formed or did not validate."
+)
+
+BY_CODE = {
+    e.code: e
+    for e in (
+        ACCESS_DENIED,
+        SIGNATURE_DOES_NOT_MATCH,
+        REQUEST_TIME_TOO_SKEWED,
+        INVALID_ACCESS_KEY_ID,
+    )
+}
+
 REQUEST_ID_HEADER = b"x-cos-request-id"
+
+
+def resource_of(request: Request) -> str:
+    """The `<Resource>` of an error: host and path as the client sent them."""
+    host = request.getHeader(b"host") or b""
+    path = request.uri.partition(b"?")[0]
+    return (host + path).decode("latin-1")
 
 
 def error_body(

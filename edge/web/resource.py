@@ -7,7 +7,6 @@ side does (miss: 302 now, copy in the background). Nothing here waits on an orig
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer
 
+from edge import signature
+from edge.buckets import BucketRegistry
 from edge.config import BucketConfig
 from edge.origin import CopyStart, OriginCopier, OriginResolver, choose_address
+from edge.rules import PROXY, OriginRules
 from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
 from edge.web import errors
+from edge.web.api import Denied, ManagementAPI
 from edge.web.errors import CosError
 from edge.web.http import (
     RangeResult,
@@ -47,10 +50,12 @@ class _FileRange(SingleRangeStaticProducer):
 
 @dataclass(frozen=True)
 class Target:
-    """Where a request points: a configured bucket and the key as decoded and as sent."""
+    """Where a request points: a bucket (by name; None for the service root), whether it
+    exists, and the key as decoded and as sent (None for the bucket itself)."""
 
-    bucket: BucketConfig
-    key: str
+    bucket_name: str | None
+    bucket: BucketConfig | None
+    key: str | None
     raw_key: bytes  # still percent-encoded: the redirect repeats the key as requested
     query: bytes | None
 
@@ -81,15 +86,18 @@ class EdgeResource(Resource):
 
     def __init__(
         self,
-        buckets: Mapping[str, BucketConfig],
+        registry: BucketRegistry,
+        rules: OriginRules,
         store: ObjectStore,
         resolver: OriginResolver,
         copier: OriginCopier,
         clock: Any,
+        api: ManagementAPI | None = None,
     ) -> None:
         super().__init__()
-        self._buckets = dict(buckets)
-        self._by_domain = {d: b for b in buckets.values() for d in b.domains}
+        self._registry = registry
+        self._rules = rules
+        self._api = api
         self._store = store
         self._resolver = resolver
         self._copier = copier
@@ -105,11 +113,35 @@ class EdgeResource(Resource):
             target = self.target(request)
         except _BadTarget as e:
             return self._error(request, e.error)
+        if self._api is not None and signature.is_signed(
+            (request.getHeader(b"authorization") or b"").decode("latin-1"),
+            _query_names(target.query),
+        ):
+            try:
+                return self._signed(request, target, self._api)
+            except Denied as e:
+                return self._error(request, e.error, e.message)
         if request.method not in _READ_METHODS:
             return self._error(request, errors.ACCESS_DENIED)
-        if target is None:
+        if target.bucket_name is None or target.key is None:
+            if target.bucket_name is not None and target.bucket is None:
+                return self._error(request, errors.NO_SUCH_BUCKET)
             # The bucket root or the service root: listing is the signed API's, not ours.
             return self._error(request, errors.ACCESS_DENIED)
+        return self._read(request, target, request_id)
+
+    def _signed(self, request: Request, target: Target, api: ManagementAPI) -> bytes | int:
+        api.authenticate(request, target.bucket_name, target.key)
+        if target.key is not None and request.method in _READ_METHODS:
+            if target.bucket is None:
+                raise Denied(errors.NO_SUCH_BUCKET)
+            return self._read(request, target, request.request_id)  # type: ignore[attr-defined]
+        return api.render(request, target.bucket_name, target.key)
+
+    def _read(self, request: Request, target: Target, request_id: str) -> bytes | int:
+        """GET/HEAD of an object, signed or not: a hit is served, a miss goes to its rule."""
+        if target.bucket is None or target.key is None:
+            return self._error(request, errors.NO_SUCH_BUCKET)
         obj = self._store.open_object(target.bucket.name, target.key)
         if obj is not None:
             self._serve_hit(request, target, obj)
@@ -118,36 +150,48 @@ class EdgeResource(Resource):
         d.addErrback(self._unexpected, request, request_id)
         return NOT_DONE_YET
 
-    def target(self, request: Request) -> Target | None:
-        """Resolve bucket and key, or raise `_BadTarget`; None for a bucket root."""
+    def target(self, request: Request) -> Target:
+        """Resolve bucket and key, or raise `_BadTarget` for a key that is never valid.
+
+        The Host picks the bucket by a configured domain, then by the API form
+        `<bucket>.<anything>.myqcloud.com`; otherwise the first path segment names it.
+        """
         uri = request.uri
         if uri.startswith((b"http://", b"https://")):
             uri = b"/" + uri.split(b"/", 3)[3] if uri.count(b"/") >= 3 else b"/"
         raw_path, sep, query = uri.partition(b"?")
+        query_or_none = query if sep else None
         host = split_host(request.getHeader(b"host"))
-        bucket = self._by_domain.get(host)
-        if bucket is not None:
+        bucket = self._registry.by_domain(host)
+        name = bucket.name if bucket is not None else self._registry.name_from_api_host(host)
+        if name is not None:
             raw_key = raw_path[1:] if raw_path.startswith(b"/") else raw_path
         else:
             name_raw, _, raw_key = raw_path.lstrip(b"/").partition(b"/")
             if not name_raw:
-                return None
+                return Target(None, None, None, b"", query_or_none)
             name = _decode(name_raw)
-            bucket = self._buckets.get(name)
-            if bucket is None:
-                raise _BadTarget(errors.NO_SUCH_BUCKET)
+        if bucket is None:
+            bucket = self._registry.get(name)
         if not raw_key:
-            return None
+            return Target(name, bucket, None, b"", query_or_none)
         key = _decode(raw_key)
         try:
             validate_key(key)
         except InvalidKey:
             raise _BadTarget(errors.INVALID_URI) from None
-        return Target(bucket, key, raw_key, query if sep else None)
+        return Target(name, bucket, key, raw_key, query_or_none)
 
     # -- hit -------------------------------------------------------------------------------
 
     def _serve_hit(self, request: Request, target: Target, obj: StoredObject) -> None:
+        assert target.bucket is not None and target.key is not None
+        meta = self._store.read_meta(target.bucket.name, target.key, obj)
+        if meta is not None:
+            if meta.content_type:
+                obj = obj.with_content_type(meta.content_type)
+            for name, value in meta.user.items():
+                request.setHeader(name.encode("latin-1"), value.encode("utf-8"))
         d = self._store.etag(target.bucket.name, target.key, obj)
         d.addCallback(self._respond_hit, request, obj)
         d.addErrback(self._hit_failed, request, obj)
@@ -211,10 +255,12 @@ class EdgeResource(Resource):
 
     async def _miss(self, request: Request, target: Target) -> None:
         bucket = target.bucket
-        origin = bucket.active_origin
-        if origin is None:
+        assert bucket is not None and target.key is not None
+        rule = self._rules.match(bucket.name, target.key)
+        if rule is None:
             self._finish_error(request, errors.NO_SUCH_KEY)
             return
+        origin = rule.origin
         resolved = await self._resolver.resolve(origin)
         if request.finished or request._disconnected:
             return
@@ -224,14 +270,15 @@ class EdgeResource(Resource):
             self._finish_error(request, errors.NO_SUCH_KEY)
             return
         location = b"http://" + origin.netloc.encode("ascii") + b"/" + target.raw_key
-        if target.query is not None:
-            location += b"?" + target.query
-        request.setResponseCode(302)
+        query = _origin_query(target.query)
+        if query and rule.follow_query_string:
+            location += b"?" + query
+        request.setResponseCode(rule.redirect_code)
         request.setHeader(b"location", location)
         request.setHeader(b"content-length", b"0")
         request.finish()
-        if request.method != b"GET":
-            return  # COS: HEAD never triggers a pull
+        if request.method != b"GET" or rule.origin_type != PROXY:
+            return  # COS: HEAD never triggers a pull; a Redirect rule only redirects
         started = self._copier.copy(bucket.name, target.key, origin, choose_address(accepted))
         if started is CopyStart.STARTED or started is CopyStart.QUEUED:
             log.debug(
@@ -262,12 +309,13 @@ class EdgeResource(Resource):
 
     # -- errors ----------------------------------------------------------------------------
 
-    def _error(self, request: Request, error: CosError) -> bytes:
+    def _error(self, request: Request, error: CosError, message: str | None = None) -> bytes:
         return errors.write_error(
             request,
             error,
-            _resource(request),
+            errors.resource_of(request),
             request.request_id,  # type: ignore[attr-defined]
+            message,
         )
 
     def _finish_error(self, request: Request, error: CosError) -> None:
@@ -294,7 +342,15 @@ def _decode(raw: bytes) -> str:
         raise _BadTarget(errors.INVALID_URI) from None
 
 
-def _resource(request: Request) -> str:
-    host = request.getHeader(b"host") or b""
-    path = request.uri.partition(b"?")[0]
-    return (host + path).decode("latin-1")
+def _query_names(query: bytes | None) -> list[str]:
+    if not query:
+        return []
+    return [part.partition(b"=")[0].decode("latin-1") for part in query.split(b"&")]
+
+
+def _origin_query(query: bytes | None) -> bytes | None:
+    """The query string to repeat to the origin, without a pre-signed URL's signature."""
+    if not query or b"q-sign" not in query.lower():
+        return query
+    kept = [p for p in query.split(b"&") if not p.lower().startswith(b"q-")]
+    return b"&".join(kept) or None

@@ -147,6 +147,7 @@ class EdgeFactory:
         enabled: bool = True,
         fetch: dict[str, Any] | None = None,
         data_dir: Path | None = None,
+        credentials: list[dict[str, Any]] | None = None,
     ) -> EdgeConfig:
         bucket: dict[str, Any] = {"domains": [DOMAIN]}
         if origin is not None:
@@ -159,6 +160,8 @@ class EdgeFactory:
         }
         if fetch:
             raw["origin_fetch"] = fetch
+        if credentials:
+            raw["credentials"] = credentials
         return parse_config(raw, "test.yaml")
 
     async def start(self, config: EdgeConfig) -> RunningEdge:

@@ -1,0 +1,198 @@
+"""COS request signatures (the HMAC-SHA1 `q-sign-algorithm=sha1` scheme), both ways.
+
+The management API verifies them; `cosedge-admin` and the tests make them. One module does
+both so the canonical form is written once:
+
+    FormatString = method\\npath\\nparams\\nheaders\\n
+    StringToSign = sha1\\n<q-sign-time>\\nsha1hex(FormatString)\\n
+    SignKey      = hmac_sha1_hex(SecretKey, <q-key-time>)
+    Signature    = hmac_sha1_hex(SignKey, StringToSign)
+
+`path` is the decoded object key with a leading `/` (`/` for bucket requests); params and
+headers are those named in `q-url-param-list` / `q-header-list`, names lowercased, names and
+values percent-encoded with only `-_.~` left as they are, sorted, joined `k=v&k=v`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from edge.config import Credential
+
+ALGORITHM = "sha1"
+# Clock skew tolerated at the start of a signature's validity (COS allows some too).
+ALLOWED_SKEW = 900
+_FIELDS = ("q-sign-algorithm", "q-ak", "q-sign-time", "q-key-time", "q-signature")
+
+
+class SignatureProblem(Exception):
+    """Why a signed request is refused; `code` is the COS error code to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SignatureParts:
+    access_key: str
+    sign_time: str
+    key_time: str
+    header_list: tuple[str, ...]
+    param_list: tuple[str, ...]
+    signature: str
+    from_query: bool
+
+
+def _encode(text: str) -> str:
+    return urllib.parse.quote(text.encode("utf-8"), safe="-_.~")
+
+
+def _canonical(pairs: Mapping[str, str]) -> tuple[str, str]:
+    """(`k=v&...` over the encoded, lowercased names, the `;`-joined name list)."""
+    encoded = {_encode(k).lower(): _encode(v) for k, v in pairs.items()}
+    names = sorted(encoded)
+    return "&".join(f"{n}={encoded[n]}" for n in names), ";".join(names)
+
+
+def string_to_sign(
+    method: str, path: str, params: Mapping[str, str], headers: Mapping[str, str], sign_time: str
+) -> str:
+    params_text, _ = _canonical(params)
+    headers_text, _ = _canonical(headers)
+    format_string = f"{method.lower()}\n{path}\n{params_text}\n{headers_text}\n"
+    digest = hashlib.sha1(format_string.encode("utf-8")).hexdigest()
+    return f"{ALGORITHM}\n{sign_time}\n{digest}\n"
+
+
+def signature(secret_key: str, key_time: str, to_sign: str) -> str:
+    sign_key = hmac.new(secret_key.encode(), key_time.encode(), hashlib.sha1).hexdigest()
+    return hmac.new(sign_key.encode(), to_sign.encode("utf-8"), hashlib.sha1).hexdigest()
+
+
+def sign(
+    secret_id: str,
+    secret_key: str,
+    method: str,
+    path: str,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    now: float | None = None,
+    expires: int = 600,
+) -> str:
+    """The `Authorization` value (also usable as a pre-signed query string)."""
+    params = dict(params or {})
+    headers = dict(headers or {})
+    start = int(time.time() if now is None else now)
+    sign_time = f"{start - 60};{start + expires}"
+    to_sign = string_to_sign(method, path, params, headers, sign_time)
+    _, param_names = _canonical(params)
+    _, header_names = _canonical(headers)
+    return (
+        f"q-sign-algorithm={ALGORITHM}&q-ak={secret_id}&q-sign-time={sign_time}"
+        f"&q-key-time={sign_time}&q-header-list={header_names}&q-url-param-list={param_names}"
+        f"&q-signature={signature(secret_key, sign_time, to_sign)}"
+    )
+
+
+def is_signed(authorization: str | None, query_names: Iterable[str]) -> bool:
+    """Whether a request claims to be signed (and so is the management API's)."""
+    if authorization and authorization.strip():
+        return True
+    return any(name.lower() == "q-sign-algorithm" for name in query_names)
+
+
+def parse_parts(authorization: str | None, query: Mapping[str, str]) -> SignatureParts:
+    """Pull the signature fields from the Authorization header or the query string."""
+    from_query = not (authorization and authorization.strip())
+    if from_query:
+        fields = {k.lower(): v for k, v in query.items() if k.lower().startswith("q-")}
+    else:
+        assert authorization is not None
+        fields = {}
+        for item in authorization.strip().split("&"):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise SignatureProblem("AccessDenied", "Authorization is not a COS signature")
+            fields[name.strip().lower()] = urllib.parse.unquote(value.strip())
+    missing = [f for f in _FIELDS if not fields.get(f)]
+    if missing:
+        raise SignatureProblem("AccessDenied", f"signature lacks {', '.join(missing)}")
+    if fields["q-sign-algorithm"].lower() != ALGORITHM:
+        raise SignatureProblem("AccessDenied", "only q-sign-algorithm=sha1 is supported")
+
+    def names(value: str | None) -> tuple[str, ...]:
+        return tuple(n for n in (value or "").lower().split(";") if n)
+
+    return SignatureParts(
+        access_key=fields["q-ak"],
+        sign_time=fields["q-sign-time"],
+        key_time=fields["q-key-time"],
+        header_list=names(fields.get("q-header-list")),
+        param_list=names(fields.get("q-url-param-list")),
+        signature=fields["q-signature"].lower(),
+        from_query=from_query,
+    )
+
+
+def _window(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition(";")
+    try:
+        if not sep:
+            raise ValueError
+        return int(start), int(end)
+    except ValueError:
+        raise SignatureProblem("AccessDenied", f"bad signature time {text!r}") from None
+
+
+def verify(
+    parts: SignatureParts,
+    credentials: Sequence[Credential],
+    *,
+    method: str,
+    path: str,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    now: float,
+) -> Credential:
+    """Check a signature against the configured keys; returns the key that signed it.
+
+    `query` and `headers` hold the request's decoded values by lowercased name. A name the
+    signature lists but the request lacks is signed as empty, as the SDKs do.
+    """
+    start, end = _window(parts.sign_time)
+    key_start, key_end = _window(parts.key_time)
+    if start > end or key_start > key_end:
+        raise SignatureProblem("AccessDenied", "signature time window is reversed")
+    if now + ALLOWED_SKEW < start:
+        raise SignatureProblem(
+            "RequestTimeTooSkewed",
+            "The difference between the request time and the server's time is too large.",
+        )
+    if now > end or now > key_end:
+        raise SignatureProblem("AccessDenied", "Request has expired")
+    credential = next((c for c in credentials if c.secret_id == parts.access_key), None)
+    if credential is None:
+        raise SignatureProblem(
+            "InvalidAccessKeyId", "The access key Id format you provided is invalid."
+        )
+    params = {name: query.get(name, "") for name in parts.param_list}
+    signed_headers = {name: headers.get(name, "") for name in parts.header_list}
+    candidates = [signed_headers]
+    host = signed_headers.get("host", "")
+    if ":" in host and not host.endswith("]"):
+        # SDKs sign the URL's host name; on a non-default port the Host header adds `:port`.
+        candidates.append({**signed_headers, "host": host.rsplit(":", 1)[0]})
+    for candidate in candidates:
+        to_sign = string_to_sign(method, path, params, candidate, parts.sign_time)
+        expected = signature(credential.secret_key, parts.key_time, to_sign)
+        if hmac.compare_digest(expected, parts.signature):
+            return credential
+    raise SignatureProblem("SignatureDoesNotMatch", "The Signature you specified is invalid.")

@@ -1,0 +1,454 @@
+"""The signed management API (SPEC §7): what the COS SDKs and `coscmd` do to a bucket.
+
+Signed requests come in on the same port as the public reads. `EdgeResource` hands every
+request that carries a COS signature here; once the signature and the key's bucket rights
+check out, object GET/HEAD go back to the public read path (hits, misses and back-to-origin
+behave the same signed or not) and everything else is answered here: object PUT/DELETE,
+bucket PUT/HEAD/DELETE/list, and origin rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import IO, Any, Protocol
+from xml.sax.saxutils import escape
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET, Request
+
+from edge import signature
+from edge.buckets import BucketRegistry
+from edge.config import Credential
+from edge.origin import OriginResolver
+from edge.rules import OriginRule, OriginRules, RuleError, parse_origin_xml, render_origin_xml
+from edge.store import ObjectMeta, ObjectStore, PendingObject
+from edge.web import errors
+from edge.web.errors import CosError
+
+log = Logger()
+
+MAX_LIST_KEYS = 1000
+_COPY_CHUNK = 1024 * 1024
+_META_PREFIX = "x-cos-meta-"
+_OWNER = "<Owner><ID>cosedge</ID><DisplayName>cosedge</DisplayName></Owner>"
+
+
+class _Target(Protocol):
+    bucket_name: str | None
+    key: str | None
+
+
+class Denied(Exception):
+    def __init__(self, error: CosError, message: str | None = None) -> None:
+        super().__init__(message or error.message)
+        self.error = error
+        self.message = message
+
+
+def request_query(request: Request) -> dict[str, str]:
+    """Decoded query parameters by lowercased name (last one wins, blank values kept)."""
+    query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, errors="replace")
+    return {k.lower(): v for k, v in pairs}
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        raw = values[-1]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        headers[name.decode("latin-1").lower()] = text
+    return headers
+
+
+class ManagementAPI:
+    def __init__(
+        self,
+        credentials: Sequence[Credential],
+        registry: BucketRegistry,
+        store: ObjectStore,
+        rules: OriginRules,
+        resolver: OriginResolver,
+        clock: Any,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._credentials = tuple(credentials)
+        self._registry = registry
+        self._store = store
+        self._rules = rules
+        self._resolver = resolver
+        self._clock = clock
+        self._now = wall_clock
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def authenticate(self, request: Request, bucket: str | None, key: str | None) -> Credential:
+        """Verify the signature; raises `Denied` with COS's error for the failure."""
+        query = request_query(request)
+        headers = request_headers(request)
+        try:
+            parts = signature.parse_parts(headers.get("authorization"), query)
+            credential = signature.verify(
+                parts,
+                self._credentials,
+                method=request.method.decode("ascii"),
+                path="/" + (key or ""),
+                query=query,
+                headers=headers,
+                now=self._now(),
+            )
+        except signature.SignatureProblem as e:
+            error = errors.BY_CODE.get(e.code, errors.ACCESS_DENIED)
+            raise Denied(error, e.message) from None
+        if bucket is not None and not credential.allows(bucket):
+            raise Denied(errors.ACCESS_DENIED, f"key {credential.secret_id} may not use {bucket}")
+        return credential
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def render(self, request: Request, bucket: str | None, key: str | None) -> bytes | int:
+        """Answer a signed, authenticated request that is not an object read."""
+        method = request.method
+        query = request_query(request)
+        if bucket is None:
+            if method == b"GET":
+                return self._list_buckets(request)
+            raise Denied(errors.METHOD_NOT_ALLOWED)
+        if key is None:
+            return self._bucket(request, bucket, method, query)
+        if bucket not in self._registry:
+            raise Denied(errors.NO_SUCH_BUCKET)
+        if method == b"PUT":
+            if "x-cos-copy-source" in request_headers(request):
+                raise Denied(errors.NOT_IMPLEMENTED, "PUT Object - Copy is not supported")
+            if query.keys() & {"partnumber", "uploadid", "acl", "tagging"}:
+                raise Denied(errors.NOT_IMPLEMENTED, "this object operation is not supported")
+            return self._async(request, self._put_object(request, bucket, key))
+        if method == b"DELETE":
+            self._store.delete_object(bucket, key)
+            log.info("Deleted {bucket}/{key}", bucket=bucket, key=key)
+            request.setResponseCode(204)
+            return b""
+        raise Denied(errors.METHOD_NOT_ALLOWED)
+
+    def _bucket(
+        self, request: Request, bucket: str, method: bytes, query: Mapping[str, str]
+    ) -> bytes | int:
+        if "origin" in query:
+            if bucket not in self._registry:
+                raise Denied(errors.NO_SUCH_BUCKET)
+            if method == b"PUT":
+                return self._async(request, self._put_origin(request, bucket))
+            if method == b"GET":
+                return self._get_origin(request, bucket)
+            if method == b"DELETE":
+                self._rules.replace(bucket, [])
+                log.info("Origin rules of {bucket} deleted", bucket=bucket)
+                request.setResponseCode(204)
+                return b""
+            raise Denied(errors.METHOD_NOT_ALLOWED)
+        subresources = [q for q in query if not q.startswith("q-") and q not in _LIST_PARAMS]
+        if subresources:
+            raise Denied(errors.NOT_IMPLEMENTED, f"?{subresources[0]} is not supported")
+        if method == b"PUT":
+            return self._create_bucket(request, bucket)
+        if bucket not in self._registry:
+            raise Denied(errors.NO_SUCH_BUCKET)
+        if method == b"HEAD":
+            request.setResponseCode(200)
+            return b""
+        if method == b"DELETE":
+            return self._delete_bucket(request, bucket)
+        if method == b"GET":
+            return self._async(request, self._list_objects(request, bucket, query))
+        raise Denied(errors.METHOD_NOT_ALLOWED)
+
+    def _async(self, request: Request, coroutine: Any) -> int:
+        d = ensureDeferred(coroutine)
+        d.addErrback(self._async_failed, request)
+        return NOT_DONE_YET
+
+    def _async_failed(self, failure: Any, request: Request) -> None:
+        if request.finished or request._disconnected:
+            return
+        if failure.check(Denied):
+            finish_error(request, failure.value.error, failure.value.message)
+            return
+        request.processingFailed(failure)
+
+    # -- buckets -------------------------------------------------------------------------------
+
+    def _list_buckets(self, request: Request) -> bytes:
+        items = "".join(
+            f"<Bucket><Name>{escape(name)}</Name><Location>local</Location>"
+            f"<CreationDate>{_iso(_mtime(self._store.data_dir / name))}</CreationDate></Bucket>"
+            for name in self._registry.names()
+        )
+        return _xml(
+            request,
+            f"<ListAllMyBucketsResult>{_OWNER}<Buckets>{items}</Buckets></ListAllMyBucketsResult>",
+        )
+
+    def _create_bucket(self, request: Request, bucket: str) -> bytes:
+        from edge.config import BUCKET_NAME_RE
+
+        if not BUCKET_NAME_RE.fullmatch(bucket):
+            raise Denied(errors.INVALID_BUCKET_NAME)
+        if bucket in self._registry:
+            raise Denied(errors.BUCKET_ALREADY_EXISTS)
+        self._store.add_bucket(bucket)
+        self._registry.create(bucket)
+        log.info("Bucket {bucket} created", bucket=bucket)
+        request.setHeader(b"content-length", b"0")
+        return b""
+
+    def _delete_bucket(self, request: Request, bucket: str) -> bytes:
+        if self._registry.is_configured(bucket):
+            raise Denied(
+                errors.ACCESS_DENIED, "bucket is defined in the config file; remove it there"
+            )
+        if not self._store.bucket_is_empty(bucket):
+            raise Denied(errors.BUCKET_NOT_EMPTY)
+        self._registry.delete(bucket)
+        self._rules.forget(bucket)
+        self._store.remove_bucket(bucket)
+        log.info("Bucket {bucket} deleted", bucket=bucket)
+        request.setResponseCode(204)
+        return b""
+
+    async def _list_objects(self, request: Request, bucket: str, query: Mapping[str, str]) -> None:
+        prefix = query.get("prefix", "")
+        delimiter = query.get("delimiter", "")
+        marker = query.get("marker", "")
+        encode = query.get("encoding-type", "") == "url"
+        if "encoding-type" in query and not (encode or query["encoding-type"] == ""):
+            raise Denied(errors.INVALID_ARGUMENT, "encoding-type must be url")
+        try:
+            max_keys = int(query.get("max-keys", "") or MAX_LIST_KEYS)
+        except ValueError:
+            raise Denied(errors.INVALID_ARGUMENT, "max-keys must be a number") from None
+        if not 0 <= max_keys:
+            raise Denied(errors.INVALID_ARGUMENT, "max-keys must not be negative")
+        max_keys = min(max_keys, MAX_LIST_KEYS)
+        keys = await deferToThread(lambda: sorted(self._store.iter_keys(bucket, prefix)))
+        contents: list[str] = []
+        prefixes: list[str] = []
+        seen_prefixes: set[str] = set()
+        truncated = False
+        last = ""
+        for key in keys:
+            if key <= marker:
+                continue
+            common = None
+            if delimiter:
+                cut = key.find(delimiter, len(prefix))
+                if cut >= 0:
+                    common = key[: cut + len(delimiter)]
+            if common is not None and common in seen_prefixes:
+                continue
+            if common is not None and common <= marker:
+                continue
+            if len(contents) + len(prefixes) >= max_keys:
+                truncated = True
+                break
+            if common is not None:
+                seen_prefixes.add(common)
+                prefixes.append(common)
+                last = common
+            else:
+                contents.append(key)
+                last = key
+        entries = []
+        for key in contents:
+            described = await self._describe(bucket, key)
+            if described is not None:
+                entries.append(described)
+
+        def out(text: str) -> str:
+            return escape(urllib.parse.quote(text, safe="/") if encode else text)
+
+        body = [f"<ListBucketResult><Name>{escape(bucket)}</Name>"]
+        if encode:
+            body.append("<EncodingType>url</EncodingType>")
+        body.append(f"<Prefix>{out(prefix)}</Prefix><Marker>{out(marker)}</Marker>")
+        body.append(f"<MaxKeys>{max_keys}</MaxKeys>")
+        if delimiter:
+            body.append(f"<Delimiter>{out(delimiter)}</Delimiter>")
+        body.append(f"<IsTruncated>{str(truncated).lower()}</IsTruncated>")
+        if truncated:
+            body.append(f"<NextMarker>{out(last)}</NextMarker>")
+        for key, size, mtime, etag in entries:
+            body.append(
+                f"<Contents><Key>{out(key)}</Key><LastModified>{_iso(mtime)}</LastModified>"
+                f"<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size>{_OWNER}"
+                "<StorageClass>STANDARD</StorageClass></Contents>"
+            )
+        for common in prefixes:
+            body.append(f"<CommonPrefixes><Prefix>{out(common)}</Prefix></CommonPrefixes>")
+        body.append("</ListBucketResult>")
+        finish_xml(request, "".join(body))
+
+    async def _describe(self, bucket: str, key: str) -> tuple[str, int, float, str] | None:
+        obj = self._store.open_object(bucket, key)
+        if obj is None:
+            return None  # deleted while listing
+        try:
+            etag = await self._store.etag(bucket, key, obj)
+        finally:
+            obj.file.close()
+        return key, obj.size, obj.mtime, etag
+
+    # -- objects -------------------------------------------------------------------------------
+
+    async def _put_object(self, request: Request, bucket: str, key: str) -> None:
+        headers = request_headers(request)
+        digest = None
+        if "content-md5" in headers:
+            try:
+                digest = base64.b64decode(headers["content-md5"], validate=True)
+            except (binascii.Error, ValueError):
+                digest = b""
+            if len(digest) != 16:
+                raise Denied(errors.INVALID_DIGEST)
+        assert request.content is not None
+        pending = self._store.new_upload(bucket, key)
+        try:
+            await deferToThread(_fill, pending, request.content)
+            if digest is not None and pending.md5_digest != digest:
+                raise Denied(errors.BAD_DIGEST)
+            try:
+                await pending.publish(replace=True)
+            except (IsADirectoryError, NotADirectoryError, FileExistsError):
+                raise Denied(
+                    errors.INVALID_ARGUMENT,
+                    "the key collides with a folder of other keys (or a key is its folder)",
+                ) from None
+        except BaseException:
+            pending.discard()
+            raise
+        meta = ObjectMeta(
+            headers.get("content-type", ""),
+            {k: v for k, v in headers.items() if k.startswith(_META_PREFIX)},
+        )
+        if meta.content_type or meta.user:
+            self._store.write_meta(bucket, key, meta)
+        else:
+            self._store.clear_meta(bucket, key)
+        log.info(
+            "Stored {bucket}/{key}: {size} bytes uploaded",
+            bucket=bucket,
+            key=key,
+            size=pending.size,
+        )
+        request.setHeader(b"etag", b'"%s"' % pending.etag.encode("ascii"))
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+
+    # -- origin rules --------------------------------------------------------------------------
+
+    async def _put_origin(self, request: Request, bucket: str) -> None:
+        assert request.content is not None
+        body = request.content.read(_MAX_ORIGIN_BODY + 1)
+        try:
+            rules = parse_origin_xml(body)
+        except RuleError as e:
+            code = errors.MALFORMED_XML if "XML" in str(e) else errors.INVALID_ARGUMENT
+            raise Denied(code, str(e)) from None
+        for rule in rules:
+            await self._vet(rule)
+        self._rules.replace(bucket, rules)
+        log.info(
+            "Origin rules of {bucket} set: {rules}",
+            bucket=bucket,
+            rules=[
+                f"{r.priority}:{r.origin_type}:{r.prefix or '*'}->{r.origin.netloc}" for r in rules
+            ],
+        )
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+
+    async def _vet(self, rule: OriginRule) -> None:
+        """Every address the rule's host stands for must pass the ISP check, as in the
+        config file; a domain is resolved now and each address judged."""
+        resolved = await self._resolver.resolve(rule.origin)
+        if resolved.error is not None:
+            raise Denied(
+                errors.INVALID_ARGUMENT,
+                f"origin {rule.origin.netloc} cannot be resolved: {resolved.error}",
+            )
+        refused = resolved.refused
+        if refused or not resolved.accepted:
+            reasons = "; ".join(f"{v.address}: {v.reason}" for v in refused) or "no addresses"
+            raise Denied(
+                errors.INVALID_ARGUMENT,
+                f"origin {rule.origin.netloc} is not accepted ({reasons})",
+            )
+
+    def _get_origin(self, request: Request, bucket: str) -> bytes:
+        rules = self._rules.rules(bucket)
+        if not rules:
+            raise Denied(errors.NO_SUCH_ORIGIN)
+        body = render_origin_xml(rules)
+        request.setHeader(b"content-type", b"application/xml")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
+
+
+_LIST_PARAMS = {"prefix", "delimiter", "marker", "max-keys", "encoding-type"}
+_MAX_ORIGIN_BODY = 64 * 1024
+
+
+def _fill(pending: PendingObject, source: IO[bytes]) -> None:
+    """Copy an uploaded body into the pending object (in a thread: it may be large)."""
+    source.seek(0)
+    while chunk := source.read(_COPY_CHUNK):
+        pending.write(chunk)
+
+
+def _mtime(path: os.PathLike[str]) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _xml(request: Request, text: str) -> bytes:
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n' + text).encode("utf-8")
+    request.setHeader(b"content-type", b"application/xml")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+def finish_xml(request: Request, text: str) -> None:
+    body = _xml(request, text)
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()
+
+
+def finish_error(request: Request, error: CosError, message: str | None = None) -> None:
+    body = errors.write_error(
+        request,
+        error,
+        errors.resource_of(request),
+        request.request_id,  # type: ignore[attr-defined]
+        message,
+    )
+    if body:
+        request.write(body)
+    request.finish()

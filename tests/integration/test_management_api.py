@@ -1,0 +1,325 @@
+"""The signed management API driven by Tencent's own `cos-python-sdk-v5`, configured the way
+a COS user points it at a self-hosted endpoint: `CosConfig(IP=..., Port=..., Scheme="http")`.
+
+The SDK is synchronous (requests), so every call runs in a thread while the edge runs in the
+test's reactor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from qcloud_cos import CosConfig, CosS3Client
+from qcloud_cos.cos_exception import CosServiceError
+from twisted.internet.threads import deferToThread
+
+from edge.signature import sign
+from tests.integration.conftest import BUCKET, request, wait_until
+
+SECRET_ID = "AKIDcosedgeIntegration"
+SECRET_KEY = "integration-secret"
+LIMITED_ID = "AKIDlimited"
+CREDENTIALS = [
+    {"secret_id": SECRET_ID, "secret_key": SECRET_KEY},
+    {"secret_id": LIMITED_ID, "secret_key": "limited", "buckets": ["other-1250000000"]},
+]
+
+
+def client(port: int, secret_id: str = SECRET_ID, secret_key: str = SECRET_KEY) -> CosS3Client:
+    config = CosConfig(
+        Region="ap-guangzhou",
+        SecretId=secret_id,
+        SecretKey=secret_key,
+        IP="127.0.0.1",
+        Port=port,
+        Scheme="http",
+    )
+    return CosS3Client(config, retry=0)
+
+
+async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return await deferToThread(fn, *args, **kwargs)
+
+
+async def service_error(fn: Any, *args: Any, **kwargs: Any) -> CosServiceError:
+    try:
+        await call(fn, *args, **kwargs)
+    except CosServiceError as e:
+        return e
+    raise AssertionError("expected a COS service error")
+
+
+def origin_xml(*rules: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's dict form of OriginConfiguration."""
+    return {
+        "OriginRule": [
+            {
+                "RulePriority": str(r.get("priority", i + 1)),
+                "OriginType": r.get("type", "Proxy"),
+                "OriginCondition": {"HTTPStatusCode": "404", "Prefix": r.get("prefix", "")},
+                "OriginParameter": {
+                    "Protocol": "HTTP",
+                    "FollowQueryString": "true",
+                    "HttpRedirectCode": str(r.get("code", 302)),
+                },
+                "OriginInfo": {"HostInfo": {"HostName": r["host"]}},
+            }
+            for i, r in enumerate(rules)
+        ]
+    }
+
+
+@pytest_twisted.async_fixture
+async def api_edge(edges):
+    return await edges.start(edges.config(None, credentials=CREDENTIALS))
+
+
+@pytest_twisted.ensureDeferred
+async def test_objects_put_get_head_list_delete(api_edge):
+    """PUT keeps Content-Type and x-cos-meta-*; GET/HEAD return them; list pages with
+    prefix/delimiter/marker; DELETE removes the object, its metadata and empty folders."""
+    cos = client(api_edge.port)
+    body = b"hello from the SDK\n"
+    put = await call(
+        cos.put_object,
+        Bucket=BUCKET,
+        Key="docs/a b/中文.txt",
+        Body=body,
+        ContentType="text/x-custom",
+        Metadata={"x-cos-meta-owner": "ops"},
+        EnableMD5=True,
+    )
+    assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    got = await call(cos.get_object, Bucket=BUCKET, Key="docs/a b/中文.txt")
+    assert got["Body"].get_raw_stream().read() == body
+    got.pop("Body")
+    got = {k.lower(): v for k, v in got.items()}  # Twisted sends Header-Case names
+    assert got["content-type"] == "text/x-custom"
+    assert got["x-cos-meta-owner"] == "ops"
+    head = await call(cos.head_object, Bucket=BUCKET, Key="docs/a b/中文.txt")
+    head = {k.lower(): v for k, v in head.items()}
+    assert head["content-length"] == str(len(body)) and head["x-cos-meta-owner"] == "ops"
+    on_disk = api_edge.data_dir / BUCKET / "docs" / "a b" / "中文.txt"
+    assert on_disk.read_bytes() == body  # a plain file at its key
+    assert not list((api_edge.data_dir / BUCKET).rglob("*.json"))  # metadata elsewhere
+
+    for key in ("docs/b.txt", "docs/c/d.txt", "top.txt"):
+        await call(cos.put_object, Bucket=BUCKET, Key=key, Body=key.encode())
+    listing = await call(cos.list_objects, Bucket=BUCKET, Prefix="docs/", Delimiter="/")
+    assert [c["Key"] for c in listing["Contents"]] == ["docs/b.txt"]
+    assert [p["Prefix"] for p in listing["CommonPrefixes"]] == ["docs/a b/", "docs/c/"]
+    page = await call(cos.list_objects, Bucket=BUCKET, MaxKeys=2)
+    assert page["IsTruncated"] == "true"
+    assert [c["Key"] for c in page["Contents"]] == ["docs/a b/中文.txt", "docs/b.txt"]
+    rest = await call(cos.list_objects, Bucket=BUCKET, Marker=page["NextMarker"])
+    assert [c["Key"] for c in rest["Contents"]] == ["docs/c/d.txt", "top.txt"]
+    assert rest["IsTruncated"] == "false"
+    entry = page["Contents"][1]
+    assert entry["Size"] == "10" and entry["ETag"] == f'"{hashlib.md5(b"docs/b.txt").hexdigest()}"'
+
+    await call(cos.delete_object, Bucket=BUCKET, Key="docs/a b/中文.txt")
+    assert not on_disk.exists() and not on_disk.parent.exists()
+    error = await service_error(cos.head_object, Bucket=BUCKET, Key="docs/a b/中文.txt")
+    assert error.get_status_code() == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_content_md5_stores_nothing(api_edge):
+    cos = client(api_edge.port)
+    error = await service_error(
+        cos.put_object,
+        Bucket=BUCKET,
+        Key="x.txt",
+        Body=b"abc",
+        ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==",
+    )
+    assert error.get_error_code() == "BadDigest"
+    assert not (api_edge.data_dir / BUCKET / "x.txt").exists()
+    assert list((api_edge.data_dir / ".cosedge" / "tmp").iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_credentials_are_refused(api_edge):
+    wrong = client(api_edge.port, secret_key="not-the-key")
+    error = await service_error(wrong.put_object, Bucket=BUCKET, Key="w.txt", Body=b"x")
+    assert (error.get_status_code(), error.get_error_code()) == (403, "SignatureDoesNotMatch")
+    unknown = client(api_edge.port, secret_id="AKIDnobody")
+    error = await service_error(unknown.list_objects, Bucket=BUCKET)
+    assert (error.get_status_code(), error.get_error_code()) == (403, "InvalidAccessKeyId")
+    limited = client(api_edge.port, LIMITED_ID, "limited")
+    error = await service_error(limited.put_object, Bucket=BUCKET, Key="w.txt", Body=b"x")
+    assert (error.get_status_code(), error.get_error_code()) == (403, "AccessDenied")
+    assert not (api_edge.data_dir / BUCKET / "w.txt").exists()
+    anonymous = await request(api_edge.port, "/w.txt", method="PUT", body=b"x")
+    assert anonymous.status == 403 and b"AccessDenied" in anonymous.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_buckets_create_head_delete(api_edge):
+    cos = client(api_edge.port)
+    await call(cos.create_bucket, Bucket="made-1250000000")
+    assert (api_edge.data_dir / "made-1250000000").is_dir()
+    await call(cos.head_bucket, Bucket="made-1250000000")
+    error = await service_error(cos.create_bucket, Bucket="made-1250000000")
+    assert error.get_error_code() == "BucketAlreadyExists"
+    await call(cos.put_object, Bucket="made-1250000000", Key="k", Body=b"v")
+    error = await service_error(cos.delete_bucket, Bucket="made-1250000000")
+    assert (error.get_status_code(), error.get_error_code()) == (409, "BucketNotEmpty")
+    await call(cos.delete_object, Bucket="made-1250000000", Key="k")
+    await call(cos.delete_bucket, Bucket="made-1250000000")
+    error = await service_error(cos.head_bucket, Bucket="made-1250000000")
+    assert error.get_status_code() == 404
+    error = await service_error(cos.delete_bucket, Bucket=BUCKET)
+    assert error.get_error_code() == "AccessDenied"  # configured buckets stay
+
+
+@pytest_twisted.ensureDeferred
+async def test_origin_rules_put_get_delete_and_proxy(api_edge, origin):
+    """A Proxy rule set through the API answers a miss with 302 and copies the object."""
+    cos = client(api_edge.port)
+    error = await service_error(cos.get_bucket_origin, Bucket=BUCKET)
+    assert error.get_status_code() == 404
+    origin.serve("/img/cat.jpg", body=b"meow")
+    await call(
+        cos.put_bucket_origin,
+        Bucket=BUCKET,
+        OriginConfiguration=origin_xml({"host": origin.address}),
+    )
+    rules = await call(cos.get_bucket_origin, Bucket=BUCKET)
+    assert rules["OriginRule"][0]["OriginInfo"]["HostInfo"]["HostName"] == origin.address
+    assert rules["OriginRule"][0]["OriginType"] == "Proxy"
+    miss = await api_edge.get("img/cat.jpg")
+    assert miss.status == 302 and miss.header("location") == f"http://{origin.address}/img/cat.jpg"
+    await api_edge.copies_done()
+    assert (await api_edge.get("img/cat.jpg")).body == b"meow"
+    await call(cos.delete_bucket_origin, Bucket=BUCKET)
+    assert (await api_edge.get("img/dog.jpg")).status == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirect_rule_copies_nothing_and_prefix_rules_choose(api_edge, origin, edges):
+    """Rules by priority then prefix: `a/` goes to a Redirect rule (307, nothing copied),
+    everything else to the Proxy rule."""
+    cos = client(api_edge.port)
+    origin.serve("/a/x.txt", body=b"A")
+    origin.serve("/b/y.txt", body=b"B")
+    await call(
+        cos.put_bucket_origin,
+        Bucket=BUCKET,
+        OriginConfiguration=origin_xml(
+            {"host": origin.address, "priority": 2},
+            {
+                "host": f"localhost:{origin.port}",
+                "priority": 1,
+                "prefix": "a/",
+                "type": "Redirect",
+                "code": 307,
+            },
+        ),
+    )
+    redirected = await api_edge.get("a/x.txt?v=1")
+    assert redirected.status == 307
+    assert redirected.header("location") == f"http://localhost:{origin.port}/a/x.txt?v=1"
+    proxied = await api_edge.get("b/y.txt")
+    assert proxied.status == 302
+    await api_edge.copies_done()
+    assert (api_edge.data_dir / BUCKET / "b" / "y.txt").read_bytes() == b"B"
+    assert not (api_edge.data_dir / BUCKET / "a" / "x.txt").exists()
+    assert [r.path for r in origin.requests] == ["/b/y.txt"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_origins_get_400(edges):
+    """Loopback, private and unresolvable origins are refused with InvalidArgument naming
+    the address, exactly as a config file would be; Mirror and HTTPS are refused too."""
+    edge = await edges.start(edges.config(None, extra=[], credentials=CREDENTIALS))
+    cos = client(edge.port)
+    for host, words in (
+        ("127.0.0.1:8080", "127.0.0.1: loopback address"),
+        ("10.1.2.3", "10.1.2.3: private address"),
+        ("8.8.8.8", "8.8.8.8: not in any ISP table"),
+        ("localhost", "loopback address"),
+    ):
+        error = await service_error(
+            cos.put_bucket_origin, Bucket=BUCKET, OriginConfiguration=origin_xml({"host": host})
+        )
+        assert (error.get_status_code(), error.get_error_code()) == (400, "InvalidArgument")
+        assert words in error.get_error_msg(), error.get_error_msg()
+    mirror = origin_xml({"host": "202.96.128.86", "type": "Mirror"})
+    error = await service_error(cos.put_bucket_origin, Bucket=BUCKET, OriginConfiguration=mirror)
+    assert "Mirror" in error.get_error_msg()
+    https = origin_xml({"host": "202.96.128.86"})
+    https["OriginRule"][0]["OriginParameter"]["Protocol"] = "HTTPS"
+    error = await service_error(cos.put_bucket_origin, Bucket=BUCKET, OriginConfiguration=https)
+    assert "only HTTP" in error.get_error_msg()
+    await call(
+        cos.put_bucket_origin,
+        Bucket=BUCKET,
+        OriginConfiguration=origin_xml({"host": "202.96.128.86:8080"}),
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_rules_and_buckets_survive_restart(edges, origin, tmp_path: Path):
+    config = edges.config(None, credentials=CREDENTIALS)
+    first = await edges.start(config)
+    cos = client(first.port)
+    await call(
+        cos.put_bucket_origin,
+        Bucket=BUCKET,
+        OriginConfiguration=origin_xml({"host": origin.address, "prefix": "p/"}),
+    )
+    await call(cos.create_bucket, Bucket="later-1250000000")
+    await first.stop()
+    second = await edges.start(config)
+    assert (await second.get("p/q.txt")).status == 302
+    assert (await second.get("other.txt")).status == 404  # the rule has a prefix
+    await call(client(second.port).head_bucket, Bucket="later-1250000000")
+
+
+@pytest_twisted.ensureDeferred
+async def test_yaml_origin_is_one_proxy_rule(edges, origin):
+    """SPEC §7: `origin:` in the YAML reads back as one Proxy rule, 404, no prefix, 302."""
+    edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS))
+    rules = await call(client(edge.port).get_bucket_origin, Bucket=BUCKET)
+    (rule,) = rules["OriginRule"]
+    assert (
+        rule["OriginType"] == "Proxy"
+        and rule["OriginCondition"]["Prefix"] is None
+        or rule["OriginCondition"]["Prefix"] == ""
+    )
+    assert rule["OriginParameter"]["HttpRedirectCode"] == "302"
+    assert rule["OriginParameter"]["FollowQueryString"] == "true"
+
+
+@pytest_twisted.ensureDeferred
+async def test_presigned_url_reads_private_listing_and_expires(api_edge):
+    """A pre-signed URL (signature in the query) authorises a listing; an expired one is
+    refused with 403."""
+    (api_edge.data_dir / BUCKET / "f.txt").write_bytes(b"f")
+    auth = sign(SECRET_ID, SECRET_KEY, "GET", "/", {}, {})
+    ok = await request(api_edge.port, f"/?{auth}")
+    assert ok.status == 200 and b"<Key>f.txt</Key>" in ok.body
+    old = sign(SECRET_ID, SECRET_KEY, "GET", "/", {}, {}, now=1_000_000_000)
+    expired = await request(api_edge.port, f"/?{old}")
+    assert expired.status == 403 and b"expired" in expired.body
+    anonymous = await request(api_edge.port, "/")
+    assert anonymous.status == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_signed_get_miss_still_goes_to_origin(api_edge, origin):
+    cos = client(api_edge.port)
+    await call(
+        cos.put_bucket_origin,
+        Bucket=BUCKET,
+        OriginConfiguration=origin_xml({"host": origin.address}),
+    )
+    origin.serve("/s.txt", body=b"signed")
+    answer = await call(cos.get_object, Bucket=BUCKET, Key="s.txt")  # the SDK takes a 3xx
+    headers = {k.lower(): v for k, v in answer.items() if k != "Body"}
+    assert headers["location"] == f"http://{origin.address}/s.txt"
+    await wait_until(lambda: (api_edge.data_dir / BUCKET / "s.txt").exists())

@@ -1,0 +1,62 @@
+"""`cosedge-admin origin show/set/delete` against a live edge, as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest_twisted
+from twisted.internet.utils import getProcessOutputAndValue
+
+from tests.integration.conftest import BUCKET
+from tests.process import twistd_env
+
+SECRET_ID = "AKIDadmin"
+SECRET_KEY = "admin-secret"
+
+
+async def admin(port: int, *args: str, key: str = SECRET_KEY) -> tuple[str, str, int]:
+    env = twistd_env()
+    env.update(COSEDGE_SECRET_ID=SECRET_ID, COSEDGE_SECRET_KEY=key)
+    out, err, code = await getProcessOutputAndValue(
+        sys.executable,
+        ["-m", "edge.admin", "--endpoint", f"http://127.0.0.1:{port}", *args],
+        env=env,
+        path=os.getcwd(),
+    )
+    return out.decode(), err.decode(), code
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_sets_shows_and_deletes_origin(edges, origin):
+    edge = await edges.start(
+        edges.config(None, credentials=[{"secret_id": SECRET_ID, "secret_key": SECRET_KEY}])
+    )
+    out, _, code = await admin(edge.port, "origin", "show", BUCKET)
+    assert code == 0 and "no origin rules" in out
+    out, err, code = await admin(
+        edge.port, "origin", "set", BUCKET, origin.address, "--prefix", "img/"
+    )
+    assert code == 0, err
+    out, _, code = await admin(edge.port, "origin", "show", BUCKET)
+    assert code == 0
+    assert f"1\timg/\t{origin.address}\tproxy (302 now, copy in the background), 302" in out
+    assert (await edge.get("img/a.png")).status == 302
+    assert (await edge.get("css/a.css")).status == 404
+    out, _, code = await admin(edge.port, "origin", "delete", BUCKET)
+    assert code == 0 and "deleted" in out
+    assert (await edge.get("img/a.png")).status == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_reports_refusals(edges):
+    edge = await edges.start(
+        edges.config(
+            None, extra=[], credentials=[{"secret_id": SECRET_ID, "secret_key": SECRET_KEY}]
+        )
+    )
+    _, err, code = await admin(edge.port, "origin", "set", BUCKET, "192.168.1.10")
+    assert code == 1
+    assert "400 InvalidArgument" in err and "192.168.1.10: private address" in err
+    _, err, code = await admin(edge.port, "origin", "show", BUCKET, key="wrong")
+    assert code == 1 and "403 SignatureDoesNotMatch" in err

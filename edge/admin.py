@@ -90,9 +90,7 @@ def describe(rule: OriginRule) -> str:
     what = "proxy (302 now, copy in the background)" if rule.origin_type == PROXY else "redirect"
     query = "query kept" if rule.follow_query_string else "query dropped"
     prefix = rule.prefix or "*"
-    return (
-        f"{rule.priority}\t{prefix}\t{rule.origin.netloc}\t{what}, {rule.redirect_code}, {query}"
-    )
+    return f"{rule.priority}\t{prefix}\t{rule.origin.netloc}\t{what}, {rule.redirect_code}, {query}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,7 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
     def api(method: str, body: bytes = b"", content_type: str | None = None) -> Reply:
         return call(
-            args.endpoint, secret_id, secret_key, method, args.bucket, {"origin": ""}, body,
+            args.endpoint,
+            secret_id,
+            secret_key,
+            method,
+            args.bucket,
+            {"origin": ""},
+            body,
             content_type,
         )
 

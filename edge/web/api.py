@@ -129,6 +129,8 @@ class ManagementAPI:
             return self._bucket(request, bucket, method, query)
         if bucket not in self._registry:
             raise Denied(errors.NO_SUCH_BUCKET)
+        if method == b"POST":
+            raise Denied(errors.NOT_IMPLEMENTED, "multipart upload is not supported; use PUT")
         if method == b"PUT":
             if "x-cos-copy-source" in request_headers(request):
                 raise Denied(errors.NOT_IMPLEMENTED, "PUT Object - Copy is not supported")

@@ -174,6 +174,12 @@ async def test_buckets_create_head_delete(api_edge):
     assert error.get_status_code() == 404
     error = await service_error(cos.delete_bucket, Bucket=BUCKET)
     assert error.get_error_code() == "AccessDenied"  # configured buckets stay
+    # GET Service (the SDK's list_buckets ignores IP= and goes to service.cos.myqcloud.com,
+    # so it is signed by hand here: tests talk to loopback only).
+    auth = sign(SECRET_ID, SECRET_KEY, "GET", "/", {}, {})
+    service = await request(api_edge.port, "/", host=None, headers={"Authorization": auth})
+    assert service.status == 200
+    assert service.body.count(b"<Name>") == 1 and f"<Name>{BUCKET}</Name>".encode() in service.body
 
 
 @pytest_twisted.ensureDeferred

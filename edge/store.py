@@ -159,6 +159,8 @@ class ObjectStore:
         self._bucket_real: dict[str, str] = {}
         self.etags = ETagCache()
         self._types = _ContentTypes()
+        # Buckets that have upload metadata at all: hits on the others skip the lookup.
+        self._meta_buckets: set[str] = set()
 
     def prepare(self) -> int:
         """Create the folders and sweep temp files left by an interrupted copy.
@@ -170,6 +172,9 @@ class ObjectStore:
         for path in self._bucket_dirs.values():
             os.makedirs(path, exist_ok=True)
         self._bucket_real = {name: os.path.realpath(p) for name, p in self._bucket_dirs.items()}
+        meta_root = self.state_dir / "meta"
+        if meta_root.is_dir():
+            self._meta_buckets = {e.name for e in os.scandir(meta_root) if e.is_dir()}
         removed = 0
         for entry in os.scandir(self.tmp_dir):
             try:
@@ -207,6 +212,7 @@ class ObjectStore:
         self._bucket_real.pop(bucket, None)
         shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(self.state_dir / "meta" / bucket, ignore_errors=True)
+        self._meta_buckets.discard(bucket)
 
     def iter_keys(self, bucket: str, prefix: str = "") -> Iterator[str]:
         """Keys of the regular files under the bucket folder whose key starts with `prefix`,
@@ -260,6 +266,8 @@ class ObjectStore:
 
     def read_meta(self, bucket: str, key: str, obj: StoredObject) -> ObjectMeta | None:
         """Metadata saved by a PUT, if the file is still the one that PUT wrote."""
+        if bucket not in self._meta_buckets:
+            return None
         try:
             with open(self._meta_path(bucket, key), encoding="utf-8") as f:
                 raw = json.load(f)
@@ -275,6 +283,7 @@ class ObjectStore:
     def write_meta(self, bucket: str, key: str, meta: ObjectMeta) -> None:
         path = self._meta_path(bucket, key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._meta_buckets.add(bucket)
         identity = _identity(os.stat(self.path_for(bucket, key)))
         record = {
             "key": key,

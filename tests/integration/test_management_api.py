@@ -279,8 +279,11 @@ async def test_rules_and_buckets_survive_restart(edges, origin, tmp_path: Path):
         OriginConfiguration=origin_xml({"host": origin.address, "prefix": "p/"}),
     )
     await call(cos.create_bucket, Bucket="later-1250000000")
+    await call(cos.put_object, Bucket=BUCKET, Key="typed", Body=b"{}", ContentType="text/x-kept")
     await first.stop()
     second = await edges.start(config)
+    typed = await second.get("typed")
+    assert typed.header("content-type") == "text/x-kept"  # metadata survives too
     assert (await second.get("p/q.txt")).status == 302
     assert (await second.get("other.txt")).status == 404  # the rule has a prefix
     await call(client(second.port).head_bucket, Bucket="later-1250000000")

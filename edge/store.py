@@ -385,22 +385,93 @@ class ObjectStore:
 
         return d.addCallback(remember)
 
-    def new_upload(self, bucket: str, key: str) -> PendingObject:
-        """A temp file that becomes `bucket/key` on `publish()`, or vanishes on `discard()`."""
-        return PendingObject(self, bucket, key)
+    def new_upload(self, bucket: str, key: str, spool: UploadSpool | None = None) -> PendingObject:
+        """A temp file that becomes `bucket/key` on `publish()`, or vanishes on `discard()`;
+        with `spool`, the uploaded body already written to the temp folder."""
+        return PendingObject(self, bucket, key, spool)
+
+
+class UploadSpool:
+    """A request body written straight into the store's temp folder as it arrives, hashed
+    on the way, so an uploaded object is published by one rename: no second copy, no body
+    held in memory. Twisted treats it as the request's `content` file.
+
+    If nothing adopts it, it deletes itself when the request is done or the client goes.
+    """
+
+    def __init__(self, tmp_dir: Path, limit: int) -> None:
+        self.path = str(tmp_dir / f"{uuid.uuid4().hex}.part")
+        self._file: BinaryIO | None = open(self.path, "w+b")  # noqa: SIM115 - owned here
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+        self.limit = limit
+        self.too_large = False
+        self.adopted = False
+
+    def write(self, data: bytes) -> None:
+        if self._file is None or self.too_large:
+            return
+        if self.size + len(data) > self.limit:
+            self.too_large = True  # stop filling the disk; the API answers EntityTooLarge
+            return
+        self._file.write(data)
+        self._md5.update(data)
+        self.size += len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        assert self._file is not None
+        return self._file.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        assert self._file is not None
+        return self._file.read(size)
+
+    def tell(self) -> int:
+        assert self._file is not None
+        return self._file.tell()
+
+    @property
+    def md5(self) -> Any:
+        return self._md5
+
+    def detach(self) -> BinaryIO:
+        """Hand the open file to a `PendingObject`; the spool forgets it."""
+        assert self._file is not None
+        file, self._file = self._file, None
+        self.adopted = True
+        return file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not self.adopted:
+            _unlink_quietly(self.path)
 
 
 class PendingObject:
     """An object being written; never visible under its key until complete and flushed."""
 
-    def __init__(self, store: ObjectStore, bucket: str, key: str) -> None:
+    def __init__(
+        self, store: ObjectStore, bucket: str, key: str, spool: UploadSpool | None = None
+    ) -> None:
         self.store = store
         self.bucket = bucket
         self.key = key
+        if spool is not None:
+            # An upload that already sits in the temp folder: take it over as it is.
+            self.size = spool.size
+            self._md5 = spool.md5
+            self.temp_path = spool.path
+            file = spool.detach()
+            file.flush()
+            self._fd: int | None = os.dup(file.fileno())
+            file.close()
+            return
         self.size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)
         self.temp_path = str(store.tmp_dir / f"{uuid.uuid4().hex}.part")
-        self._fd: int | None = os.open(
+        self._fd = os.open(
             self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
         )
 

@@ -173,6 +173,7 @@ def build_service(config: EdgeConfig, policy: Any, store: Any, reactor: Any) -> 
     api = ManagementAPI(config.credentials, registry, store, rules, resolver, reactor)
     resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api)
     site = EdgeSite(resource, reactor=reactor)
+    site.upload_dir = store.tmp_dir
     copier.setServiceParent(top)
     listener = ListenerService(serverFromString(reactor, config.listen), site)
     listener.setName("listener")

@@ -29,7 +29,7 @@ from edge.buckets import BucketRegistry
 from edge.config import Credential
 from edge.origin import OriginResolver
 from edge.rules import OriginRule, OriginRules, RuleError, parse_origin_xml, render_origin_xml
-from edge.store import ObjectMeta, ObjectStore, PendingObject
+from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
 from edge.web import errors
 from edge.web.errors import CosError
 
@@ -323,10 +323,17 @@ class ManagementAPI:
                 digest = b""
             if len(digest) != 16:
                 raise Denied(errors.INVALID_DIGEST)
-        assert request.content is not None
-        pending = self._store.new_upload(bucket, key)
+        content = request.content
+        assert content is not None
+        if isinstance(content, UploadSpool):
+            if content.too_large:
+                raise Denied(errors.ENTITY_TOO_LARGE)
+            pending = self._store.new_upload(bucket, key, content)  # no second copy
+        else:
+            pending = self._store.new_upload(bucket, key)
         try:
-            await deferToThread(_fill, pending, request.content)
+            if not isinstance(content, UploadSpool):
+                await deferToThread(_fill, pending, content)
             if digest is not None and pending.md5_digest != digest:
                 raise Denied(errors.BAD_DIGEST)
             try:

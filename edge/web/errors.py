@@ -62,6 +62,9 @@ INVALID_DIGEST = CosError("InvalidDigest", 400, "The Content-MD5 you specified i
 BAD_DIGEST = CosError(
     "BadDigest", 400, "The Content-MD5 you specified did not match what we received."
 )
+ENTITY_TOO_LARGE = CosError(
+    "EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size."
+)
 MALFORMED_XML = CosError(
     "MalformedXML", 400, "The XML you provided was not well-formed or did not validate."
 )

@@ -13,6 +13,7 @@ from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from edge.store import UploadSpool
 from edge.web import errors
 
 log = Logger()
@@ -37,6 +38,23 @@ class EdgeRequest(Request):
 
     # No Content-Type unless a response sets one: a 302 or 304 has no body to describe.
     defaultContentType = None
+    # Bodies larger than this (or of unknown length) are spooled to the store's temp folder.
+    spool_threshold = 64 * 1024
+
+    def gotLength(self, length: int | None) -> None:
+        site = getattr(self.channel, "site", None)
+        upload_dir = getattr(site, "upload_dir", None)
+        if upload_dir is not None and (length is None or length > self.spool_threshold):
+            self.content = UploadSpool(upload_dir, site.max_upload_size)  # type: ignore[union-attr,assignment]
+            return
+        super().gotLength(length)
+
+    def connectionLost(self, reason: Failure) -> None:
+        """A client that goes away mid-upload leaves no temp file behind."""
+        content = getattr(self, "content", None)
+        if isinstance(content, UploadSpool):
+            content.close()
+        super().connectionLost(reason)
 
     def process(self) -> None:
         self.setHeader(errors.REQUEST_ID_HEADER, self.request_id.encode("ascii"))
@@ -68,6 +86,10 @@ class EdgeSite(Site):
 
     requestFactory = EdgeRequest
     displayTracebacks = False
+
+    # Where request bodies are spooled (the store's temp folder), and COS's cap on one PUT.
+    upload_dir: Any = None
+    max_upload_size = 5 * 1024**3
 
     def __init__(self, resource: IResource, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)

@@ -332,3 +332,37 @@ async def test_signed_get_miss_still_goes_to_origin(api_edge, origin):
     headers = {k.lower(): v for k, v in answer.items() if k != "Body"}
     assert headers["location"] == f"http://{origin.address}/s.txt"
     await wait_until(lambda: (api_edge.data_dir / BUCKET / "s.txt").exists())
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_upload_is_spooled_once_and_aborted_upload_leaves_nothing(api_edge):
+    """A large PUT is written straight into .cosedge/tmp and renamed into place; a client
+    that disconnects mid-body leaves no temp file."""
+    import socket
+
+    cos = client(api_edge.port)
+    body = bytes(range(256)) * 8192  # 2 MiB
+    put = await call(cos.put_object, Bucket=BUCKET, Key="big.bin", Body=body, EnableMD5=True)
+    assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    assert (api_edge.data_dir / BUCKET / "big.bin").read_bytes() == body
+    tmp = api_edge.data_dir / ".cosedge" / "tmp"
+    assert list(tmp.iterdir()) == []
+
+    def send_half() -> bool:
+        import time
+
+        with socket.create_connection(("127.0.0.1", api_edge.port)) as sock:
+            sock.sendall(
+                b"PUT /half.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"
+                + b"x" * 200_000
+            )
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if any(p.suffix == ".part" for p in tmp.iterdir()):
+                    return True  # the body is being spooled into the store's temp folder
+                time.sleep(0.02)
+            return False
+
+    assert await deferToThread(send_half)
+    await wait_until(lambda: list(tmp.iterdir()) == [])
+    assert not (api_edge.data_dir / BUCKET / "half.bin").exists()

@@ -366,3 +366,39 @@ async def test_large_upload_is_spooled_once_and_aborted_upload_leaves_nothing(ap
     assert await deferToThread(send_half)
     await wait_until(lambda: list(tmp.iterdir()) == [])
     assert not (api_edge.data_dir / BUCKET / "half.bin").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_prefix_rules_choose_between_two_origins(api_edge, origin):
+    """Two Proxy rules, two origins: `img/` keys (priority 1) are copied from one, the rest
+    (priority 2, no prefix) from the other; each origin sees only its own keys."""
+    from twisted.internet import reactor
+
+    from edge.testing import FakeOrigin
+
+    second = FakeOrigin(reactor)
+    port = reactor.listenTCP(0, second.factory(), interface="127.0.0.1")
+    try:
+        second_address = f"127.0.0.1:{port.getHost().port}"
+        origin.serve("/img/p.png", body=b"from images origin")
+        second.serve("/css/s.css", body=b"from main origin")
+        await call(
+            client(api_edge.port).put_bucket_origin,
+            Bucket=BUCKET,
+            OriginConfiguration=origin_xml(
+                {"host": second_address, "priority": 2},
+                {"host": origin.address, "priority": 1, "prefix": "img/"},
+            ),
+        )
+        first_miss = await api_edge.get("img/p.png")
+        assert first_miss.header("location") == f"http://{origin.address}/img/p.png"
+        second_miss = await api_edge.get("css/s.css")
+        assert second_miss.header("location") == f"http://{second_address}/css/s.css"
+        await api_edge.copies_done()
+        assert (await api_edge.get("img/p.png")).body == b"from images origin"
+        assert (await api_edge.get("css/s.css")).body == b"from main origin"
+        assert [r.path for r in origin.requests] == ["/img/p.png"]
+        assert [r.path for r in second.requests] == ["/css/s.css"]
+    finally:
+        second.drop_all()
+        await port.stopListening()

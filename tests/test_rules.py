@@ -1,0 +1,102 @@
+"""Origin rules: COS OriginConfiguration parsing, refusals, ordering, storage."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.config import BucketConfig, OriginAddress, OriginConfig
+from edge.rules import (
+    OriginRule,
+    OriginRules,
+    RuleError,
+    first_match,
+    ordered,
+    parse_origin_xml,
+    render_origin_xml,
+)
+
+
+def rule_xml(inner: str = "", host: str = "202.96.128.86", extra: str = "") -> bytes:
+    return (
+        "<OriginConfiguration><OriginRule><RulePriority>1</RulePriority>"
+        f"<OriginType>Proxy</OriginType>{inner}"
+        f"<OriginInfo><HostInfo><HostName>{host}</HostName></HostInfo></OriginInfo>"
+        f"</OriginRule>{extra}</OriginConfiguration>"
+    ).encode()
+
+
+def test_defaults_and_round_trip():
+    (rule,) = parse_origin_xml(rule_xml())
+    assert rule == OriginRule(1, "Proxy", OriginAddress.parse("202.96.128.86"))
+    assert parse_origin_xml(render_origin_xml([rule])) == [rule]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"<nope", "not well-formed"),
+        (b"<Other/>", "root element"),
+        (b"<OriginConfiguration/>", "no OriginRule"),
+        (rule_xml().replace(b"Proxy", b"Mirror"), "Mirror"),
+        (rule_xml().replace(b"Proxy", b"Teleport"), "must be Proxy or Redirect"),
+        (rule_xml("<OriginParameter><Protocol>HTTPS</Protocol></OriginParameter>"), "only HTTP"),
+        (
+            rule_xml("<OriginParameter><HttpRedirectCode>308</HttpRedirectCode></OriginParameter>"),
+            "301, 302 or 307",
+        ),
+        (rule_xml("<OriginParameter><Bogus>1</Bogus></OriginParameter>"), "unknown element"),
+        (rule_xml("<OriginCondition><Suffix>.jpg</Suffix></OriginCondition>"), "Suffix"),
+        (
+            rule_xml("<OriginCondition><HTTPStatusCode>403</HTTPStatusCode></OriginCondition>"),
+            "404",
+        ),
+        (rule_xml(host=""), "HostName: is required"),
+        (rule_xml(host="http://x.com/path"), "HostName"),
+        (rule_xml(host="a.com:99999"), "HostName"),
+        (rule_xml().replace(b"<RulePriority>1", b"<RulePriority>x"), "whole number"),
+    ],
+)
+def test_refusals_name_the_element(body, words):
+    with pytest.raises(RuleError, match=words):
+        parse_origin_xml(body)
+
+
+def test_duplicate_priorities_refused():
+    one = rule_xml().decode().split("<OriginConfiguration>")[1].split("</OriginConfiguration>")[0]
+    with pytest.raises(RuleError, match="unique"):
+        parse_origin_xml(f"<OriginConfiguration>{one}{one}</OriginConfiguration>".encode())
+
+
+def test_order_is_priority_then_longest_prefix():
+    origin = OriginAddress.parse("202.96.128.86")
+    rules = ordered(
+        [
+            OriginRule(2, "Proxy", origin, "a/b/"),
+            OriginRule(1, "Proxy", origin, ""),
+            OriginRule(2, "Proxy", origin, "a/"),
+        ]
+    )
+    assert [(r.priority, r.prefix) for r in rules] == [(1, ""), (2, "a/b/"), (2, "a/")]
+    assert first_match(rules, "a/b/c").prefix == ""
+    assert first_match(rules[1:], "a/b/c").prefix == "a/b/"
+    assert first_match(rules[1:], "z") is None
+
+
+def test_yaml_shorthand_then_api_rules_persist(tmp_path):
+    address = OriginAddress.parse("202.96.128.86:8080")
+    buckets = {
+        "b-1": BucketConfig("b-1", (), OriginConfig(True, address)),
+        "c-1": BucketConfig("c-1", (), OriginConfig(False, address)),
+    }
+    rules = OriginRules(tmp_path, buckets)
+    rules.load()
+    assert rules.match("b-1", "k").origin == address  # shorthand
+    assert rules.match("c-1", "k") is None  # origin disabled
+    rules.replace("b-1", [OriginRule(1, "Redirect", address, "x/")])
+    again = OriginRules(tmp_path, buckets)
+    again.load()
+    assert again.match("b-1", "k") is None and again.match("b-1", "x/k").origin_type == "Redirect"
+    again.replace("b-1", [])
+    third = OriginRules(tmp_path, buckets)
+    third.load()
+    assert third.rules("b-1") == ()  # deleted through the API stays deleted

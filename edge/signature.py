@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from edge.config import Credential
@@ -102,11 +102,17 @@ def sign(
     )
 
 
-def is_signed(authorization: str | None, query_names: Iterable[str]) -> bool:
-    """Whether a request claims to be signed (and so is the management API's)."""
+def is_signed(authorization: bytes | None, query: bytes | None) -> bool:
+    """Whether a request claims to be signed (and so is the management API's).
+
+    On every request's path, so it looks at raw bytes: an Authorization header, or a
+    `q-sign-algorithm` parameter (a pre-signed URL).
+    """
     if authorization and authorization.strip():
         return True
-    return any(name.lower() == "q-sign-algorithm" for name in query_names)
+    if not query or b"q-sign-algorithm" not in query.lower():
+        return False
+    return any(part.partition(b"=")[0].lower() == b"q-sign-algorithm" for part in query.split(b"&"))
 
 
 def parse_parts(authorization: str | None, query: Mapping[str, str]) -> SignatureParts:

@@ -114,8 +114,7 @@ class EdgeResource(Resource):
         except _BadTarget as e:
             return self._error(request, e.error)
         if self._api is not None and signature.is_signed(
-            (request.getHeader(b"authorization") or b"").decode("latin-1"),
-            _query_names(target.query),
+            request.getHeader(b"authorization"), target.query
         ):
             try:
                 return self._signed(request, target, self._api)
@@ -340,12 +339,6 @@ def _decode(raw: bytes) -> str:
         return urllib.parse.unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         raise _BadTarget(errors.INVALID_URI) from None
-
-
-def _query_names(query: bytes | None) -> list[str]:
-    if not query:
-        return []
-    return [part.partition(b"=")[0].decode("latin-1") for part in query.split(b"&")]
 
 
 def _origin_query(query: bytes | None) -> bytes | None:

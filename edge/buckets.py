@@ -11,9 +11,10 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from edge.changestamp import ChangeStamp
 from edge.config import BUCKET_NAME_RE, BucketConfig
 
 # SPEC §7: `<bucket>.<anything>.myqcloud.com`, as the COS SDKs send when given an IP.
@@ -21,32 +22,61 @@ _API_HOST = re.compile(r"^(?P<bucket>[a-z0-9-]+-\d+)\.(?:[a-z0-9-]+\.)+myqcloud\
 
 
 class BucketRegistry:
-    def __init__(self, configured: Mapping[str, BucketConfig], state_dir: Path) -> None:
+    # With worker processes, a bucket made or deleted through one process reaches the
+    # others when they notice `buckets.json` changed; they look at most this often.
+    refresh_interval = 1.0
+
+    def __init__(
+        self,
+        configured: Mapping[str, BucketConfig],
+        state_dir: Path,
+        on_change: Callable[[set[str], set[str]], None] | None = None,
+    ) -> None:
         self._configured = dict(configured)
         self._buckets = dict(configured)
         self._by_domain = {d: b for b in configured.values() for d in b.domains}
         self._path = Path(state_dir) / "buckets.json"
+        self._on_change = on_change
+        self._stamp = ChangeStamp(self._path.with_name("buckets.stamp"), self.refresh_interval)
 
     def load(self) -> list[str]:
-        """Add the buckets created through the API earlier; returns their names."""
+        """Take in the buckets created through the API (by any process); returns their
+        names. `on_change` hears of buckets that appeared or went since the last load."""
+        self._stamp.mark_seen()
         try:
             names = json.loads(self._path.read_text(encoding="utf-8"))["created"]
         except FileNotFoundError:
-            return []
+            names = []
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{self._path}: unreadable bucket list: {e}") from None
         created = [n for n in names if isinstance(n, str) and BUCKET_NAME_RE.fullmatch(n)]
+        before = set(self._buckets)
+        self._buckets = dict(self._configured)
         for name in created:
             self._buckets.setdefault(name, BucketConfig(name=name))
+        after = set(self._buckets)
+        if self._on_change is not None and before != after:
+            self._on_change(after - before, before - after)
         return created
 
+    def _maybe_refresh(self) -> None:
+        self._stamp.interval = self.refresh_interval
+        if self._stamp.changed():
+            try:
+                self.load()
+            except ValueError:
+                pass  # unreadable now; the buckets in memory stay
+
     def __contains__(self, name: object) -> bool:
+        self._maybe_refresh()
         return name in self._buckets
 
     def get(self, name: str) -> BucketConfig | None:
+        self._maybe_refresh()
         return self._buckets.get(name)
 
     def names(self) -> list[str]:
+        self._maybe_refresh()
         return sorted(self._buckets)
 
     def by_domain(self, host: str) -> BucketConfig | None:
@@ -79,3 +109,4 @@ class BucketRegistry:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, self._path)
+        self._stamp.touch()

@@ -8,6 +8,7 @@ silently ignores a typo is worse than one that refuses to start.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -198,6 +199,7 @@ class EdgeConfig:
     buckets: Mapping[str, BucketConfig] = field(default_factory=lambda: MappingProxyType({}))
     origin_fetch: OriginFetchConfig = OriginFetchConfig()
     credentials: tuple[Credential, ...] = ()
+    workers: int = 1
 
     def error(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.source, key, reason)
@@ -211,6 +213,7 @@ _TOP_KEYS = {
     "buckets",
     "origin_fetch",
     "credentials",
+    "workers",
 }
 _CREDENTIAL_KEYS = {"secret_id", "secret_key", "buckets"}
 _BUCKET_KEYS = {"domains", "origin"}
@@ -253,6 +256,7 @@ def load_config(
     *,
     listen: str | None = None,
     data_dir: str | None = None,
+    workers: str | None = None,
 ) -> EdgeConfig:
     """Read and validate a config file (or the embedded defaults when `path` is None).
 
@@ -283,6 +287,8 @@ def load_config(
         overrides["listen"] = _check_listen(listen, "--listen", source)
     if data_dir is not None:
         overrides["data_dir"] = _check_path(data_dir, "--data-dir", source)
+    if workers is not None:
+        overrides["workers"] = check_workers(workers, "--workers", source)
     if overrides:
         config = _replace(config, **overrides)
     return config
@@ -307,6 +313,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     buckets = _check_buckets(raw.get("buckets", {}), source)
     fetch = _check_fetch(raw.get("origin_fetch", {}), source)
     credentials = _check_credentials(raw.get("credentials", []), source)
+    workers = check_workers(raw.get("workers", 1), "workers", source)
     return EdgeConfig(
         source=source,
         listen=listen,
@@ -316,6 +323,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
         buckets=MappingProxyType(buckets),
         origin_fetch=fetch,
         credentials=credentials,
+        workers=workers,
     )
 
 
@@ -394,6 +402,22 @@ def _check_buckets(value: object, source: str) -> dict[str, BucketConfig]:
             origin = _check_origin(settings["origin"], prefix + ".origin", source)
         buckets[name] = BucketConfig(name=name, domains=domains, origin=origin)
     return buckets
+
+
+MAX_WORKERS = 64
+
+
+def check_workers(value: object, key: str, source: str) -> int:
+    """A process count, or "auto" for one per CPU core."""
+    if value == "auto":
+        return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(
+            source, key, f"must be a number of processes 1-{MAX_WORKERS} or 'auto', not {value!r}"
+        )
+    return value
 
 
 def _check_credentials(value: object, source: str) -> tuple[Credential, ...]:

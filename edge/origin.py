@@ -53,6 +53,7 @@ from zope.interface import implementer
 from edge import __version__
 from edge.config import OriginAddress, OriginFetchConfig
 from edge.isp.policy import AddressVerdict, OriginAddressPolicy
+from edge.keylocks import KeyLock, KeyLocks
 from edge.store import ObjectStore
 
 log = Logger()
@@ -265,6 +266,7 @@ class CopyStart(enum.Enum):
     QUEUED = "queued"
     OVERFLOW = "overflow"  # the queue is full: no copy; the client was redirected anyway
     STOPPING = "stopping"
+    ELSEWHERE = "elsewhere"  # another worker process is copying this bucket+key
 
 
 class CopyFailed(Exception):
@@ -281,6 +283,7 @@ class CopyJob:
     received: int = 0
     expected: int | None = None
     deferred: Deferred[None] | None = field(default=None, repr=False)
+    lock: KeyLock | None = field(default=None, repr=False)
 
     @property
     def url(self) -> bytes:
@@ -391,12 +394,14 @@ class OriginCopier(Service):
         self._queue: deque[CopyJob] = deque()
         self._running = 0
         self._stopping = False
+        self._locks = KeyLocks(store.state_dir)
         self.counters: dict[str, int] = {
             "started": 0,
             "stored": 0,
             "failed": 0,
             "already_present": 0,
             "overflow": 0,
+            "elsewhere": 0,
         }
 
     def _pinned_agent(self, address: str, port: int, meter: WireMeter) -> IAgent:
@@ -424,8 +429,8 @@ class OriginCopier(Service):
             return CopyStart.JOINED
         job = CopyJob(bucket, key, origin, address)
         if self._running < self._fetch.concurrency:
-            self._jobs[job_key] = job
-            self._start(job)
+            if not self._start(job):
+                return CopyStart.ELSEWHERE
             return CopyStart.STARTED
         if len(self._queue) >= self._fetch.queue_size:
             self.counters["overflow"] += 1
@@ -442,7 +447,19 @@ class OriginCopier(Service):
         self._queue.append(job)
         return CopyStart.QUEUED
 
-    def _start(self, job: CopyJob) -> None:
+    def _start(self, job: CopyJob) -> bool:
+        """Run `job` now, unless another worker process holds the key's lock."""
+        job.lock = self._locks.acquire(job.bucket, job.key)
+        if job.lock is None:
+            self._jobs.pop((job.bucket, job.key), None)
+            self.counters["elsewhere"] += 1
+            log.debug(
+                "Copy of {bucket}/{key} left to the worker process already copying it",
+                bucket=job.bucket,
+                key=job.key,
+            )
+            return False
+        self._jobs[(job.bucket, job.key)] = job
         self._running += 1
         self.counters["started"] += 1
         job.started = self._clock.seconds()
@@ -450,10 +467,13 @@ class OriginCopier(Service):
         d.addTimeout(self._fetch.total_timeout, self._clock)  # type: ignore[arg-type]
         job.deferred = d
         d.addBoth(self._finished, job)
+        return True
 
     def _finished(self, result: None | Failure, job: CopyJob) -> None:
         self._running -= 1
         self._jobs.pop((job.bucket, job.key), None)
+        if job.lock is not None:
+            job.lock.release()
         if isinstance(result, Failure):
             self.counters["failed"] += 1
             reason = _describe(result, self._fetch)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from edge.changestamp import ChangeStamp
 from edge.config import BucketConfig, OriginAddress
 
 PROXY = "Proxy"
@@ -232,31 +233,51 @@ def render_origin_xml(rules: Iterable[OriginRule]) -> bytes:
 class OriginRules:
     """Every bucket's rules, in memory for the miss path, on disk for restarts."""
 
+    # With worker processes, a rule set through one process reaches the others when they
+    # notice the folder changed; they look at most this often (seconds).
+    refresh_interval = 0.5
+
     def __init__(self, state_dir: Path, buckets: Mapping[str, BucketConfig]) -> None:
         self.folder = Path(state_dir) / "origin"
-        self._rules: dict[str, tuple[OriginRule, ...]] = {}
-        self._stored: set[str] = set()
+        self._shorthand: dict[str, tuple[OriginRule, ...]] = {}
         for bucket in buckets.values():
             rule = shorthand_rule(bucket)
-            self._rules[bucket.name] = (rule,) if rule else ()
+            self._shorthand[bucket.name] = (rule,) if rule else ()
+        self._rules: dict[str, tuple[OriginRule, ...]] = dict(self._shorthand)
+        self._stored: set[str] = set()
+        self._stamp = ChangeStamp(self.folder / ".stamp", self.refresh_interval)
+
+    def _maybe_refresh(self) -> None:
+        self._stamp.interval = self.refresh_interval
+        if self._stamp.changed():
+            try:
+                self.load()
+            except RuleError:
+                pass  # unreadable now; the rules in memory stay
 
     def load(self) -> None:
         """Read the rule sets saved by the API; they replace the YAML shorthand."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._stamp.mark_seen()
+        rules = dict(self._shorthand)
+        stored: set[str] = set()
         for path in sorted(self.folder.glob("*.json")):
             bucket = path.stem
             try:
                 raw = json.loads(path.read_text(encoding="utf-8"))
-                rules = tuple(OriginRule.from_json(r) for r in raw["rules"])
+                loaded = tuple(OriginRule.from_json(r) for r in raw["rules"])
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise RuleError(f"{path}: unreadable origin rules: {e}") from None
-            self._rules[bucket] = ordered(rules)
-            self._stored.add(bucket)
+            rules[bucket] = ordered(loaded)
+            stored.add(bucket)
+        self._rules, self._stored = rules, stored
 
     def rules(self, bucket: str) -> tuple[OriginRule, ...]:
+        self._maybe_refresh()
         return self._rules.get(bucket, ())
 
     def match(self, bucket: str, key: str) -> OriginRule | None:
+        self._maybe_refresh()
         return first_match(self._rules.get(bucket, ()), key)
 
     def replace(self, bucket: str, rules: Iterable[OriginRule]) -> None:
@@ -265,6 +286,7 @@ class OriginRules:
         self._save(bucket, new)
         self._rules[bucket] = new
         self._stored.add(bucket)
+        self._stamp.touch()
 
     def forget(self, bucket: str) -> None:
         """A deleted bucket takes its rules with it."""
@@ -273,7 +295,8 @@ class OriginRules:
         try:
             (self.folder / f"{bucket}.json").unlink()
         except FileNotFoundError:
-            pass
+            return
+        self._stamp.touch()
 
     def _save(self, bucket: str, rules: tuple[OriginRule, ...]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

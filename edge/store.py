@@ -167,11 +167,12 @@ class ObjectStore:
         # Buckets that have upload metadata at all: hits on the others skip the lookup.
         self._meta_buckets: set[str] = set()
 
-    def prepare(self) -> int:
+    def prepare(self, sweep: bool = True) -> int:
         """Create the folders and sweep temp files left by an interrupted copy.
 
         Returns how many stale temp files were removed. Runs before the listener starts, so
-        nothing can be writing to `.cosedge/tmp/` yet.
+        nothing can be writing to `.cosedge/tmp/` yet; worker processes (`sweep=False`)
+        start while the main process may be copying, so only the main process sweeps.
         """
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for path in self._bucket_dirs.values():
@@ -181,7 +182,7 @@ class ObjectStore:
         if meta_root.is_dir():
             self._meta_buckets = {e.name for e in os.scandir(meta_root) if e.is_dir()}
         removed = 0
-        for entry in os.scandir(self.tmp_dir):
+        for entry in os.scandir(self.tmp_dir) if sweep else ():
             try:
                 if entry.is_dir(follow_symlinks=False):
                     continue
@@ -211,10 +212,15 @@ class ObjectStore:
         """No object in the bucket (empty folders left by deletes do not count)."""
         return next(self.iter_keys(bucket), None) is None
 
+    def forget_bucket(self, bucket: str) -> None:
+        """Stop serving a bucket another process removed."""
+        self._bucket_dirs.pop(bucket, None)
+        self._bucket_real.pop(bucket, None)
+
     def remove_bucket(self, bucket: str) -> None:
         """Forget an empty bucket and remove its folder and its metadata."""
-        path = self._bucket_dirs.pop(bucket)
-        self._bucket_real.pop(bucket, None)
+        path = self._bucket_dirs[bucket]
+        self.forget_bucket(bucket)
         shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(self.state_dir / "meta" / bucket, ignore_errors=True)
         self._meta_buckets.discard(bucket)

@@ -30,7 +30,7 @@ def _fail(message: str) -> None:
 
 
 class Options(usage.Options):
-    synopsis = "[--config PATH.yaml] [--listen ENDPOINT] [--data-dir DIR]"
+    synopsis = "[--config PATH.yaml] [--listen ENDPOINT] [--data-dir DIR] [--workers N|auto]"
     longdesc = (
         "Serve object-storage buckets from a data folder; on a miss, answer 302 to the "
         "bucket's origin at once and copy the object into the bucket in the background."
@@ -39,13 +39,30 @@ class Options(usage.Options):
         ["config", "c", None, "YAML config file (see examples/cosedge.yaml)."],
         ["listen", "l", None, "Twisted endpoint string to listen on (overrides the file)."],
         ["data-dir", "d", None, "Folder holding one sub-folder per bucket (overrides the file)."],
+        ["workers", "w", None, "Processes sharing the listening socket, or 'auto' (one per core)."],
+        [
+            "inherited-fd",
+            None,
+            None,
+            "Internal: serve on this listening socket (worker processes).",
+        ],
     ]
 
     def postOptions(self) -> None:
         try:
-            config = load_config(self["config"], listen=self["listen"], data_dir=self["data-dir"])
+            config = load_config(
+                self["config"],
+                listen=self["listen"],
+                data_dir=self["data-dir"],
+                workers=self["workers"],
+            )
         except ConfigError as e:
             _fail(str(e))
+        self.inherited_fd: int | None = None
+        if self["inherited-fd"] is not None:
+            if not str(self["inherited-fd"]).isdigit():
+                _fail("--inherited-fd: must be a file descriptor number")
+            self.inherited_fd = int(self["inherited-fd"])
         self.edge_config = config
         self.policy = load_policy(config)
         self._check_data_dir(config)
@@ -55,7 +72,7 @@ class Options(usage.Options):
 
         store = ObjectStore(config.data_dir, config.buckets)
         try:
-            store.prepare()
+            store.prepare(sweep=self.inherited_fd is None)
         except OSError as e:
             _fail(str(config.error("data_dir", f"cannot prepare {e.filename}: {e.strerror}")))
         self.store = store
@@ -147,11 +164,20 @@ class TableReloadService(Service):
         log.info("ISP tables reloaded on SIGHUP")
 
 
-def build_service(config: EdgeConfig, policy: Any, store: Any, reactor: Any) -> MultiService:
-    """The edge as a service tree: copier, listener and table reloader.
+def build_service(
+    config: EdgeConfig,
+    policy: Any,
+    store: Any,
+    reactor: Any,
+    *,
+    inherited_fd: int | None = None,
+    worker_argv: list[str] | None = None,
+) -> MultiService:
+    """The edge as a service tree: copier, listener, table reloader (and worker processes).
 
     Takes the reactor instead of importing it so tests can assemble the real tree on a
-    `MemoryReactor`.
+    `MemoryReactor`. A worker process (`inherited_fd`) adopts the main process's socket;
+    the main process with `workers > 1` starts the workers once it listens.
     """
     from edge.buckets import BucketRegistry
     from edge.origin import OriginCopier, OriginResolver
@@ -159,15 +185,22 @@ def build_service(config: EdgeConfig, policy: Any, store: Any, reactor: Any) -> 
     from edge.web.api import ManagementAPI
     from edge.web.resource import EdgeResource
     from edge.web.site import EdgeSite
+    from edge.workers import AdoptedListenerService, WorkerSupervisor
 
     top = MultiService()
     copier = OriginCopier(reactor, store, config.origin_fetch)
     resolver = OriginResolver(
         reactor.nameResolver, reactor, policy, config.origin_fetch.dns_cache_ttl
     )
-    registry = BucketRegistry(config.buckets, store.state_dir)
-    for name in registry.load():
-        store.add_bucket(name)
+
+    def buckets_changed(added: set[str], removed: set[str]) -> None:
+        for name in added:
+            store.add_bucket(name)
+        for name in removed:
+            store.forget_bucket(name)
+
+    registry = BucketRegistry(config.buckets, store.state_dir, buckets_changed)
+    registry.load()
     rules = OriginRules(store.state_dir, config.buckets)
     rules.load()
     api = ManagementAPI(config.credentials, registry, store, rules, resolver, reactor)
@@ -175,15 +208,24 @@ def build_service(config: EdgeConfig, policy: Any, store: Any, reactor: Any) -> 
     site = EdgeSite(resource, reactor=reactor)
     site.upload_dir = store.tmp_dir
     copier.setServiceParent(top)
-    listener = ListenerService(serverFromString(reactor, config.listen), site)
-    listener.setName("listener")
+    listener: Any
+    if inherited_fd is not None:
+        listener = AdoptedListenerService(reactor, inherited_fd, site)
+    else:
+        listener = ListenerService(serverFromString(reactor, config.listen), site)
+        listener.setName("listener")
     listener.setServiceParent(top)
     TableReloadService(reactor, policy).setServiceParent(top)
+    if inherited_fd is None and config.workers > 1 and worker_argv is not None:
+        WorkerSupervisor(
+            reactor, listener, worker_argv, config.workers - 1, config.origin_fetch.shutdown_grace
+        ).setServiceParent(top)
     log.info(
-        "cosedge configured from {source}: {count} bucket(s), data in {data_dir}",
+        "cosedge configured from {source}: {count} bucket(s), data in {data_dir}, {workers}",
         source=config.source,
         count=len(config.buckets),
         data_dir=str(store.data_dir),
+        workers=f"{config.workers} process(es)" if inherited_fd is None else "worker process",
     )
     return top
 
@@ -191,4 +233,15 @@ def build_service(config: EdgeConfig, policy: Any, store: Any, reactor: Any) -> 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    return build_service(options.edge_config, options.policy, options.store, reactor)
+    from edge.workers import child_argv, die_with_parent
+
+    if options.inherited_fd is not None:
+        die_with_parent()
+    return build_service(
+        options.edge_config,
+        options.policy,
+        options.store,
+        reactor,
+        inherited_fd=options.inherited_fd,
+        worker_argv=child_argv(options),
+    )

@@ -100,3 +100,30 @@ def test_yaml_shorthand_then_api_rules_persist(tmp_path):
     third = OriginRules(tmp_path, buckets)
     third.load()
     assert third.rules("b-1") == ()  # deleted through the API stays deleted
+
+
+def test_rules_set_in_one_process_reach_another(tmp_path):
+    """Worker processes: a rule set through one instance is seen by another sharing the
+    folder once it looks again (refresh_interval, 0.5 s by default; 0 here)."""
+    address = OriginAddress.parse("202.96.128.86")
+    one, two = OriginRules(tmp_path, {}), OriginRules(tmp_path, {})
+    one.load()
+    two.load()
+    two.refresh_interval = 0
+    assert two.match("b-1", "k") is None
+    one.replace("b-1", [OriginRule(1, "Proxy", address)])
+    assert two.match("b-1", "k") is not None
+
+
+def test_buckets_made_in_one_process_reach_another(tmp_path):
+    from edge.buckets import BucketRegistry
+
+    changes = []
+    one = BucketRegistry({}, tmp_path)
+    two = BucketRegistry({}, tmp_path, lambda added, removed: changes.append((added, removed)))
+    two.refresh_interval = 0
+    one.create("new-1250000000")
+    assert two.get("new-1250000000") is not None
+    one.delete("new-1250000000")
+    assert two.get("new-1250000000") is None
+    assert changes == [({"new-1250000000"}, set()), (set(), {"new-1250000000"})]

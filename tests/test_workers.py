@@ -1,0 +1,170 @@
+"""`--workers N`: processes sharing one listening socket, one origin fetch per key across
+them, and no worker outliving the main process."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+
+from edge import tap
+from edge.config import ConfigError, parse_config
+from edge.keylocks import KeyLocks
+from edge.testing import FakeOrigin
+from tests.process import start_twistd, wait_ready
+
+BUCKET = "b-1250000000"
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("value", [0, -1, 65, "many", 1.5, True])
+def test_bad_worker_counts_are_refused(value):
+    with pytest.raises(ConfigError, match="workers: must be a number of processes"):
+        parse_config({"workers": value}, "w.yaml")
+
+
+def test_auto_and_option_override(tmp_path):
+    assert parse_config({"workers": "auto"}, "w.yaml").workers == max(1, os.cpu_count() or 1)
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(tmp_path / "d"), "--workers", "3"])
+    assert options.edge_config.workers == 3
+
+
+def test_key_lock_is_exclusive_and_released(tmp_path):
+    """Two holders of the same data folder (as two processes would be): the second cannot
+    take a key the first holds; after release it can, and the lock file is gone."""
+    first, second = KeyLocks(tmp_path), KeyLocks(tmp_path)
+    held = first.acquire("b-1", "k")
+    assert held is not None
+    assert second.acquire("b-1", "k") is None
+    assert second.acquire("b-1", "other") is not None
+    held.release()
+    again = second.acquire("b-1", "k")
+    assert again is not None
+    again.release()
+    assert not os.path.exists(first.path_for("b-1", "k"))
+
+
+def _config(tmp_path: Path, origin: str | None = None) -> Path:
+    (tmp_path / "data" / BUCKET).mkdir(parents=True, exist_ok=True)
+    text = (
+        "listen: 'tcp:0:interface=127.0.0.1'\n"
+        f"data_dir: {tmp_path / 'data'}\n"
+        "workers: 2\n"
+        "extra_origin_cidrs: ['127.0.0.1/32']\n"
+        f"buckets:\n  {BUCKET}:\n"
+    )
+    text += f"    origin: {{address: '{origin}'}}\n" if origin else "    domains: []\n"
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_two_processes_serve_and_stop_together(tmp_path):
+    (tmp_path / "data" / BUCKET).mkdir(parents=True)
+    (tmp_path / "data" / BUCKET / "f.bin").write_bytes(os.urandom(4096))
+    proc = start_twistd("--config", str(_config(tmp_path)), cwd=tmp_path)
+    try:
+        port, output = wait_ready(proc)
+        deadline = time.monotonic() + 20
+        while "cosedge worker" not in output.text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (worker,) = children(proc.pid)
+        before = cpu_ticks(worker)
+
+        def hammer(_: int) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            codes = 0
+            for _ in range(150):
+                conn.request("GET", f"/{BUCKET}/f.bin")
+                response = conn.getresponse()
+                response.read()
+                codes += response.status == 200
+            conn.close()
+            return codes
+
+        with ThreadPoolExecutor(16) as pool:
+            assert sum(pool.map(hammer, range(16))) == 16 * 150
+        assert cpu_ticks(worker) > before  # the worker accepted and served part of it
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(worker)
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_origin_fetch_per_key_across_workers(tmp_path):
+    """200 concurrent misses of one key spread over two processes: one origin request."""
+    origin = FakeOrigin(reactor)
+    listening = reactor.listenTCP(0, origin.factory(), interface="127.0.0.1")
+    address = f"127.0.0.1:{listening.getHost().port}"
+    origin.serve("/one.bin", b"x" * 100_000, body_delay=1.5)
+    proc = start_twistd("--config", str(_config(tmp_path, address)), cwd=tmp_path)
+    try:
+        port, output = wait_ready(proc)
+        deadline = time.monotonic() + 20
+        while "cosedge worker" not in output.text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def miss(_: int) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            conn.request("GET", f"/{BUCKET}/one.bin")
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        def storm() -> list[int]:
+            with ThreadPoolExecutor(200) as pool:
+                return list(pool.map(miss, range(200)))
+
+        statuses = await deferToThread(storm)
+        assert statuses == [302] * 200
+        target = tmp_path / "data" / BUCKET / "one.bin"
+        from tests.integration.conftest import wait_until
+
+        await wait_until(lambda: target.exists(), timeout=20)
+        assert len(origin.requests_for("/one.bin")) == 1
+        assert not list((tmp_path / "data" / ".cosedge" / "locks").glob("*.lock"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await deferToThread(proc.wait, 30)
+        origin.drop_all()
+        await listening.stopListening()

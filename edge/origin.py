@@ -79,6 +79,9 @@ class ResolvedOrigin:
 
     @property
     def accepted(self) -> tuple[str, ...]:
+        if len(self.verdicts) == 1:  # the usual case: one address
+            verdict = self.verdicts[0]
+            return (verdict.address,) if verdict.accepted else ()
         return tuple(v.address for v in self.verdicts if v.accepted)
 
     @property
@@ -124,17 +127,44 @@ class OriginResolver:
         self._ttl = ttl
         self._cache: dict[str, tuple[float, list[str]]] = {}
         self._pending: dict[str, list[Deferred[list[str]]]] = {}
+        self._verdicts: dict[str, tuple[Any, AddressVerdict]] = {}
+
+    def resolved_now(self, origin: OriginAddress) -> ResolvedOrigin | None:
+        """The answer without waiting, when there is one: an IP literal, or a name whose
+        addresses are cached. The miss path then redirects without a Deferred round-trip.
+        Verdicts are still judged against the tables in force right now."""
+        if origin.ip is not None:
+            return ResolvedOrigin(origin, (self._judge(str(origin.ip)),))
+        cached = self._cache.get(origin.host)
+        if cached is None or cached[0] <= self._clock.seconds() or not cached[1]:
+            return None
+        return ResolvedOrigin(origin, tuple(self._judge(a) for a in cached[1]))
+
+    def _judge(self, address: str) -> AddressVerdict:
+        """The policy's verdict, remembered until the tables are reloaded."""
+        index = getattr(self._policy, "index", None)  # a new object after each reload
+        if index is None:
+            return self._policy.check(address)
+        known = self._verdicts.get(address)
+        if known is not None and known[0] is index:
+            return known[1]
+        verdict = self._policy.check(address)
+        if len(self._verdicts) > 10_000:
+            self._verdicts.clear()
+        self._verdicts[address] = (index, verdict)
+        return verdict
 
     async def resolve(self, origin: OriginAddress) -> ResolvedOrigin:
-        if origin.ip is not None:
-            return ResolvedOrigin(origin, (self._policy.check(str(origin.ip)),))
+        ready = self.resolved_now(origin)
+        if ready is not None:
+            return ready
         try:
             addresses = await self._addresses(origin.host)
         except Exception as e:  # a resolver failure is a refusal, never a crash
             return ResolvedOrigin(origin, (), error=f"resolution failed: {e}")
         if not addresses:
             return ResolvedOrigin(origin, (), error="name did not resolve")
-        return ResolvedOrigin(origin, tuple(self._policy.check(a) for a in addresses))
+        return ResolvedOrigin(origin, tuple(self._judge(a) for a in addresses))
 
     def _addresses(self, host: str) -> Deferred[list[str]]:
         now = self._clock.seconds()

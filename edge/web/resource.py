@@ -20,8 +20,8 @@ from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer
 from edge import signature
 from edge.buckets import BucketRegistry
 from edge.config import BucketConfig
-from edge.origin import CopyStart, OriginCopier, OriginResolver, choose_address
-from edge.rules import PROXY, OriginRules
+from edge.origin import CopyStart, OriginCopier, OriginResolver, ResolvedOrigin, choose_address
+from edge.rules import PROXY, OriginRule, OriginRules
 from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
 from edge.web import errors
 from edge.web.api import Denied, ManagementAPI
@@ -145,7 +145,14 @@ class EdgeResource(Resource):
         if obj is not None:
             self._serve_hit(request, target, obj)
             return NOT_DONE_YET
-        d = ensureDeferred(self._miss(request, target))
+        rule = self._rules.match(target.bucket.name, target.key)
+        if rule is None:
+            return self._error(request, errors.NO_SUCH_KEY)
+        resolved = self._resolver.resolved_now(rule.origin)
+        if resolved is not None:  # an IP origin, or a name in the DNS cache: no waiting
+            self._answer_miss(request, target, rule, resolved)
+            return NOT_DONE_YET
+        d = ensureDeferred(self._miss(request, target, rule))
         d.addErrback(self._unexpected, request, request_id)
         return NOT_DONE_YET
 
@@ -252,17 +259,19 @@ class EdgeResource(Resource):
 
     # -- miss ------------------------------------------------------------------------------
 
-    async def _miss(self, request: Request, target: Target) -> None:
-        bucket = target.bucket
-        assert bucket is not None and target.key is not None
-        rule = self._rules.match(bucket.name, target.key)
-        if rule is None:
-            self._finish_error(request, errors.NO_SUCH_KEY)
-            return
-        origin = rule.origin
-        resolved = await self._resolver.resolve(origin)
+    async def _miss(self, request: Request, target: Target, rule: OriginRule) -> None:
+        resolved = await self._resolver.resolve(rule.origin)
         if request.finished or request._disconnected:
             return
+        self._answer_miss(request, target, rule, resolved)
+
+    def _answer_miss(
+        self, request: Request, target: Target, rule: OriginRule, resolved: ResolvedOrigin
+    ) -> None:
+        """SPEC §3: redirect at once; a GET under a Proxy rule also starts the copy."""
+        bucket = target.bucket
+        assert bucket is not None and target.key is not None
+        origin = rule.origin
         accepted = resolved.accepted
         if not accepted:
             self._warn_refused(bucket.name, resolved)

@@ -1,0 +1,233 @@
+"""Shared by the benchmarks: start servers as separate processes, drive load, report.
+
+Every contender runs as its own process on 127.0.0.1 and is driven by the same client, and
+the benchmarks alternate contenders round by round: these machines are shared and noisy, so
+only ratios measured within one run mean anything.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "bench-1250000000"
+
+
+def env(*paths: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    front = os.pathsep.join(str(p) for p in (REPO, *paths))
+    e["PYTHONPATH"] = front + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: list[bytes]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start(argv: Sequence[str], ready: re.Pattern[bytes], cwd: Path, timeout: float = 30) -> Server:
+    """Start a server process (modules in `cwd` importable) and wait for the log line that
+    names its port."""
+    proc = subprocess.Popen(
+        list(argv), cwd=cwd, env=env(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    lines: list[bytes] = []
+    found: list[int] = []
+    got = threading.Event()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if len(lines) < 2000:
+                lines.append(line)
+            if not found:
+                match = ready.search(line)
+                if match:
+                    found.append(int(match.group(1)))
+                    got.set()
+        got.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not got.wait(timeout) or not found:
+        proc.kill()
+        raise RuntimeError(f"{argv[0]} did not start:\n" + b"".join(lines).decode(errors="replace"))
+    return Server(proc, found[0], lines)
+
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
+EDGE_READY = re.compile(rb"cosedge ready: listening on 127\.0\.0\.1:(\d+)")
+
+
+def start_edge(workdir: Path, config: str) -> Server:
+    path = workdir / "edge.yaml"
+    path.write_text(config)
+    return start([*TWISTD, "cosedge", "--config", str(path)], EDGE_READY, workdir)
+
+
+def edge_config(data_dir: Path, extra: str = "") -> str:
+    return (
+        "listen: 'tcp:0:interface=127.0.0.1'\n"
+        f"data_dir: {data_dir}\n"
+        "extra_origin_cidrs: ['127.0.0.1/32']\n" + extra
+    )
+
+
+def start_twistd_web(workdir: Path, *args: str, access_file: bool = False) -> Server:
+    """`twistd web`. By default its access lines go through twistd's log, the same path as
+    cosedge's access events; with `access_file` they go to a file of their own
+    (`--logfile`), which skips the log observers."""
+    extra = ["--logfile", str(workdir / "baseline-access.log")] if access_file else []
+    return start(
+        [*TWISTD, "web", "--listen", "tcp:0:interface=127.0.0.1", *extra, *args],
+        re.compile(rb"Site starting on (\d+)"),
+        workdir,
+    )
+
+
+def start_static_file(folder: Path, workdir: Path, access_file: bool = False) -> Server:
+    """Plain `twisted.web.static.File` on the same folder, as `twistd web` serves it."""
+    return start_twistd_web(workdir, "--path", str(folder), access_file=access_file)
+
+
+def start_script(code: str, workdir: Path) -> Server:
+    """A Python snippet that prints `PORT <n>` once it listens."""
+    return start([sys.executable, "-c", code], re.compile(rb"PORT (\d+)"), workdir)
+
+
+@dataclass
+class LoadResult:
+    requests_per_s: float
+    mb_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def _split(text: str) -> tuple[float, str]:
+    match = re.fullmatch(r"([\d.]+)([a-zA-Z]+)", text.strip())
+    if match is None:
+        raise ValueError(f"cannot read wrk figure {text!r}")
+    return float(match.group(1)), match.group(2)
+
+
+def _ms(text: str) -> float:
+    value, unit = _split(text)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def _mb(text: str) -> float:
+    value, unit = _split(text)
+    return value * {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[unit]
+
+
+def wrk(url: str, seconds: float, connections: int, method: str = "GET") -> LoadResult:
+    script = None
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    if method != "GET":
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f'wrk.method = "{method}"\n')
+        script.close()
+        args += ["-s", script.name]
+    try:
+        out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    finally:
+        if script is not None:
+            os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+\w+)", out).group(1)  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+\w+)", out).group(1)  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    count = int(errors.group(1)) if errors else 0
+    if socket_errors:
+        count += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    return LoadResult(rps, _mb(transfer), _ms(p50), _ms(p99), count)
+
+
+def builtin_load(url: str, seconds: float, connections: int, method: str = "GET") -> LoadResult:
+    """Keep-alive clients on threads, for machines without wrk (slower: compare ratios)."""
+    split = url.split("/", 3)
+    host, port = split[2].split(":")
+    path = "/" + split[3]
+    stop = time.monotonic() + seconds
+    latencies: list[float] = []
+    sizes = [0]
+    errors = [0]
+    lock = threading.Lock()
+
+    def client(_: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        mine: list[float] = []
+        size = 0
+        bad = 0
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            conn.request(method, path)
+            response = conn.getresponse()
+            size += len(response.read())
+            mine.append(time.perf_counter() - started)
+            bad += response.status >= 400
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            sizes[0] += size
+            errors[0] += bad
+
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(client, range(connections)))
+    latencies.sort()
+    return LoadResult(
+        len(latencies) / seconds,
+        sizes[0] / seconds / 2**20,
+        latencies[len(latencies) // 2] * 1000,
+        latencies[int(len(latencies) * 0.99)] * 1000,
+        errors[0],
+    )
+
+
+def load(url: str, seconds: float, connections: int, method: str = "GET") -> LoadResult:
+    if have_wrk():
+        return wrk(url, seconds, connections, method)
+    return builtin_load(url, seconds, connections, method)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)

@@ -60,12 +60,7 @@ class BucketRegistry:
         return created
 
     def _maybe_refresh(self) -> None:
-        self._stamp.interval = self.refresh_interval
-        if self._stamp.changed():
-            try:
-                self.load()
-            except ValueError:
-                pass  # unreadable now; the buckets in memory stay
+        self._stamp.reload_if_changed(self.load, ValueError, self.refresh_interval)
 
     def __contains__(self, name: object) -> bool:
         self._maybe_refresh()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -50,3 +51,15 @@ class ChangeStamp:
             return False
         self._seen = current
         return True
+
+    def reload_if_changed(
+        self, load: Callable[[], object], unreadable: type[Exception], interval: float
+    ) -> None:
+        """Run `load` when another process changed the state; if the state cannot be read
+        right now, what is in memory stays in force and the next look tries again."""
+        self.interval = interval
+        if self.changed():
+            try:
+                load()
+            except unreadable:
+                self._seen = None

@@ -248,12 +248,7 @@ class OriginRules:
         self._stamp = ChangeStamp(self.folder / ".stamp", self.refresh_interval)
 
     def _maybe_refresh(self) -> None:
-        self._stamp.interval = self.refresh_interval
-        if self._stamp.changed():
-            try:
-                self.load()
-            except RuleError:
-                pass  # unreadable now; the rules in memory stay
+        self._stamp.reload_if_changed(self.load, RuleError, self.refresh_interval)
 
     def load(self) -> None:
         """Read the rule sets saved by the API; they replace the YAML shorthand."""

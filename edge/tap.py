@@ -203,7 +203,7 @@ def build_service(
     registry.load()
     rules = OriginRules(store.state_dir, config.buckets)
     rules.load()
-    api = ManagementAPI(config.credentials, registry, store, rules, resolver, reactor)
+    api = ManagementAPI(config.credentials, registry, store, rules, resolver)
     resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api)
     site = EdgeSite(resource, reactor=reactor)
     site.upload_dir = store.tmp_dir

@@ -80,7 +80,6 @@ class ManagementAPI:
         store: ObjectStore,
         rules: OriginRules,
         resolver: OriginResolver,
-        clock: Any,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._credentials = tuple(credentials)
@@ -88,7 +87,6 @@ class ManagementAPI:
         self._store = store
         self._rules = rules
         self._resolver = resolver
-        self._clock = clock
         self._now = wall_clock
 
     # -- authentication ----------------------------------------------------------------------

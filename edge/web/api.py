@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol
+from typing import IO, Any
 from xml.sax.saxutils import escape
 
 from twisted.internet.defer import ensureDeferred
@@ -41,12 +41,9 @@ _META_PREFIX = "x-cos-meta-"
 _OWNER = "<Owner><ID>cosedge</ID><DisplayName>cosedge</DisplayName></Owner>"
 
 
-class _Target(Protocol):
-    bucket_name: str | None
-    key: str | None
-
-
 class Denied(Exception):
+    """A request the API refuses: the COS error to answer, with a specific message."""
+
     def __init__(self, error: CosError, message: str | None = None) -> None:
         super().__init__(message or error.message)
         self.error = error

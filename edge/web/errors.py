@@ -11,6 +11,8 @@ from xml.sax.saxutils import escape
 
 from twisted.web.server import Request
 
+from edge.web.headers import send_as_is
+
 
 @dataclass(frozen=True)
 class CosError:
@@ -79,7 +81,7 @@ BY_CODE = {
     )
 }
 
-REQUEST_ID_HEADER = b"x-cos-request-id"
+REQUEST_ID_HEADER = send_as_is(b"x-cos-request-id")
 
 
 def resource_of(request: Request) -> str:

@@ -26,6 +26,7 @@ from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
 from edge.web import errors
 from edge.web.api import Denied, ManagementAPI
 from edge.web.errors import CosError
+from edge.web.headers import send_as_is
 from edge.web.http import (
     RangeResult,
     http_date,
@@ -197,7 +198,7 @@ class EdgeResource(Resource):
             if meta.content_type:
                 obj = obj.with_content_type(meta.content_type)
             for name, value in meta.user.items():
-                request.setHeader(name.encode("latin-1"), value.encode("utf-8"))
+                request.setHeader(send_as_is(name.encode("latin-1")), value.encode("utf-8"))
         d = self._store.etag(target.bucket.name, target.key, obj)
         d.addCallback(self._respond_hit, request, obj)
         d.addErrback(self._hit_failed, request, obj)

@@ -1,0 +1,34 @@
+"""Response header names as COS spells them.
+
+Twisted writes every header name in Header-Case (`X-Cos-Request-Id`). HTTP does not care,
+but COS sends its own headers in lower case (`x-cos-request-id`, `x-cos-meta-*`) and the
+official Python SDK hands them to users in a plain, case-sensitive dict, so code written
+against COS looks them up in lower case. Twisted keeps a table of names with unusual
+spelling; the names cosedge sends are added to it here. Bounded, since metadata names come
+from clients.
+"""
+
+from __future__ import annotations
+
+from twisted.web import http_headers
+
+_MAX_NAMES = 1024
+_added: set[bytes] = set()
+
+
+def send_as_is(name: bytes) -> bytes:
+    """Make Twisted write `name` exactly as given (lower case for COS headers); returns it."""
+    if name in _added or len(_added) >= _MAX_NAMES:
+        return name
+    encoder = getattr(http_headers, "_nameEncoder", None)
+    mappings = getattr(encoder, "_caseMappings", None)
+    if not isinstance(mappings, dict):
+        return name  # a Twisted without the table: Header-Case it is
+    canonical = b"-".join(word.capitalize() for word in name.split(b"-"))
+    mappings[canonical] = name
+    cache = getattr(encoder, "_canonicalHeaderCache", None)
+    if isinstance(cache, dict):
+        cache.pop(name, None)
+        cache.pop(name.decode("latin-1"), None)
+    _added.add(name)
+    return name

@@ -108,6 +108,14 @@ def _verdict(policy: Any, ip: str) -> tuple[bool, str]:
     return verdict.accepted, verdict.reason
 
 
+def describe_address(address: Any) -> str:
+    """`host:port` for TCP, the socket's path for a UNIX socket."""
+    if hasattr(address, "port"):
+        return f"{address.host}:{address.port}"
+    name = getattr(address, "name", None)
+    return name.decode() if isinstance(name, bytes) else str(name or address)
+
+
 class ListenerService(StreamServerEndpointService):
     """The public listener; a port it cannot bind stops start-up instead of being logged.
 
@@ -122,12 +130,7 @@ class ListenerService(StreamServerEndpointService):
         self._waitingForPort.addCallback(self._ready)
 
     def _ready(self, port: Any) -> Any:
-        address = port.getHost()
-        log.info(
-            "cosedge ready: listening on {host}:{port}",
-            host=getattr(address, "host", str(address)),
-            port=getattr(address, "port", 0),
-        )
+        log.info("cosedge ready: listening on {where}", where=describe_address(port.getHost()))
         return port
 
 

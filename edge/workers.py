@@ -98,12 +98,12 @@ class AdoptedListenerService(Service):
         super().startService()
         self._port = self._reactor.adoptStreamPort(self._fd, socket_family(self._fd), self._factory)
         os.close(self._fd)  # adoptStreamPort works on its own duplicate
-        address = self._port.getHost()
+        from edge.tap import describe_address
+
         log.info(
-            "cosedge worker {pid} ready: accepting on {host}:{port}",
+            "cosedge worker {pid} ready: accepting on {where}",
             pid=os.getpid(),
-            host=getattr(address, "host", str(address)),
-            port=getattr(address, "port", 0),
+            where=describe_address(self._port.getHost()),
         )
         self._waitingForPort.callback(self._port)
 

@@ -27,6 +27,13 @@ from twisted.web.server import NOT_DONE_YET, Request
 from edge import signature
 from edge.buckets import BucketRegistry
 from edge.config import Credential
+from edge.multipart import (
+    MAX_PARTS,
+    MultipartError,
+    MultipartUploads,
+    UploadInfo,
+    parse_complete,
+)
 from edge.origin import OriginResolver
 from edge.rules import OriginRule, OriginRules, RuleError, parse_origin_xml, render_origin_xml
 from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
@@ -84,6 +91,7 @@ class ManagementAPI:
         self._store = store
         self._rules = rules
         self._resolver = resolver
+        self._uploads = MultipartUploads(store)
         self._now = wall_clock
 
     # -- authentication ----------------------------------------------------------------------
@@ -124,12 +132,12 @@ class ManagementAPI:
             return self._bucket(request, bucket, method, query)
         if bucket not in self._registry:
             raise Denied(errors.NO_SUCH_BUCKET)
-        if method == b"POST":
-            raise Denied(errors.NOT_IMPLEMENTED, "multipart upload is not supported; use PUT")
+        if "uploads" in query or "uploadid" in query or "partnumber" in query:
+            return self._multipart(request, bucket, key, method, query)
         if method == b"PUT":
             if "x-cos-copy-source" in request_headers(request):
                 raise Denied(errors.NOT_IMPLEMENTED, "PUT Object - Copy is not supported")
-            if query.keys() & {"partnumber", "uploadid", "acl", "tagging"}:
+            if query.keys() & {"acl", "tagging"}:
                 raise Denied(errors.NOT_IMPLEMENTED, "this object operation is not supported")
             return self._async(request, self._put_object(request, bucket, key))
         if method == b"DELETE":
@@ -155,6 +163,10 @@ class ManagementAPI:
                 request.setResponseCode(204)
                 return b""
             raise Denied(errors.METHOD_NOT_ALLOWED)
+        if "uploads" in query and method == b"GET":
+            if bucket not in self._registry:
+                raise Denied(errors.NO_SUCH_BUCKET)
+            return self._list_uploads(request, bucket, query)
         subresources = [q for q in query if not q.startswith("q-") and q not in _LIST_PARAMS]
         if subresources:
             raise Denied(errors.NOT_IMPLEMENTED, f"?{subresources[0]} is not supported")
@@ -341,14 +353,7 @@ class ManagementAPI:
         except BaseException:
             pending.discard()
             raise
-        meta = ObjectMeta(
-            headers.get("content-type", ""),
-            {k: v for k, v in headers.items() if k.startswith(_META_PREFIX)},
-        )
-        if meta.content_type or meta.user:
-            self._store.write_meta(bucket, key, meta)
-        else:
-            self._store.clear_meta(bucket, key)
+        self._save_meta(bucket, key, _meta_from(headers))
         log.info(
             "Stored {bucket}/{key}: {size} bytes uploaded",
             bucket=bucket,
@@ -358,6 +363,128 @@ class ManagementAPI:
         request.setHeader(b"etag", b'"%s"' % pending.etag.encode("ascii"))
         request.setHeader(b"content-length", b"0")
         request.finish()
+
+    # -- multipart uploads ---------------------------------------------------------------------
+
+    def _multipart(
+        self, request: Request, bucket: str, key: str, method: bytes, query: Mapping[str, str]
+    ) -> bytes | int:
+        try:
+            if method == b"POST" and "uploads" in query:
+                headers = request_headers(request)
+                info = self._uploads.create(bucket, key, _meta_from(headers))
+                log.info(
+                    "Multipart upload {upload_id} of {bucket}/{key} started",
+                    upload_id=info.upload_id,
+                    bucket=bucket,
+                    key=key,
+                )
+                return _xml(
+                    request,
+                    f"<InitiateMultipartUploadResult><Bucket>{escape(bucket)}</Bucket>"
+                    f"<Key>{escape(key)}</Key><UploadId>{info.upload_id}</UploadId>"
+                    "</InitiateMultipartUploadResult>",
+                )
+            info = self._uploads.get(query.get("uploadid", ""), bucket, key)
+            if method == b"PUT" and "partnumber" in query:
+                try:
+                    number = int(query["partnumber"])
+                except ValueError:
+                    raise Denied(errors.INVALID_ARGUMENT, "partNumber must be a number") from None
+                content = request.content
+                assert content is not None
+                if isinstance(content, UploadSpool) and content.too_large:
+                    raise Denied(errors.ENTITY_TOO_LARGE)
+                etag = self._uploads.put_part(info, number, content)
+                request.setHeader(b"etag", b'"%s"' % etag.encode("ascii"))
+                request.setHeader(b"content-length", b"0")
+                return b""
+            if method == b"POST":
+                return self._async(request, self._complete(request, info))
+            if method == b"DELETE":
+                self._uploads.discard(info)
+                request.setResponseCode(204)
+                return b""
+            if method == b"GET":
+                return self._list_parts(request, info)
+        except MultipartError as e:
+            raise Denied(errors.multipart_error(e.code), str(e)) from None
+        raise Denied(errors.METHOD_NOT_ALLOWED)
+
+    async def _complete(self, request: Request, info: UploadInfo) -> None:
+        assert request.content is not None
+        body = request.content.read(_MAX_COMPLETE_BODY + 1)
+        try:
+            requested = parse_complete(body)
+            pending = await deferToThread(self._uploads.assemble, info, requested)
+        except MultipartError as e:
+            raise Denied(errors.multipart_error(e.code), str(e)) from None
+        try:
+            await pending.publish(replace=True)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            pending.discard()
+            raise Denied(errors.INVALID_ARGUMENT, "the key collides with a folder") from None
+        except BaseException:
+            pending.discard()
+            raise
+        self._save_meta(info.bucket, info.key, info.meta)
+        self._uploads.discard(info)
+        log.info(
+            "Stored {bucket}/{key}: {size} bytes from {parts} parts",
+            bucket=info.bucket,
+            key=info.key,
+            size=pending.size,
+            parts=len(requested),
+        )
+        host = (request.getHeader(b"host") or b"").decode("latin-1")
+        finish_xml(
+            request,
+            f"<CompleteMultipartUploadResult><Location>{escape(host)}/{escape(info.key)}"
+            f"</Location><Bucket>{escape(info.bucket)}</Bucket><Key>{escape(info.key)}</Key>"
+            f"<ETag>&quot;{pending.etag}&quot;</ETag></CompleteMultipartUploadResult>",
+        )
+
+    def _list_parts(self, request: Request, info: UploadInfo) -> bytes:
+        parts = "".join(
+            f"<Part><PartNumber>{p.number}</PartNumber><LastModified>{_iso(p.modified)}"
+            f"</LastModified><ETag>&quot;{p.etag}&quot;</ETag><Size>{p.size}</Size></Part>"
+            for p in self._uploads.parts(info)
+        )
+        return _xml(
+            request,
+            f"<ListPartsResult><Bucket>{escape(info.bucket)}</Bucket>"
+            f"<Key>{escape(info.key)}</Key><UploadId>{info.upload_id}</UploadId>"
+            f"{_OWNER}<StorageClass>STANDARD</StorageClass><PartNumberMarker>0</PartNumberMarker>"
+            f"<MaxParts>{MAX_PARTS}</MaxParts><IsTruncated>false</IsTruncated>{parts}"
+            "</ListPartsResult>",
+        )
+
+    def _list_uploads(self, request: Request, bucket: str, query: Mapping[str, str]) -> bytes:
+        encode = query.get("encoding-type", "") == "url"
+        prefix = query.get("prefix", "")
+
+        def out(text: str) -> str:
+            return escape(urllib.parse.quote(text, safe="/") if encode else text)
+
+        uploads = "".join(
+            f"<Upload><Key>{out(u.key)}</Key><UploadId>{u.upload_id}</UploadId>"
+            f"<StorageClass>STANDARD</StorageClass>{_OWNER}"
+            f"<Initiated>{_iso(u.initiated)}</Initiated></Upload>"
+            for u in self._uploads.uploads(bucket, prefix)
+        )
+        return _xml(
+            request,
+            f"<ListMultipartUploadsResult><Bucket>{escape(bucket)}</Bucket>"
+            + ("<Encoding-Type>url</Encoding-Type>" if encode else "")
+            + f"<Prefix>{out(prefix)}</Prefix><MaxUploads>1000</MaxUploads>"
+            f"<IsTruncated>false</IsTruncated>{uploads}</ListMultipartUploadsResult>",
+        )
+
+    def _save_meta(self, bucket: str, key: str, meta: ObjectMeta) -> None:
+        if meta.content_type or meta.user:
+            self._store.write_meta(bucket, key, meta)
+        else:
+            self._store.clear_meta(bucket, key)
 
     # -- origin rules --------------------------------------------------------------------------
 
@@ -411,6 +538,15 @@ class ManagementAPI:
 
 _LIST_PARAMS = {"prefix", "delimiter", "marker", "max-keys", "encoding-type"}
 _MAX_ORIGIN_BODY = 64 * 1024
+_MAX_COMPLETE_BODY = 2 * 1024 * 1024  # 10,000 parts' worth of <Part> elements
+
+
+def _meta_from(headers: Mapping[str, str]) -> ObjectMeta:
+    """Content-Type and x-cos-meta-* of an upload, kept for its GETs."""
+    return ObjectMeta(
+        headers.get("content-type", ""),
+        {k: v for k, v in headers.items() if k.startswith(_META_PREFIX)},
+    )
 
 
 def _fill(pending: PendingObject, source: IO[bytes]) -> None:

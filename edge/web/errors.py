@@ -71,6 +71,24 @@ MALFORMED_XML = CosError(
     "MalformedXML", 400, "The XML you provided was not well-formed or did not validate."
 )
 
+NO_SUCH_UPLOAD = CosError("NoSuchUpload", 404, "The specified upload does not exist.")
+INVALID_PART = CosError(
+    "InvalidPart", 400, "One or more of the specified parts could not be found."
+)
+INVALID_PART_ORDER = CosError(
+    "InvalidPartOrder", 400, "The list of parts was not in ascending order."
+)
+
+
+def multipart_error(code: str) -> CosError:
+    return {
+        "NoSuchUpload": NO_SUCH_UPLOAD,
+        "InvalidPart": INVALID_PART,
+        "InvalidPartOrder": INVALID_PART_ORDER,
+        "MalformedXML": MALFORMED_XML,
+    }.get(code, INVALID_ARGUMENT)
+
+
 BY_CODE = {
     e.code: e
     for e in (

@@ -132,7 +132,8 @@ class EdgeResource(Resource):
 
     def _signed(self, request: Request, target: Target, api: ManagementAPI) -> bytes | int:
         api.authenticate(request, target.bucket_name, target.key)
-        if target.key is not None and request.method in _READ_METHODS:
+        listing_parts = target.query is not None and b"uploadid=" in target.query.lower()
+        if target.key is not None and request.method in _READ_METHODS and not listing_parts:
             if target.bucket is None:
                 raise Denied(errors.NO_SUCH_BUCKET)
             return self._read(request, target, request.request_id)  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ test's reactor.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -402,3 +403,71 @@ async def test_prefix_rules_choose_between_two_origins(api_edge, origin):
     finally:
         second.drop_all()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sdk_upload_file_multipart_and_resume(api_edge, tmp_path):
+    """The SDK's `upload_file` sends anything over one part (1 MiB) as a multipart upload:
+    list uploads, initiate, parts in parallel, complete. A leftover upload of the same key is
+    listed with its parts and taken up by the SDK's resume logic; a wrong ETag in Complete
+    is InvalidPart; abort removes the upload. Nothing of an upload is left under .cosedge
+    afterwards."""
+    cos = client(api_edge.port)
+    payload = os.urandom(3 * 2**20 + 12345)
+    local = tmp_path / "big.bin"
+    local.write_bytes(payload)
+    await call(
+        cos.upload_file,
+        Bucket=BUCKET,
+        Key="up/big.bin",
+        LocalFilePath=str(local),
+        PartSize=1,
+        MAXThread=3,
+    )
+    assert (api_edge.data_dir / BUCKET / "up" / "big.bin").read_bytes() == payload
+    assert (await api_edge.get("up/big.bin")).body == payload
+
+    # A half-done upload of the same key is found and resumed.
+    started = await call(cos.create_multipart_upload, Bucket=BUCKET, Key="up/again.bin")
+    upload_id = started["UploadId"]
+    await call(
+        cos.upload_part,
+        Bucket=BUCKET,
+        Key="up/again.bin",
+        Body=payload[: 2**20],
+        PartNumber=1,
+        UploadId=upload_id,
+    )
+    listed = await call(cos.list_multipart_uploads, Bucket=BUCKET, Prefix="up/again.bin")
+    assert [u["UploadId"] for u in listed["Upload"]] == [upload_id]
+    parts = await call(cos.list_parts, Bucket=BUCKET, Key="up/again.bin", UploadId=upload_id)
+    assert [p["PartNumber"] for p in parts["Part"]] == ["1"]
+    await call(
+        cos.upload_file,
+        Bucket=BUCKET,
+        Key="up/again.bin",
+        LocalFilePath=str(local),
+        PartSize=1,
+        MAXThread=2,
+    )
+    assert (api_edge.data_dir / BUCKET / "up" / "again.bin").read_bytes() == payload
+
+    # Wrong ETag, then abort.
+    third = (await call(cos.create_multipart_upload, Bucket=BUCKET, Key="x.bin"))["UploadId"]
+    await call(
+        cos.upload_part, Bucket=BUCKET, Key="x.bin", Body=b"abc", PartNumber=1, UploadId=third
+    )
+    error = await service_error(
+        cos.complete_multipart_upload,
+        Bucket=BUCKET,
+        Key="x.bin",
+        UploadId=third,
+        MultipartUpload={"Part": [{"PartNumber": 1, "ETag": '"' + "0" * 32 + '"'}]},
+    )
+    assert (error.get_status_code(), error.get_error_code()) == (400, "InvalidPart")
+    await call(cos.abort_multipart_upload, Bucket=BUCKET, Key="x.bin", UploadId=third)
+    error = await service_error(cos.list_parts, Bucket=BUCKET, Key="x.bin", UploadId=third)
+    assert error.get_error_code() == "NoSuchUpload"
+    assert not (api_edge.data_dir / BUCKET / "x.bin").exists()
+    assert list((api_edge.data_dir / ".cosedge" / "uploads").iterdir()) == []
+    assert list((api_edge.data_dir / ".cosedge" / "tmp").iterdir()) == []

@@ -1,0 +1,200 @@
+"""Multipart uploads (COS InitiateMultipartUpload / UploadPart / Complete / Abort / List).
+
+The SDKs' high-level `upload_file` splits anything over one part (1 MiB by default) into
+parts, so without these the most common upload call would fail. An upload lives in
+`.cosedge/uploads/<id>/` (an `info.json` and one file per part, named with its number and
+ETag) until it is completed or aborted, across restarts as in COS. Parts arrive spooled in
+`.cosedge/tmp/` on the same filesystem and are renamed into the upload's folder; completing
+concatenates them into a pending object that is published like any upload: atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
+
+MAX_PARTS = 10_000
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_PART = re.compile(r"^(\d{5})-([0-9a-f]{32})\.part$")
+_CHUNK = 1024 * 1024
+
+
+class MultipartError(ValueError):
+    """A request about an upload that cannot be honoured; `code` is COS's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    upload_id: str
+    bucket: str
+    key: str
+    initiated: float
+    meta: ObjectMeta
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    etag: str
+    size: int
+    modified: float
+    path: str
+
+
+class MultipartUploads:
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+        self.root = store.state_dir / "uploads"
+
+    def _folder(self, upload_id: str) -> Path:
+        return self.root / upload_id
+
+    def create(self, bucket: str, key: str, meta: ObjectMeta) -> UploadInfo:
+        upload_id = secrets.token_hex(16)
+        folder = self._folder(upload_id)
+        folder.mkdir(parents=True)
+        info = UploadInfo(upload_id, bucket, key, time.time(), meta)
+        record = {
+            "bucket": bucket,
+            "key": key,
+            "initiated": info.initiated,
+            "content_type": meta.content_type,
+            "meta": dict(meta.user),
+        }
+        temp = folder / "info.json.tmp"
+        temp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+        os.replace(temp, folder / "info.json")
+        return info
+
+    def get(self, upload_id: str, bucket: str, key: str | None = None) -> UploadInfo:
+        """The upload, checked to belong to this bucket (and key); NoSuchUpload otherwise."""
+        info = self._read(upload_id) if _ID.fullmatch(upload_id or "") else None
+        if info is None or info.bucket != bucket or (key is not None and info.key != key):
+            raise MultipartError("NoSuchUpload", "The specified upload does not exist.")
+        return info
+
+    def _read(self, upload_id: str) -> UploadInfo | None:
+        try:
+            raw = json.loads((self._folder(upload_id) / "info.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        meta = ObjectMeta(str(raw.get("content_type") or ""), dict(raw.get("meta") or {}))
+        return UploadInfo(upload_id, raw["bucket"], raw["key"], float(raw["initiated"]), meta)
+
+    def uploads(self, bucket: str, prefix: str = "") -> list[UploadInfo]:
+        if not self.root.is_dir():
+            return []
+        found = []
+        for entry in os.scandir(self.root):
+            if _ID.fullmatch(entry.name):
+                info = self._read(entry.name)
+                if info is not None and info.bucket == bucket and info.key.startswith(prefix):
+                    found.append(info)
+        return sorted(found, key=lambda i: (i.key, i.initiated))
+
+    def put_part(self, info: UploadInfo, number: int, body: IO[bytes]) -> str:
+        """Store one part (replacing an earlier one with that number); returns its ETag."""
+        if not 1 <= number <= MAX_PARTS:
+            raise MultipartError("InvalidArgument", f"partNumber must be 1-{MAX_PARTS}")
+        folder = self._folder(info.upload_id)
+        if isinstance(body, UploadSpool):
+            etag = body.md5.hexdigest()
+            file = body.detach()
+            file.close()
+            source = body.path
+        else:  # a small body held in memory by Twisted
+            spool = UploadSpool(self._store.tmp_dir, 5 * 1024**3)
+            body.seek(0)
+            while chunk := body.read(_CHUNK):
+                spool.write(chunk)
+            etag = spool.md5.hexdigest()
+            spool.detach().close()
+            source = spool.path
+        for old in self._parts(folder):
+            if old.number == number:
+                os.unlink(old.path)
+        os.replace(source, folder / f"{number:05d}-{etag}.part")
+        return etag
+
+    def _parts(self, folder: Path) -> list[Part]:
+        parts = []
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            match = _PART.fullmatch(entry.name)
+            if match:
+                st = entry.stat()
+                parts.append(
+                    Part(int(match.group(1)), match.group(2), st.st_size, st.st_mtime, entry.path)
+                )
+        return sorted(parts, key=lambda p: p.number)
+
+    def parts(self, info: UploadInfo) -> list[Part]:
+        return self._parts(self._folder(info.upload_id))
+
+    def assemble(self, info: UploadInfo, requested: Sequence[tuple[int, str]]) -> PendingObject:
+        """Concatenate the listed parts into a pending object (call in a thread).
+
+        The list must name uploaded parts in ascending order with their ETags, as COS
+        checks; a mismatch is InvalidPart / InvalidPartOrder and nothing is written.
+        """
+        if not requested:
+            raise MultipartError("MalformedXML", "CompleteMultipartUpload lists no Part")
+        numbers = [n for n, _ in requested]
+        if numbers != sorted(set(numbers)):
+            raise MultipartError("InvalidPartOrder", "Parts must be listed in ascending order.")
+        stored = {p.number: p for p in self.parts(info)}
+        chosen = []
+        for number, etag in requested:
+            part = stored.get(number)
+            if part is None or part.etag != etag.strip('"').lower():
+                raise MultipartError(
+                    "InvalidPart", f"Part {number} was not uploaded or its ETag differs."
+                )
+            chosen.append(part)
+        pending = self._store.new_upload(info.bucket, info.key)
+        try:
+            for part in chosen:
+                with open(part.path, "rb") as f:
+                    while chunk := f.read(_CHUNK):
+                        pending.write(chunk)
+        except BaseException:
+            pending.discard()
+            raise
+        return pending
+
+    def discard(self, info: UploadInfo) -> None:
+        shutil.rmtree(self._folder(info.upload_id), ignore_errors=True)
+
+
+def parse_complete(body: bytes) -> list[tuple[int, str]]:
+    """(PartNumber, ETag) pairs of a CompleteMultipartUpload document."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as e:
+        raise MultipartError("MalformedXML", f"not well-formed XML: {e}") from None
+    pairs = []
+    for part in root.iter("Part"):
+        try:
+            pairs.append((int(part.findtext("PartNumber") or ""), part.findtext("ETag") or ""))
+        except ValueError:
+            raise MultipartError("MalformedXML", "PartNumber must be a number") from None
+    return pairs

@@ -8,6 +8,9 @@ Two static.File baselines: `static.File` logs its access lines through twistd's 
 path cosedge's access events take; `static.File+file` writes them to a file of its own
 (`twistd web --logfile`), which skips the log observers and shows what logging costs.
 
+With `--workers N` (N > 1) an edge with N worker processes joins as a fourth contender,
+and its ratio to the single-process edge is the worker speed-up (goal: >= 1.7x on 2 cores).
+
     python bench/hits.py [--rounds 3] [--seconds 5] [--connections 32] [--workers 1]
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from common import (
     BUCKET,
     LoadResult,
+    Server,
     edge_config,
     have_wrk,
     load,
@@ -46,17 +50,22 @@ def main() -> None:
         folder.mkdir(parents=True)
         for name, size in SIZES.items():
             (folder / f"{name}.bin").write_bytes(os.urandom(size))
-        edge = start_edge(
-            work,
-            edge_config(work / "data", f"workers: {args.workers}\nbuckets:\n  {BUCKET}: {{}}\n"),
-        )
+        buckets = f"buckets:\n  {BUCKET}: {{}}\n"
+        (work / "one").mkdir()
+        edge = start_edge(work / "one", edge_config(work / "data", buckets))
         static = start_static_file(work / "data", work)
         static_file_log = start_static_file(work / "data", work, access_file=True)
-        contenders = (
+        contenders: tuple[tuple[str, Server], ...] = (
             ("static.File", static),
             ("static.File+file", static_file_log),
             ("cosedge", edge),
         )
+        if args.workers > 1:
+            (work / "many").mkdir()
+            many = start_edge(
+                work / "many", edge_config(work / "data", f"workers: {args.workers}\n" + buckets)
+            )
+            contenders += ((f"cosedge x{args.workers}", many),)
         results: dict[tuple[str, str], list[LoadResult]] = {}
         try:
             for _ in range(args.rounds):
@@ -73,7 +82,7 @@ def main() -> None:
     client = "wrk -t2" if have_wrk() else "built-in client"
     print(
         f"hits: {args.rounds} alternating rounds x {args.seconds:g}s, {args.connections} "
-        f"keep-alive connections, {client}, cosedge workers={args.workers}"
+        f"keep-alive connections, {client}"
     )
     print(
         f"{'object':<7}{'server':<18}{'req/s':>10}{'MB/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
@@ -90,6 +99,13 @@ def main() -> None:
                 f"{rps / base:>10.2f}x"
             )
     print("goal: cosedge >= 1.0x static.File")
+    if args.workers > 1:
+        for name in SIZES:
+            single = median([r.requests_per_s for r in results[(name, "cosedge")]])
+            label = f"cosedge x{args.workers}"
+            several = median([r.requests_per_s for r in results[(name, label)]])
+            print(f"workers: {name} {label} / cosedge x1 = {several / single:.2f}x")
+        print("goal: >= 1.7x with 2 workers on 2 cores")
 
 
 if __name__ == "__main__":

@@ -479,8 +479,20 @@ class OriginCopier(Service):
 
     def _start(self, job: CopyJob) -> bool:
         """Run `job` now, unless another worker process holds the key's lock."""
-        job.lock = self._locks.acquire(job.bucket, job.key)
-        if job.lock is None:
+        try:
+            job.lock = self._locks.acquire(job.bucket, job.key)
+            elsewhere = job.lock is None
+        except OSError as e:
+            # A broken locks folder must not stop copies: run this one unlocked (at worst
+            # two workers fetch the key; publishing never overwrites) and say why.
+            elsewhere = False
+            log.warn(
+                "Copy of {bucket}/{key} runs without its cross-process lock: {reason}",
+                bucket=job.bucket,
+                key=job.key,
+                reason=f"{e.filename}: {e.strerror or e}",
+            )
+        if elsewhere:
             self._jobs.pop((job.bucket, job.key), None)
             self.counters["elsewhere"] += 1
             log.debug(
@@ -494,7 +506,13 @@ class OriginCopier(Service):
         self.counters["started"] += 1
         job.started = self._clock.seconds()
         d = Deferred.fromCoroutine(self._run(job))
-        d.addTimeout(self._fetch.total_timeout, self._clock)  # type: ignore[arg-type]
+        d.addTimeout(
+            self._fetch.total_timeout,
+            self._clock,  # type: ignore[arg-type]
+            onTimeoutCancel=_timed_out(
+                f"took longer than total_timeout ({self._fetch.total_timeout:g}s)"
+            ),
+        )
         job.deferred = d
         d.addBoth(self._finished, job)
         return True
@@ -542,11 +560,14 @@ class OriginCopier(Service):
             }
         )
         request = agent.request(b"GET", job.url, headers)
-        request.addTimeout(self._fetch.idle_timeout, self._clock)  # type: ignore[arg-type]
-        try:
-            response: IResponse = await request
-        except TimeoutError:
-            raise CopyFailed(f"no response headers within {self._fetch.idle_timeout:g}s") from None
+        # Cancelling a request makes Twisted fail it with ResponseNeverReceived, not the
+        # CancelledError addTimeout would turn into TimeoutError: name the timeout here.
+        request.addTimeout(
+            self._fetch.idle_timeout,
+            self._clock,  # type: ignore[arg-type]
+            onTimeoutCancel=_timed_out(f"no response headers within {self._fetch.idle_timeout:g}s"),
+        )
+        response: IResponse = await request
         if response.code != 200:
             response.deliverBody(_Discard())
             hint = " (redirects are not followed)" if 300 <= response.code < 400 else ""
@@ -602,11 +623,12 @@ class OriginCopier(Service):
         """Wait for the origin connection to close and refuse a body that ran past its
         Content-Length (bytes the HTTP client dropped)."""
         closing = meter.closed
-        closing.addTimeout(self._fetch.idle_timeout, self._clock)  # type: ignore[arg-type]
-        try:
-            await closing
-        except TimeoutError:
-            raise CopyFailed("origin kept the connection open after the body") from None
+        closing.addTimeout(
+            self._fetch.idle_timeout,
+            self._clock,  # type: ignore[arg-type]
+            onTimeoutCancel=_timed_out("origin kept the connection open after the body"),
+        )
+        await closing
         sent = meter.body_length
         if sent is not None and sent > expected:
             raise CopyFailed(f"origin sent {sent} body bytes, Content-Length said {expected}")
@@ -645,6 +667,18 @@ _EXPECTED_FAILURES = (
     ResponseFailed,
     ResponseNeverReceived,
 )
+
+
+def _timed_out(reason: str) -> Callable[[Any, float], Any]:
+    """For `addTimeout`: whatever the cancelled operation failed with, the copy failed
+    because of this timeout, and the log should say so."""
+
+    def convert(result: Any, timeout: float) -> Any:
+        if isinstance(result, Failure):
+            return Failure(CopyFailed(reason))
+        return result
+
+    return convert
 
 
 def _describe(failure: Failure, fetch: OriginFetchConfig) -> str:

@@ -48,6 +48,16 @@ class Options(usage.Options):
         ],
     ]
 
+    def getUsage(self, width: int | None = None) -> str:
+        """The help text, without `--inherited-fd`: that is how the main process starts its
+        workers, not an option for operators."""
+        hidden = [opt for opt in self.longOpt if opt.startswith("inherited-fd")]
+        self.longOpt = [opt for opt in self.longOpt if opt not in hidden]
+        try:
+            return super().getUsage(width)
+        finally:
+            self.longOpt += hidden
+
     def postOptions(self) -> None:
         try:
             config = load_config(

@@ -74,6 +74,26 @@ def die_with_parent() -> None:
         pass
 
 
+def share_accepts(port: Any) -> None:
+    """Accept one connection per wake-up on a socket other processes accept on too.
+
+    Twisted accepts up to 100+ connections in one go, so the process that wakes first takes
+    a whole burst of keep-alive connections and the others idle (seen with wrk: all 64
+    connections in one process). One per wake-up lets every process that is free take its
+    share: a busy process comes back to its event loop later, so the idle one accepts more.
+    """
+    if not hasattr(port, "numberAccepts"):
+        return
+    read = port.doRead
+
+    def do_read() -> Any:
+        port.numberAccepts = 1  # doRead grows it after a full burst; keep it at one
+        return read()
+
+    port.numberAccepts = 1
+    port.doRead = do_read
+
+
 def socket_family(fd: int) -> int:
     probe = socket.socket(fileno=os.dup(fd))
     try:
@@ -98,6 +118,7 @@ class AdoptedListenerService(Service):
         super().startService()
         self._port = self._reactor.adoptStreamPort(self._fd, socket_family(self._fd), self._factory)
         os.close(self._fd)  # adoptStreamPort works on its own duplicate
+        share_accepts(self._port)
         from edge.tap import describe_address
 
         log.info(
@@ -165,6 +186,7 @@ class WorkerSupervisor(Service):
 
     def _spawn_all(self, port: Any) -> Any:
         self._fd = port.fileno()
+        share_accepts(port)
         for number in range(1, self._count + 1):
             self._spawn(number)
         return port

@@ -13,13 +13,17 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
 from edge import tap
-from edge.config import ConfigError, parse_config
+from edge.config import ConfigError, OriginAddress, OriginFetchConfig, parse_config
 from edge.keylocks import KeyLocks
+from edge.origin import CopyStart, OriginCopier
+from edge.store import ObjectStore
 from edge.testing import FakeOrigin
-from tests.process import start_twistd, wait_ready
+from tests.process import http_get, start_twistd, wait_ready
+from tests.test_origin import HangingAgent
 
 BUCKET = "b-1250000000"
 
@@ -63,6 +67,54 @@ def test_auto_and_option_override(tmp_path):
     options = tap.Options()
     options.parseOptions(["--data-dir", str(tmp_path / "d"), "--workers", "3"])
     assert options.edge_config.workers == 3
+
+
+def test_internal_option_is_not_in_the_help():
+    text = str(tap.Options())
+    assert "--workers" in text
+    assert "inherited-fd" not in text
+
+
+def _copier(tmp_path: Path, agent: HangingAgent) -> tuple[OriginCopier, Clock]:
+    store = ObjectStore(tmp_path / "data", ["b-1"])
+    store.prepare(sweep=False)
+    clock = Clock()
+    copier = OriginCopier(clock, store, OriginFetchConfig(), lambda address, port, meter: agent)
+    return copier, clock
+
+
+def test_copier_leaves_a_key_to_the_process_copying_it(tmp_path):
+    """Two copiers on one data folder, as two worker processes have: while the first copies
+    a key the second skips it (no origin request), other keys are unaffected, and once the
+    first copy ends, failed here, the key can be copied again."""
+    first_agent, second_agent = HangingAgent(), HangingAgent()
+    first, first_clock = _copier(tmp_path, first_agent)
+    second, second_clock = _copier(tmp_path, second_agent)
+    origin = OriginAddress.parse("203.0.113.7")
+    assert first.copy("b-1", "k", origin, "203.0.113.7") is CopyStart.STARTED
+    assert second.copy("b-1", "k", origin, "203.0.113.7") is CopyStart.ELSEWHERE
+    assert second.copy("b-1", "other", origin, "203.0.113.7") is CopyStart.STARTED
+    assert second_agent.requests == [b"http://203.0.113.7/other"]
+    assert [j.key for j in second.in_flight()] == ["other"]
+    assert second.counters["elsewhere"] == 1
+    first_clock.advance(OriginFetchConfig().idle_timeout + 1)  # no headers: the copy fails
+    assert first.in_flight() == [] and first.counters["failed"] == 1
+    assert second.copy("b-1", "k", origin, "203.0.113.7") is CopyStart.STARTED
+    assert second_agent.requests[-1] == b"http://203.0.113.7/k"
+    second_clock.advance(OriginFetchConfig().idle_timeout + 1)
+    assert second.in_flight() == []
+    assert not list((tmp_path / "data" / ".cosedge" / "locks").iterdir())
+
+
+def test_copy_runs_unlocked_when_the_locks_folder_is_broken(tmp_path):
+    agent = HangingAgent()
+    copier, clock = _copier(tmp_path, agent)
+    (tmp_path / "data" / ".cosedge" / "locks").write_text("not a folder")
+    origin = OriginAddress.parse("203.0.113.7")
+    assert copier.copy("b-1", "k", origin, "203.0.113.7") is CopyStart.STARTED
+    assert agent.requests == [b"http://203.0.113.7/k"]
+    clock.advance(OriginFetchConfig().idle_timeout + 1)
+    assert copier.in_flight() == []
 
 
 def test_key_lock_is_exclusive_and_released(tmp_path):
@@ -168,3 +220,32 @@ async def test_one_origin_fetch_per_key_across_workers(tmp_path):
         await deferToThread(proc.wait, 30)
         origin.drop_all()
         await listening.stopListening()
+
+
+def _live_workers(pid: int) -> list[int]:
+    return [child for child in children(pid) if alive(child)]
+
+
+def test_crashed_worker_is_restarted_and_workers_die_with_a_killed_parent(tmp_path):
+    proc = start_twistd("--config", str(_config(tmp_path)), cwd=tmp_path)
+    try:
+        port, output = wait_ready(proc)
+        deadline = time.monotonic() + 20
+        while "cosedge worker" not in output.text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (first,) = _live_workers(proc.pid)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while output.text().count("cosedge worker") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "Worker 1 ended" in output.text() and "restarting it in 1s" in output.text()
+        (second,) = _live_workers(proc.pid)
+        assert second != first
+        assert http_get(port, f"/{BUCKET}/nothing")[0] == 404
+    finally:
+        proc.kill()  # no clean shutdown: the kernel must end the worker (PR_SET_PDEATHSIG)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while alive(second) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(second)

@@ -175,6 +175,7 @@ class OriginFetchConfig:
     max_object_size: int = 5 * 1024**3
     dns_cache_ttl: float = 60.0
     shutdown_grace: float = 5.0
+    retry_after: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ _FETCH_KEYS = {
     "max_object_size": "size",
     "dns_cache_ttl": "seconds",
     "shutdown_grace": "seconds",
+    "retry_after": "seconds",
 }
 
 

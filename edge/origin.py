@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import urllib.parse
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -59,6 +59,7 @@ from edge.store import ObjectStore
 log = Logger()
 
 USER_AGENT = f"cosedge/{__version__}".encode()
+_MAX_REMEMBERED_FAILURES = 100_000
 _KEY_SAFE = "/!$&'()*+,;=:@~-._"
 
 
@@ -297,6 +298,7 @@ class CopyStart(enum.Enum):
     OVERFLOW = "overflow"  # the queue is full: no copy; the client was redirected anyway
     STOPPING = "stopping"
     ELSEWHERE = "elsewhere"  # another worker process is copying this bucket+key
+    BACKING_OFF = "backing off"  # this key's last copy failed under retry_after seconds ago
 
 
 class CopyFailed(Exception):
@@ -432,7 +434,9 @@ class OriginCopier(Service):
             "already_present": 0,
             "overflow": 0,
             "elsewhere": 0,
+            "backing_off": 0,
         }
+        self._failed: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def _pinned_agent(self, address: str, port: int, meter: WireMeter) -> IAgent:
         """A fresh agent per copy, on its own connection to the vetted address.
@@ -457,6 +461,14 @@ class OriginCopier(Service):
         job_key = (bucket, key)
         if job_key in self._jobs:
             return CopyStart.JOINED
+        failed_at = self._failed.get(job_key)
+        if failed_at is not None:
+            if self._clock.seconds() - failed_at < self._fetch.retry_after:
+                # A dead or broken origin is not hammered (nor the log flooded) once per
+                # miss: the client is redirected anyway, and the key is tried again later.
+                self.counters["backing_off"] += 1
+                return CopyStart.BACKING_OFF
+            del self._failed[job_key]
         job = CopyJob(bucket, key, origin, address)
         if self._running < self._fetch.concurrency:
             if not self._start(job):
@@ -524,6 +536,10 @@ class OriginCopier(Service):
             job.lock.release()
         if isinstance(result, Failure):
             self.counters["failed"] += 1
+            if not result.check(CancelledError) and not self._stopping:
+                self._failed[(job.bucket, job.key)] = self._clock.seconds()
+                while len(self._failed) > _MAX_REMEMBERED_FAILURES:
+                    self._failed.popitem(last=False)
             reason = _describe(result, self._fetch)
             if result.check(*_EXPECTED_FAILURES):
                 log.warn(

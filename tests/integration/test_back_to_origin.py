@@ -6,7 +6,8 @@ import hashlib
 import os
 
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 
 from tests.integration.conftest import BUCKET, request
 
@@ -265,3 +266,26 @@ async def test_queue_overflow_still_redirects(edges, origin, captured_events):
     assert (edge.data_dir / BUCKET / "q1").exists() and (edge.data_dir / BUCKET / "q2").exists()
     assert not (edge.data_dir / BUCKET / "q3").exists()
     assert any(e.get("reason") == "queue full" and e.get("key") == "q3" for e in captured_events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_key_is_retried_only_after_retry_after(edges, origin, captured_events):
+    """A key whose copy failed is not fetched again (nor a warning logged again) on every
+    miss: misses within origin_fetch.retry_after are still redirected but start no copy;
+    after it, the next miss tries again and, the origin healthy by now, stores the object."""
+    origin.serve("/flaky.txt", b"down", status=503)
+    edge = await edges.start(edges.config(origin.address, fetch={"retry_after": 0.5}))
+    assert (await edge.get("flaky.txt")).status == 302
+    await edge.copies_done()
+    for _ in range(5):
+        assert (await edge.get("flaky.txt")).status == 302
+    await edge.copies_done()
+    assert len(origin.requests_for("/flaky.txt")) == 1
+    warnings = [e for e in captured_events if e.get("key") == "flaky.txt" and e.get("reason")]
+    assert len(warnings) == 1
+    origin.serve("/flaky.txt", b"back up")
+    await deferLater(reactor, 0.6, lambda: None)
+    assert (await edge.get("flaky.txt")).status == 302
+    await edge.copies_done()
+    assert len(origin.requests_for("/flaky.txt")) == 2
+    assert (edge.data_dir / BUCKET / "flaky.txt").read_bytes() == b"back up"

@@ -8,10 +8,9 @@ Two static.File baselines: `static.File` logs its access lines through twistd's 
 path cosedge's access events take; `static.File+file` writes them to a file of its own
 (`twistd web --logfile`), which skips the log observers and shows what logging costs.
 
-With `--workers N` (N > 1) an edge with N worker processes joins as a fourth contender,
-and its ratio to the single-process edge is the worker speed-up (goal: >= 1.7x on 2 cores).
+The worker speed-up is measured by `bench/workers.py`.
 
-    python bench/hits.py [--rounds 3] [--seconds 5] [--connections 32] [--workers 1]
+    python bench/hits.py [--rounds 3] [--seconds 5] [--connections 32]
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from pathlib import Path
 from common import (
     BUCKET,
     LoadResult,
-    Server,
     edge_config,
     have_wrk,
     load,
@@ -41,7 +39,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1, help="cosedge worker processes")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="cosedge-bench-") as tmp:
@@ -50,22 +47,14 @@ def main() -> None:
         folder.mkdir(parents=True)
         for name, size in SIZES.items():
             (folder / f"{name}.bin").write_bytes(os.urandom(size))
-        buckets = f"buckets:\n  {BUCKET}: {{}}\n"
-        (work / "one").mkdir()
-        edge = start_edge(work / "one", edge_config(work / "data", buckets))
+        edge = start_edge(work, edge_config(work / "data", f"buckets:\n  {BUCKET}: {{}}\n"))
         static = start_static_file(work / "data", work)
         static_file_log = start_static_file(work / "data", work, access_file=True)
-        contenders: tuple[tuple[str, Server], ...] = (
+        contenders = (
             ("static.File", static),
             ("static.File+file", static_file_log),
             ("cosedge", edge),
         )
-        if args.workers > 1:
-            (work / "many").mkdir()
-            many = start_edge(
-                work / "many", edge_config(work / "data", f"workers: {args.workers}\n" + buckets)
-            )
-            contenders += ((f"cosedge x{args.workers}", many),)
         results: dict[tuple[str, str], list[LoadResult]] = {}
         try:
             for _ in range(args.rounds):
@@ -99,13 +88,6 @@ def main() -> None:
                 f"{rps / base:>10.2f}x"
             )
     print("goal: cosedge >= 1.0x static.File")
-    if args.workers > 1:
-        for name in SIZES:
-            single = median([r.requests_per_s for r in results[(name, "cosedge")]])
-            label = f"cosedge x{args.workers}"
-            several = median([r.requests_per_s for r in results[(name, label)]])
-            print(f"workers: {name} {label} / cosedge x1 = {several / single:.2f}x")
-        print("goal: >= 1.7x with 2 workers on 2 cores")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+
 
 from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
 
@@ -106,24 +106,17 @@ class MultipartUploads:
                     found.append(info)
         return sorted(found, key=lambda i: (i.key, i.initiated))
 
-    def put_part(self, info: UploadInfo, number: int, body: IO[bytes]) -> str:
-        """Store one part (replacing an earlier one with that number); returns its ETag."""
+    def put_part(self, info: UploadInfo, number: int, body: UploadSpool | None) -> str:
+        """Store one part (replacing an earlier one with that number); returns its ETag.
+        `body` is the spooled request body (None for an empty part)."""
         if not 1 <= number <= MAX_PARTS:
             raise MultipartError("InvalidArgument", f"partNumber must be 1-{MAX_PARTS}")
         folder = self._folder(info.upload_id)
-        if isinstance(body, UploadSpool):
-            etag = body.md5.hexdigest()
-            file = body.detach()
-            file.close()
-            source = body.path
-        else:  # a small body held in memory by Twisted
-            spool = UploadSpool(self._store.tmp_dir, 5 * 1024**3)
-            body.seek(0)
-            while chunk := body.read(_CHUNK):
-                spool.write(chunk)
-            etag = spool.md5.hexdigest()
-            spool.detach().close()
-            source = spool.path
+        if body is None:
+            body = UploadSpool(self._store.tmp_dir, 0)
+        etag = body.md5.hexdigest()
+        body.detach().close()
+        source = body.path
         for old in self._parts(folder):
             if old.number == number:
                 os.unlink(old.path)

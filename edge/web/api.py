@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 from xml.sax.saxutils import escape
 
 from twisted.internet.defer import ensureDeferred
@@ -36,14 +36,13 @@ from edge.multipart import (
 )
 from edge.origin import OriginResolver
 from edge.rules import OriginRule, OriginRules, RuleError, parse_origin_xml, render_origin_xml
-from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
+from edge.store import ObjectMeta, ObjectStore, UploadSpool
 from edge.web import errors
 from edge.web.errors import CosError
 
 log = Logger()
 
 MAX_LIST_KEYS = 1000
-_COPY_CHUNK = 1024 * 1024
 _META_PREFIX = "x-cos-meta-"
 _OWNER = "<Owner><ID>cosedge</ID><DisplayName>cosedge</DisplayName></Owner>"
 
@@ -330,17 +329,10 @@ class ManagementAPI:
                 digest = b""
             if len(digest) != 16:
                 raise Denied(errors.INVALID_DIGEST)
-        content = request.content
-        assert content is not None
-        if isinstance(content, UploadSpool):
-            if content.too_large:
-                raise Denied(errors.ENTITY_TOO_LARGE)
-            pending = self._store.new_upload(bucket, key, content)  # no second copy
-        else:
-            pending = self._store.new_upload(bucket, key)
+        spool = _spooled_body(request)
+        # An empty body is not spooled: it becomes an empty object.
+        pending = self._store.new_upload(bucket, key, spool)
         try:
-            if not isinstance(content, UploadSpool):
-                await deferToThread(_fill, pending, content)
             if digest is not None and pending.md5_digest != digest:
                 raise Denied(errors.BAD_DIGEST)
             try:
@@ -391,11 +383,7 @@ class ManagementAPI:
                     number = int(query["partnumber"])
                 except ValueError:
                     raise Denied(errors.INVALID_ARGUMENT, "partNumber must be a number") from None
-                content = request.content
-                assert content is not None
-                if isinstance(content, UploadSpool) and content.too_large:
-                    raise Denied(errors.ENTITY_TOO_LARGE)
-                etag = self._uploads.put_part(info, number, content)
+                etag = self._uploads.put_part(info, number, _spooled_body(request))
                 request.setHeader(b"etag", b'"%s"' % etag.encode("ascii"))
                 request.setHeader(b"content-length", b"0")
                 return b""
@@ -549,11 +537,14 @@ def _meta_from(headers: Mapping[str, str]) -> ObjectMeta:
     )
 
 
-def _fill(pending: PendingObject, source: IO[bytes]) -> None:
-    """Copy an uploaded body into the pending object (in a thread: it may be large)."""
-    source.seek(0)
-    while chunk := source.read(_COPY_CHUNK):
-        pending.write(chunk)
+def _spooled_body(request: Request) -> UploadSpool | None:
+    """The request's body as spooled by `EdgeRequest` (None when it had none)."""
+    content = request.content
+    if not isinstance(content, UploadSpool):
+        return None
+    if content.too_large:
+        raise Denied(errors.ENTITY_TOO_LARGE)
+    return content
 
 
 def _mtime(path: os.PathLike[str]) -> float:

@@ -38,14 +38,15 @@ class EdgeRequest(Request):
 
     # No Content-Type unless a response sets one: a 302 or 304 has no body to describe.
     defaultContentType = None
-    # Bodies larger than this (or of unknown length) are spooled to the store's temp folder.
-    spool_threshold = 64 * 1024
 
     def gotLength(self, length: int | None) -> None:
+        """Every request body is spooled into the store's temp folder as it arrives, so an
+        upload is published by a rename and all body handling meets one kind of file."""
         site = getattr(self.channel, "site", None)
         upload_dir = getattr(site, "upload_dir", None)
-        if upload_dir is not None and (length is None or length > self.spool_threshold):
-            self.content = UploadSpool(upload_dir, site.max_upload_size)  # type: ignore[union-attr,assignment]
+        if upload_dir is not None and length != 0:
+            limit = site.max_upload_size  # type: ignore[union-attr]
+            self.content = UploadSpool(upload_dir, limit)  # type: ignore[assignment]
             return
         super().gotLength(length)
 

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
 
 MAX_PARTS = 10_000

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
+from edge.web.errors import CosProblem
 
 MAX_PARTS = 10_000
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -28,12 +29,8 @@ _PART = re.compile(r"^(\d{5})-([0-9a-f]{32})\.part$")
 _CHUNK = 1024 * 1024
 
 
-class MultipartError(ValueError):
+class MultipartError(CosProblem):
     """A request about an upload that cannot be honoured; `code` is COS's error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

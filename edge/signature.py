@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from edge.config import Credential
+from edge.web.errors import CosProblem
 
 ALGORITHM = "sha1"
 # Clock skew tolerated at the start of a signature's validity (COS allows some too).
@@ -30,13 +31,8 @@ ALLOWED_SKEW = 900
 _FIELDS = ("q-sign-algorithm", "q-ak", "q-sign-time", "q-key-time", "q-signature")
 
 
-class SignatureProblem(Exception):
+class SignatureProblem(CosProblem):
     """Why a signed request is refused; `code` is the COS error code to answer with."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

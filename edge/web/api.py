@@ -111,8 +111,7 @@ class ManagementAPI:
                 now=self._now(),
             )
         except signature.SignatureProblem as e:
-            error = errors.BY_CODE.get(e.code, errors.ACCESS_DENIED)
-            raise Denied(error, e.message) from None
+            raise Denied(errors.by_code(e.code), e.message) from None
         if bucket is not None and not credential.allows(bucket):
             raise Denied(errors.ACCESS_DENIED, f"key {credential.secret_id} may not use {bucket}")
         return credential
@@ -396,7 +395,7 @@ class ManagementAPI:
             if method == b"GET":
                 return self._list_parts(request, info)
         except MultipartError as e:
-            raise Denied(errors.multipart_error(e.code), str(e)) from None
+            raise Denied(errors.by_code(e.code), e.message) from None
         raise Denied(errors.METHOD_NOT_ALLOWED)
 
     async def _complete(self, request: Request, info: UploadInfo) -> None:
@@ -406,7 +405,7 @@ class ManagementAPI:
             requested = parse_complete(body)
             pending = await deferToThread(self._uploads.assemble, info, requested)
         except MultipartError as e:
-            raise Denied(errors.multipart_error(e.code), str(e)) from None
+            raise Denied(errors.by_code(e.code), e.message) from None
         try:
             await pending.publish(replace=True)
         except (IsADirectoryError, NotADirectoryError, FileExistsError):

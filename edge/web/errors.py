@@ -80,24 +80,23 @@ INVALID_PART_ORDER = CosError(
 )
 
 
-def multipart_error(code: str) -> CosError:
-    return {
-        "NoSuchUpload": NO_SUCH_UPLOAD,
-        "InvalidPart": INVALID_PART,
-        "InvalidPartOrder": INVALID_PART_ORDER,
-        "MalformedXML": MALFORMED_XML,
-    }.get(code, INVALID_ARGUMENT)
+class CosProblem(Exception):
+    """A refusal found below the HTTP layer (signature check, multipart bookkeeping),
+    carrying the COS error code the response should have."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
-BY_CODE = {
-    e.code: e
-    for e in (
-        ACCESS_DENIED,
-        SIGNATURE_DOES_NOT_MATCH,
-        REQUEST_TIME_TOO_SKEWED,
-        INVALID_ACCESS_KEY_ID,
-    )
-}
+_BY_CODE = {e.code: e for e in list(globals().values()) if isinstance(e, CosError)}
+
+
+def by_code(code: str) -> CosError:
+    """The error to answer for a COS code (InvalidArgument for one this edge never sends)."""
+    return _BY_CODE.get(code, INVALID_ARGUMENT)
+
 
 REQUEST_ID_HEADER = send_as_is(b"x-cos-request-id")
 

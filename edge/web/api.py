@@ -57,22 +57,31 @@ class Denied(Exception):
 
 
 def request_query(request: Request) -> dict[str, str]:
-    """Decoded query parameters by lowercased name (last one wins, blank values kept)."""
-    query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
-    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, errors="replace")
-    return {k.lower(): v for k, v in pairs}
+    """Decoded query parameters by lowercased name (last one wins, blank values kept);
+    parsed once per request, since the signature check and the operation both need them."""
+    cached: dict[str, str] | None = getattr(request, "_cos_query", None)
+    if cached is None:
+        query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, errors="replace")
+        cached = {k.lower(): v for k, v in pairs}
+        request._cos_query = cached  # type: ignore[attr-defined]
+    return cached
 
 
 def request_headers(request: Request) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        raw = values[-1]
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        headers[name.decode("latin-1").lower()] = text
-    return headers
+    """Header values by lowercased name (UTF-8, else Latin-1); decoded once per request."""
+    cached: dict[str, str] | None = getattr(request, "_cos_headers", None)
+    if cached is None:
+        cached = {}
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            raw = values[-1]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            cached[name.decode("latin-1").lower()] = text
+        request._cos_headers = cached  # type: ignore[attr-defined]
+    return cached
 
 
 class ManagementAPI:

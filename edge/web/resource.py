@@ -108,7 +108,6 @@ class EdgeResource(Resource):
     # -- dispatch ---------------------------------------------------------------------------
 
     def render(self, request: Request) -> bytes | int:
-        request_id: str = request.request_id  # type: ignore[attr-defined]
         request.setHeader(b"server", b"cosedge")
         try:
             target = self.target(request)
@@ -128,18 +127,16 @@ class EdgeResource(Resource):
                 return self._error(request, errors.NO_SUCH_BUCKET)
             # The bucket root or the service root: listing is the signed API's, not ours.
             return self._error(request, errors.ACCESS_DENIED)
-        return self._read(request, target, request_id)
+        return self._read(request, target)
 
     def _signed(self, request: Request, target: Target, api: ManagementAPI) -> bytes | int:
         api.authenticate(request, target.bucket_name, target.key)
         listing_parts = target.query is not None and b"uploadid=" in target.query.lower()
         if target.key is not None and request.method in _READ_METHODS and not listing_parts:
-            if target.bucket is None:
-                raise Denied(errors.NO_SUCH_BUCKET)
-            return self._read(request, target, request.request_id)  # type: ignore[attr-defined]
+            return self._read(request, target)
         return api.render(request, target.bucket_name, target.key)
 
-    def _read(self, request: Request, target: Target, request_id: str) -> bytes | int:
+    def _read(self, request: Request, target: Target) -> bytes | int:
         """GET/HEAD of an object, signed or not: a hit is served, a miss goes to its rule."""
         if target.bucket is None or target.key is None:
             return self._error(request, errors.NO_SUCH_BUCKET)
@@ -154,6 +151,7 @@ class EdgeResource(Resource):
         if resolved is not None:  # an IP origin, or a name in the DNS cache: no waiting
             self._answer_miss(request, target, rule, resolved)
             return NOT_DONE_YET
+        request_id: str = request.request_id  # type: ignore[attr-defined]
         d = ensureDeferred(self._miss(request, target, rule))
         d.addErrback(self._unexpected, request, request_id)
         return NOT_DONE_YET

@@ -54,7 +54,7 @@ from edge import __version__
 from edge.config import OriginAddress, OriginFetchConfig
 from edge.isp.policy import AddressVerdict, OriginAddressPolicy
 from edge.keylocks import KeyLock, KeyLocks
-from edge.store import ObjectStore
+from edge.store import ObjectStore, UnsafePath
 
 log = Logger()
 
@@ -567,6 +567,10 @@ class OriginCopier(Service):
         if self._store.exists(job.bucket, job.key):
             self.counters["already_present"] += 1
             return
+        try:
+            self._store.refuse_unsafe(job.bucket, job.key)
+        except UnsafePath as e:
+            raise CopyFailed(f"nothing fetched: {e}") from None
         meter = WireMeter()
         agent = self._agent_factory(job.address, job.origin.connect_port, meter)
         headers = Headers(
@@ -612,7 +616,10 @@ class OriginCopier(Service):
                 )
             if expected is not None:
                 await self._check_nothing_more(meter, expected)
-            published = await pending.publish()
+            try:
+                published = await pending.publish()
+            except UnsafePath as e:
+                raise CopyFailed(f"nothing stored: {e}") from None
         except BaseException:
             pending.discard()
             raise

@@ -19,7 +19,8 @@ import shutil
 import stat as statmod
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -44,6 +45,16 @@ _NOT_AN_OBJECT = frozenset(
 
 class InvalidKey(ValueError):
     """A key that could address something outside its bucket, or no file at all."""
+
+
+class UnsafePath(Exception):
+    """A write, delete or listing whose folder path goes through a symbolic link.
+
+    Reads may follow an operator's link that stays inside the bucket; nothing else may,
+    because a link to elsewhere (made by an operator or any local process) would turn a
+    PUT, a DELETE or an origin copy into a write anywhere on the host. Deliberately not an
+    `OSError`, so no handler written for ordinary I/O errors swallows it.
+    """
 
 
 def validate_key(key: str) -> str:
@@ -72,6 +83,98 @@ def validate_key(key: str) -> str:
         if len(segment.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT_BYTES:
             raise InvalidKey(f"a key segment is longer than {_MAX_SEGMENT_BYTES} bytes")
     return key
+
+
+def validate_prefix(prefix: str, what: str = "prefix") -> str:
+    """Refuse a listing prefix (or marker) no key could start with: the same rules as
+    `validate_key` for every complete segment, plus no control characters.
+
+    The last segment may be partial (`a/b` matches `a/bc`), may be empty (a trailing `/`)
+    and may be `.` or `..`, since keys such as `..a` are valid; only complete segments ever
+    become folder names on disk, so a partial one never walks anywhere. A refusal is a 400
+    InvalidArgument rather than an empty listing: such a prefix is a client bug (or a probe)
+    and saying so is clearer than silently matching nothing.
+    """
+    if not prefix:
+        return prefix
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in prefix):
+        raise InvalidKey(f"{what} contains a control character")
+    if "\\" in prefix:
+        raise InvalidKey(f"{what} contains a backslash")
+    if len(prefix.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKey(f"{what} longer than {MAX_KEY_BYTES} bytes")
+    if prefix.startswith("/"):
+        raise InvalidKey(f"{what} starts with '/'")
+    segments = prefix.split("/")
+    for i, segment in enumerate(segments):
+        if i < len(segments) - 1 and segment in ("", ".", ".."):
+            raise InvalidKey(f"{what} has a {segment or 'empty'!r} segment")
+        if len(segment.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT_BYTES:
+            raise InvalidKey(f"a {what} segment is longer than {_MAX_SEGMENT_BYTES} bytes")
+    return prefix
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir(parent_fd: int, name: str, create: bool, what: str) -> int:
+    """The folder `name` inside `parent_fd`, opened without following a symbolic link
+    (created first when `create` and missing)."""
+    for _ in range(3):  # mkdir and open race with another process removing the folder
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            try:
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+                linked = statmod.S_ISLNK(st.st_mode)
+            except OSError:
+                linked = False
+            if linked:
+                raise UnsafePath(f"{what} goes through the symbolic link {name!r}") from None
+            raise  # a file where a folder is needed: the caller's usual collision
+    return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+
+
+def _walk(root_fd: int, folders: Sequence[str], create: bool, what: str) -> list[int]:
+    """Descriptors of each folder of `folders` below `root_fd`, each reached from the one
+    before without following any symbolic link; the caller closes them all."""
+    fds: list[int] = []
+    try:
+        parent = root_fd
+        for name in folders:
+            parent = _open_dir(parent, name, create, what)
+            fds.append(parent)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _open_parent(root_fd: int, key: str, create: bool) -> tuple[int, str]:
+    """The folder that holds `key`'s file, as a descriptor reached from `root_fd` through
+    real folders only, and the file's name in it; the caller closes the descriptor.
+
+    Every write and delete goes through here and then acts relative to the descriptor
+    (`linkat`, `renameat`, `unlinkat`), so a symbolic link anywhere on the way, even one
+    swapped in meanwhile, can never redirect it outside the bucket: it raises `UnsafePath`.
+    """
+    *folders, name = key.split("/")
+    if not name:
+        raise IsADirectoryError(errno.EISDIR, "a key ending in '/' names a folder", key)
+    fds = _walk(root_fd, folders, create, f"key {key!r}")
+    for fd in fds[:-1]:
+        os.close(fd)
+    return (fds[-1] if fds else os.dup(root_fd)), name
 
 
 @dataclass(frozen=True)
@@ -166,6 +269,7 @@ class ObjectStore:
         self._types = _ContentTypes()
         # Buckets that have upload metadata at all: hits on the others skip the lookup.
         self._meta_buckets: set[str] = set()
+        self._state_identity: tuple[int, int] | None = None
 
     def prepare(self, sweep: bool = True) -> int:
         """Create the folders and sweep temp files left by an interrupted copy.
@@ -174,7 +278,12 @@ class ObjectStore:
         nothing can be writing to `.cosedge/tmp/` yet; worker processes (`sweep=False`)
         start while the main process may be copying, so only the main process sweeps.
         """
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self.data_dir, exist_ok=True)
+        # `.cosedge` and its `tmp` are reached without following links: a state folder
+        # that is a link to elsewhere refuses to start (UnsafePath) rather than sweeping it.
+        with self._state_folder(create=True) as state_fd:
+            st = os.fstat(state_fd)
+            self._state_identity = (st.st_dev, st.st_ino)
         for path in self._bucket_dirs.values():
             os.makedirs(path, exist_ok=True)
         self._bucket_real = {name: os.path.realpath(p) for name, p in self._bucket_dirs.items()}
@@ -182,14 +291,15 @@ class ObjectStore:
         if meta_root.is_dir():
             self._meta_buckets = {e.name for e in os.scandir(meta_root) if e.is_dir()}
         removed = 0
-        for entry in os.scandir(self.tmp_dir) if sweep else ():
-            try:
-                if entry.is_dir(follow_symlinks=False):
+        with self._state_folder("tmp", create=True) as tmp_fd:
+            for entry in os.scandir(tmp_fd) if sweep else ():
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        continue
+                    os.unlink(entry.name, dir_fd=tmp_fd)
+                    removed += 1
+                except FileNotFoundError:
                     continue
-                os.unlink(entry.path)
-                removed += 1
-            except FileNotFoundError:
-                continue
         if removed:
             log.info(
                 "Removed {count} stale temporary file(s) from {tmp_dir}",
@@ -228,52 +338,152 @@ class ObjectStore:
     def iter_keys(self, bucket: str, prefix: str = "") -> Iterator[str]:
         """Keys of the regular files under the bucket folder whose key starts with `prefix`,
         in no particular order. Symbolic links are skipped: listing shows what the edge
-        itself holds."""
-        root = self._bucket_dirs[bucket]
-        start = root
+        itself holds.
+
+        The walk goes folder by folder through descriptors opened with O_NOFOLLOW, the
+        prefix's folders included, so no link (even one swapped in meanwhile) takes it out
+        of the bucket, and the state folder is never listed even if the layout puts it
+        inside a bucket. `prefix` must have passed `validate_prefix`.
+        """
         folder = prefix.rpartition("/")[0]
-        if folder:
-            start = os.path.join(root, folder)
-        stack = [start]
-        while stack:
-            current = stack.pop()
-            try:
-                entries = list(os.scandir(current))
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                continue
-            for entry in entries:
-                key = os.path.relpath(entry.path, root)
-                if entry.is_dir(follow_symlinks=False):
-                    if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
-                        stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
-                    yield key
+        try:
+            with self._bucket_fd(bucket) as root_fd:
+                fds = _walk(root_fd, folder.split("/") if folder else [], False, "prefix")
+                start = fds.pop() if fds else os.dup(root_fd)
+                for fd in fds:
+                    os.close(fd)
+        except (OSError, UnsafePath):
+            return
+        try:
+            yield from self._keys_below(start, folder + "/" if folder else "", prefix)
+        finally:
+            os.close(start)
+
+    def _keys_below(self, fd: int, base: str, prefix: str) -> Iterator[str]:
+        """Depth first, one descriptor per level: a folder of many folders never holds
+        more than the depth's worth of descriptors open."""
+        st = os.fstat(fd)
+        if self._state_identity is not None and (st.st_dev, st.st_ino) == self._state_identity:
+            return
+        try:
+            with os.scandir(fd) as it:
+                entries = list(it)
+        except OSError:
+            return
+        for entry in entries:
+            key = base + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                    try:
+                        sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                    except OSError:
+                        continue  # removed, or swapped for a link, since it was listed
+                    try:
+                        yield from self._keys_below(sub, key + "/", prefix)
+                    finally:
+                        os.close(sub)
+            elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
+                yield key
 
     def delete_object(self, bucket: str, key: str) -> bool:
-        """Remove an object and its metadata, and prune folders it leaves empty."""
-        path = self.path_for(bucket, key)
-        try:
-            if not statmod.S_ISREG(os.lstat(path).st_mode):
-                return False
-            os.unlink(path)
-        except (FileNotFoundError, NotADirectoryError):
+        """Remove an object and its metadata, and prune folders it leaves empty; never
+        through a symbolic link (`UnsafePath`)."""
+        return self._unlink_object(bucket, key)
+
+    def _unlink_object(self, bucket: str, key: str) -> bool:
+        *folders, name = key.split("/")
+        if not name:
             return False
-        _unlink_quietly(self._meta_path(bucket, key))
-        root = self._bucket_dirs[bucket]
-        parent = os.path.dirname(path)
-        while parent != root and parent.startswith(root + os.sep):
+        with self._bucket_fd(bucket) as root_fd:
             try:
-                os.rmdir(parent)
-            except OSError:
-                break
-            parent = os.path.dirname(parent)
-        return True
+                fds = _walk(root_fd, folders, False, f"key {key!r}")
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            try:
+                parent = fds[-1] if fds else root_fd
+                try:
+                    if not statmod.S_ISREG(
+                        os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                    ):
+                        return False
+                    os.unlink(name, dir_fd=parent)
+                except (FileNotFoundError, NotADirectoryError):
+                    return False
+                self.clear_meta(bucket, key)
+                # Prune the folders it leaves empty, each relative to its own parent.
+                for i in range(len(folders) - 1, -1, -1):
+                    try:
+                        os.rmdir(folders[i], dir_fd=fds[i - 1] if i else root_fd)
+                    except OSError:
+                        break
+                return True
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    def refuse_unsafe(self, bucket: str, key: str) -> None:
+        """Raise `UnsafePath` when a folder on the key's way is a symbolic link, before a
+        copy spends bandwidth on an object it could never publish. Missing folders are
+        fine (publishing creates them)."""
+        *folders, _ = key.split("/")
+        with self._bucket_fd(bucket) as root_fd:
+            parent = os.dup(root_fd)
+            try:
+                for name in folders:
+                    try:
+                        child = _open_dir(parent, name, False, f"key {key!r}")
+                    except (FileNotFoundError, NotADirectoryError):
+                        return
+                    os.close(parent)
+                    parent = child
+            finally:
+                os.close(parent)
+
+    # -- descriptors reached without following links ----------------------------------------
+
+    @contextmanager
+    def _bucket_fd(self, bucket: str) -> Iterator[int]:
+        """The bucket folder itself; it may be an operator's link (configuration), what is
+        below it is walked with `_walk`."""
+        fd = os.open(self._bucket_dirs[bucket], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _bucket_parent(self, bucket: str, key: str, create: bool) -> Iterator[tuple[int, str]]:
+        with self._bucket_fd(bucket) as root_fd:
+            fd, name = _open_parent(root_fd, key, create)
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _state_folder(self, *parts: str, create: bool = False) -> Iterator[int]:
+        """A folder under `.cosedge`, `.cosedge` included, reached without following links."""
+        data_fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fds = _walk(data_fd, (STATE_DIR_NAME, *parts), create, "the state folder")
+        finally:
+            os.close(data_fd)
+        for fd in fds[:-1]:
+            os.close(fd)
+        try:
+            yield fds[-1]
+        finally:
+            os.close(fds[-1])
 
     # -- metadata of uploaded objects (Content-Type, x-cos-meta-*) --------------------------
 
     def _meta_path(self, bucket: str, key: str) -> str:
+        folders, name = self._meta_location(bucket, key)
+        return str(self.state_dir.joinpath(*folders, name))
+
+    def _meta_location(self, bucket: str, key: str) -> tuple[tuple[str, ...], str]:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return str(self.state_dir / "meta" / bucket / digest[:2] / f"{digest}.json")
+        return ("meta", bucket, digest[:2]), f"{digest}.json"
 
     def read_meta(self, bucket: str, key: str, obj: StoredObject) -> ObjectMeta | None:
         """Metadata saved by a PUT, if the file is still the one that PUT wrote."""
@@ -289,23 +499,33 @@ class ObjectStore:
         return ObjectMeta(str(raw.get("content_type") or ""), dict(raw.get("meta") or {}))
 
     def clear_meta(self, bucket: str, key: str) -> None:
-        _unlink_quietly(self._meta_path(bucket, key))
+        folders, name = self._meta_location(bucket, key)
+        try:
+            with self._state_folder(*folders) as folder_fd:
+                os.unlink(name, dir_fd=folder_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
 
     def write_meta(self, bucket: str, key: str, meta: ObjectMeta) -> None:
-        path = self._meta_path(bucket, key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._meta_buckets.add(bucket)
-        identity = _identity(os.stat(self.path_for(bucket, key)))
+        """Save a PUT's metadata, writing only below `.cosedge/meta` (reached without links)
+        and stating the object without following any link."""
+        folders, name = self._meta_location(bucket, key)
+        with self._bucket_parent(bucket, key, create=False) as (parent_fd, object_name):
+            identity = _identity(os.stat(object_name, dir_fd=parent_fd, follow_symlinks=False))
         record = {
             "key": key,
             "identity": list(identity),
             "content_type": meta.content_type,
             "meta": meta.user,
         }
-        temp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(record, f, ensure_ascii=False)
-        os.replace(temp, path)
+        with self._state_folder(*folders, create=True) as folder_fd:
+            self._meta_buckets.add(bucket)
+            temp = f"{name}.{uuid.uuid4().hex}.tmp"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temp, flags, 0o644, dir_fd=folder_fd)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(record, f, ensure_ascii=False)
+            os.replace(temp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
 
     def path_for(self, bucket: str, key: str) -> str:
         """The object's file path; `key` must have passed `validate_key`."""
@@ -414,7 +634,9 @@ class UploadSpool:
 
     def __init__(self, tmp_dir: Path, limit: int) -> None:
         self.path = str(tmp_dir / f"{uuid.uuid4().hex}.part")
-        self._file: BinaryIO | None = open(self.path, "w+b")  # noqa: SIM115 - owned here
+        # O_EXCL | O_NOFOLLOW: never written through a name someone planted in the folder.
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._file: BinaryIO | None = os.fdopen(os.open(self.path, flags, 0o666), "w+b")
         self._md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
         self.limit = limit
@@ -485,7 +707,9 @@ class PendingObject:
         self._md5 = hashlib.md5(usedforsecurity=False)
         self.temp_path = str(store.tmp_dir / f"{uuid.uuid4().hex}.part")
         self._fd = os.open(
-            self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            self.temp_path,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o644,
         )
 
     def write(self, data: bytes) -> None:
@@ -510,7 +734,8 @@ class PendingObject:
 
         Fires True when published, False when an object already had the key (it is kept;
         the copy is dropped). With `replace` (an uploaded PUT) the new object takes the key
-        in one rename instead. Any error discards the temp file and propagates.
+        in one rename instead. Any error discards the temp
+        file and propagates; a folder path through a symbolic link is `UnsafePath`.
         """
         fd = self._fd
         assert fd is not None, "publish twice"
@@ -528,22 +753,34 @@ class PendingObject:
         return cast("Deferred[bool]", d)
 
     def _link(self, replace: bool) -> bool:
-        final = self.store.path_for(self.bucket, self.key)
+        store = self.store
+        temp_name = os.path.basename(self.temp_path)
         try:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            if replace:
-                os.replace(self.temp_path, final)
-            else:
-                try:
-                    os.link(self.temp_path, final)
-                except FileExistsError:
-                    return False
+            with (
+                store._state_folder("tmp") as tmp_fd,
+                store._bucket_parent(self.bucket, self.key, create=True) as (parent_fd, name),
+            ):
+                if replace:
+                    os.rename(temp_name, name, src_dir_fd=tmp_fd, dst_dir_fd=parent_fd)
+                else:
+                    try:
+                        os.link(
+                            temp_name,
+                            name,
+                            src_dir_fd=tmp_fd,
+                            dst_dir_fd=parent_fd,
+                            follow_symlinks=False,
+                        )
+                    except FileExistsError:
+                        return False
+                    os.unlink(temp_name, dir_fd=tmp_fd)
+                # Stat only after the temp name is gone: dropping a link changes the inode's
+                # ctime, which is part of the identity the ETag is cached under.
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+                store.etags.put(_identity(st), self.etag)
+                _fsync_folder(parent_fd)
         finally:
             _unlink_quietly(self.temp_path)
-        # Stat only after the temp name is gone: dropping a link changes the inode's ctime,
-        # which is part of the identity the ETag is cached under.
-        self.store.etags.put(_identity(os.stat(final)), self.etag)
-        _fsync_dir(os.path.dirname(final))
         return True
 
     def _discard_after_failure(self, failure):  # type: ignore[no-untyped-def]
@@ -568,14 +805,8 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
+def _fsync_folder(fd: int) -> None:
     try:
         os.fsync(fd)
     except OSError:
         pass
-    finally:
-        os.close(fd)

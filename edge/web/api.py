@@ -36,7 +36,14 @@ from edge.multipart import (
 )
 from edge.origin import OriginResolver
 from edge.rules import OriginRule, OriginRules, RuleError, parse_origin_xml, render_origin_xml
-from edge.store import ObjectMeta, ObjectStore, UploadSpool
+from edge.store import (
+    InvalidKey,
+    ObjectMeta,
+    ObjectStore,
+    UnsafePath,
+    UploadSpool,
+    validate_prefix,
+)
 from edge.web import errors
 from edge.web.errors import CosError
 
@@ -148,7 +155,10 @@ class ManagementAPI:
                 raise Denied(errors.NOT_IMPLEMENTED, "this object operation is not supported")
             return self._async(request, self._put_object(request, bucket, key))
         if method == b"DELETE":
-            self._store.delete_object(bucket, key)
+            try:
+                self._store.delete_object(bucket, key)
+            except UnsafePath as e:
+                raise Denied(errors.INVALID_ARGUMENT, str(e)) from None
             log.info("Deleted {bucket}/{key}", bucket=bucket, key=key)
             request.setResponseCode(204)
             return b""
@@ -244,9 +254,16 @@ class ManagementAPI:
         return b""
 
     async def _list_objects(self, request: Request, bucket: str, query: Mapping[str, str]) -> None:
+        """List a bucket; a prefix or marker no key could have (`..` segments, NUL, ...) is
+        400 InvalidArgument (see `validate_prefix`), never a walk outside the bucket."""
         prefix = query.get("prefix", "")
         delimiter = query.get("delimiter", "")
         marker = query.get("marker", "")
+        try:
+            validate_prefix(prefix)
+            validate_prefix(marker, "marker")
+        except InvalidKey as e:
+            raise Denied(errors.INVALID_ARGUMENT, str(e)) from None
         encode = query.get("encoding-type", "") == "url"
         if "encoding-type" in query and not (encode or query["encoding-type"] == ""):
             raise Denied(errors.INVALID_ARGUMENT, "encoding-type must be url")
@@ -345,6 +362,8 @@ class ManagementAPI:
                 raise Denied(errors.BAD_DIGEST)
             try:
                 await pending.publish(replace=True)
+            except UnsafePath as e:
+                raise Denied(errors.INVALID_ARGUMENT, str(e)) from None
             except (IsADirectoryError, NotADirectoryError, FileExistsError):
                 raise Denied(
                     errors.INVALID_ARGUMENT,
@@ -417,6 +436,9 @@ class ManagementAPI:
             raise Denied(errors.by_code(e.code), e.message) from None
         try:
             await pending.publish(replace=True)
+        except UnsafePath as e:
+            pending.discard()
+            raise Denied(errors.INVALID_ARGUMENT, str(e)) from None
         except (IsADirectoryError, NotADirectoryError, FileExistsError):
             pending.discard()
             raise Denied(errors.INVALID_ARGUMENT, "the key collides with a folder") from None

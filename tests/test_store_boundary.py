@@ -1,0 +1,213 @@
+"""The store never leaves a bucket folder (or `.cosedge`) through a symbolic link, and
+never lists `.cosedge`.
+
+New names are reached through the module (`store_module.X`) so that, run against the
+code before these fixes, each test fails on its own assertion rather than the whole file
+failing to import.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+
+import edge.store as store_module
+from edge.store import ObjectMeta, ObjectStore, UploadSpool
+
+BUCKET = "b-1"
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "secret.txt").write_bytes(b"not yours")
+    return folder
+
+
+@pytest.fixture
+def store(tmp_path: Path, outside: Path) -> ObjectStore:
+    """A store whose bucket holds `escape -> outside` and `a/deeper -> outside`."""
+    s = ObjectStore(tmp_path / "data", [BUCKET])
+    s.prepare()
+    root = tmp_path / "data" / BUCKET
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "a").mkdir()
+    (root / "a" / "deeper").symlink_to(outside, target_is_directory=True)
+    (root / "a" / "file.txt").write_bytes(b"in a")
+    return s
+
+
+def tree(path: Path) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(root, name), path)
+        for root, dirs, files in os.walk(path)
+        for name in files + dirs
+    )
+
+
+def refused(raised: pytest.ExceptionInfo[BaseException]) -> None:
+    """The failure is the store's refusal of a path through a link, nothing else."""
+    assert type(raised.value).__name__ == "UnsafePath", raised.value
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# -- the helper --------------------------------------------------------------------------
+
+
+def test_open_parent_walks_real_folders_and_creates_them(tmp_path):
+    """`_open_parent` creates missing folders and hands back the parent's descriptor and
+    the file name; a file where a folder is needed is NotADirectoryError, as before."""
+    root = tmp_path / "root"
+    root.mkdir()
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        before = fd_count()
+        fd, name = store_module._open_parent(root_fd, "x/y/z.txt", True)
+        try:
+            assert name == "z.txt"
+            assert os.path.samestat(os.fstat(fd), os.stat(root / "x" / "y"))
+        finally:
+            os.close(fd)
+        fd, name = store_module._open_parent(root_fd, "top.txt", False)
+        os.close(fd)
+        assert name == "top.txt"
+        (root / "plain").write_bytes(b"")
+        with pytest.raises(NotADirectoryError):
+            store_module._open_parent(root_fd, "plain/z.txt", True)
+        with pytest.raises(FileNotFoundError):
+            store_module._open_parent(root_fd, "missing/z.txt", False)
+        assert fd_count() == before  # nothing leaks on success or failure
+    finally:
+        os.close(root_fd)
+
+
+@pytest.mark.parametrize("key", ["escape/x.txt", "escape/new/x.txt", "a/deeper/new/x.txt"])
+def test_open_parent_refuses_any_folder_link(store, outside, key):
+    """A link anywhere on the key's folder path is UnsafePath, even with create=True, and
+    no folder is created behind it."""
+    with store._bucket_fd(BUCKET) as root_fd:
+        with pytest.raises(store_module.UnsafePath, match="symbolic link"):
+            store_module._open_parent(root_fd, key, True)
+    assert tree(outside) == ["secret.txt"]
+
+
+# -- write paths -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replace", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_publish_below_a_folder_link_writes_nothing(store, outside, replace):
+    """Neither a copy's create-only link nor a PUT's rename goes through a folder link:
+    publishing fails with UnsafePath and leaves no file behind the link nor in tmp."""
+    pending = store.new_upload(BUCKET, "escape/new/x.txt")
+    pending.write(b"planted")
+    with pytest.raises(Exception) as raised:
+        await pending.publish(replace=replace)
+    assert tree(outside) == ["secret.txt"]
+    refused(raised)
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_spooled_upload_below_a_folder_link_writes_nothing(store, outside):
+    """An uploaded body spooled to tmp is refused the same way."""
+    spool = UploadSpool(store.tmp_dir, 1000)
+    spool.write(b"planted")
+    pending = store.new_upload(BUCKET, "a/deeper/x.txt", spool)
+    with pytest.raises(Exception) as raised:
+        await pending.publish(replace=True)
+    assert tree(outside) == ["secret.txt"]
+    refused(raised)
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_delete_below_a_folder_link_removes_nothing(store, outside):
+    """DELETE of `escape/secret.txt` is UnsafePath; the file behind the link stays."""
+    with pytest.raises(Exception) as raised:
+        store.delete_object(BUCKET, "escape/secret.txt")
+    assert (outside / "secret.txt").read_bytes() == b"not yours"
+    refused(raised)
+
+
+def test_delete_still_removes_and_prunes_inside(store):
+    """An ordinary delete removes the file and the folders it leaves empty, no more."""
+    root = store.data_dir / BUCKET
+    (root / "p" / "q").mkdir(parents=True)
+    (root / "p" / "q" / "r.txt").write_bytes(b"r")
+    assert store.delete_object(BUCKET, "p/q/r.txt") is True
+    assert not (root / "p").exists()
+    assert store.delete_object(BUCKET, "p/q/r.txt") is False
+    assert store.delete_object(BUCKET, "a/file.txt") is True
+    assert (root / "a").is_dir()  # still holds the `deeper` link
+
+
+def test_write_meta_below_a_folder_link_is_refused(store, outside):
+    """Metadata is never written for (nor stated through) a key below a folder link."""
+    with pytest.raises(Exception) as raised:
+        store.write_meta(BUCKET, "escape/secret.txt", ObjectMeta("text/plain"))
+    assert not (store.state_dir / "meta").exists() or tree(store.state_dir / "meta") == []
+    refused(raised)
+
+
+def test_prepare_refuses_a_linked_state_folder(tmp_path, outside):
+    """A `.cosedge` that is a link to elsewhere stops the start instead of creating its
+    folders there and sweeping the files it finds."""
+    (outside / "tmp").mkdir()
+    (outside / "tmp" / "precious.part").write_bytes(b"keep me")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ".cosedge").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(Exception) as raised:
+        ObjectStore(data, [BUCKET]).prepare()
+    assert (outside / "tmp" / "precious.part").read_bytes() == b"keep me"
+    refused(raised)
+
+
+# -- listing -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["escape/", "escape/secret", "a/deeper/", "a/"])
+def test_iter_keys_never_follows_a_folder_link(store, prefix):
+    """No prefix, even one naming a linked folder, lists what lies behind the link."""
+    keys = list(store.iter_keys(BUCKET, prefix))
+    assert all("secret" not in k for k in keys)
+    assert keys == (["a/file.txt"] if prefix == "a/" else [])
+
+
+def test_iter_keys_never_lists_the_state_folder(tmp_path):
+    """A bucket folder that is a link to the data folder itself does not expose
+    `.cosedge` (temp files, metadata, locks) in its listing."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "b-1").symlink_to(data, target_is_directory=True)
+    (data / "own.txt").write_bytes(b"own")
+    s = ObjectStore(data, [BUCKET])
+    s.prepare()
+    (s.tmp_dir / "x.part").write_bytes(b"temp")
+    assert sorted(s.iter_keys(BUCKET)) == ["own.txt"]
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["", "a", "a/", "a/b", "..", "..a", "a/.", "a/..", "dir/sub/", "图"],
+)
+def test_good_prefixes(prefix):
+    """Partial last segments (even `.`/`..`, since `..a` is a key) and trailing '/'."""
+    assert store_module.validate_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["../", "../../x", "a/../", "a/./b", "./", "a//b", "/a", "a\\b", "a\0", "a\x1f", "a\x7f"],
+)
+def test_bad_prefixes(prefix):
+    """Complete `.`/`..`/empty segments, leading '/', backslash and control characters."""
+    with pytest.raises(store_module.InvalidKey):
+        store_module.validate_prefix(prefix)

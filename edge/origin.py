@@ -432,6 +432,7 @@ class OriginCopier(Service):
             "stored": 0,
             "failed": 0,
             "already_present": 0,
+            "deleted": 0,
             "overflow": 0,
             "elsewhere": 0,
             "backing_off": 0,
@@ -533,6 +534,9 @@ class OriginCopier(Service):
         self._running -= 1
         self._jobs.pop((job.bucket, job.key), None)
         if job.lock is not None:
+            # Still holding the key's lock: a tombstone a DELETE left for this copy has
+            # done its work (the copy saw it, or the DELETE came after the link).
+            self._store.forget_deletes(job.bucket, job.key)
             job.lock.release()
         if isinstance(result, Failure):
             self.counters["failed"] += 1
@@ -564,6 +568,9 @@ class OriginCopier(Service):
             self._start(self._queue.popleft())
 
     async def _run(self, job: CopyJob) -> None:
+        # First thing, in the same reactor turn that took the key's lock: what a DELETE of
+        # the key looked like before this copy, so that one arriving later drops it.
+        watch = self._store.watch_deletes(job.bucket, job.key)
         if self._store.exists(job.bucket, job.key):
             self.counters["already_present"] += 1
             return
@@ -599,7 +606,7 @@ class OriginCopier(Service):
             raise CopyFailed(
                 f"Content-Length {expected} over max_object_size ({self._fetch.max_object_size})"
             )
-        pending = self._store.new_upload(job.bucket, job.key)
+        pending = self._store.new_upload(job.bucket, job.key, watch=watch)
         try:
             writer = _BodyWriter(
                 job,
@@ -632,6 +639,15 @@ class OriginCopier(Service):
                 origin=job.origin.netloc,
                 address=job.address,
                 size=pending.size,
+            )
+        elif pending.deleted_meanwhile:
+            self.counters["deleted"] += 1
+            log.info(
+                "Copy of {bucket}/{key} from {origin} dropped: the key was deleted meanwhile",
+                bucket=job.bucket,
+                key=job.key,
+                origin=job.origin.netloc,
+                reason="deleted meanwhile",
             )
         else:
             self.counters["already_present"] += 1

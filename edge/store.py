@@ -29,6 +29,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from edge.keylocks import KeyLock, KeyLocks
+
 log = Logger()
 
 STATE_DIR_NAME = ".cosedge"
@@ -269,6 +271,7 @@ class ObjectStore:
         self._types = _ContentTypes()
         # Buckets that have upload metadata at all: hits on the others skip the lookup.
         self._meta_buckets: set[str] = set()
+        self._locks = KeyLocks(self.state_dir)
         self._state_identity: tuple[int, int] | None = None
 
     def prepare(self, sweep: bool = True) -> int:
@@ -386,9 +389,34 @@ class ObjectStore:
                 yield key
 
     def delete_object(self, bucket: str, key: str) -> bool:
-        """Remove an object and its metadata, and prune folders it leaves empty; never
-        through a symbolic link (`UnsafePath`)."""
-        return self._unlink_object(bucket, key)
+        """Remove an object and its metadata, and prune folders it leaves empty.
+
+        Never through a symbolic link (`UnsafePath`). A DELETE must also win over an origin
+        copy of the key that is running meanwhile, in this process or another worker: the
+        copy holds the key's lock for its whole run, so finding the lock taken means a copy
+        is under way, and a fresh tombstone next to the lock tells it to drop its result
+        (see `watch_deletes`). When the lock is free it is held across the unlink, so no
+        copy can start in between.
+        """
+        try:
+            lock: KeyLock | None = self._locks.acquire(bucket, key)
+            copying = lock is None
+        except OSError as e:
+            # Copies run unlocked then too (and cannot be told apart): delete all the same.
+            lock, copying = None, False
+            log.warn(
+                "Deleting {bucket}/{key} without its lock: {reason}",
+                bucket=bucket,
+                key=key,
+                reason=f"{e.filename}: {e.strerror or e}",
+            )
+        try:
+            if copying:
+                self._leave_tombstone(bucket, key)
+            return self._unlink_object(bucket, key)
+        finally:
+            if lock is not None:
+                lock.release()
 
     def _unlink_object(self, bucket: str, key: str) -> bool:
         *folders, name = key.split("/")
@@ -420,6 +448,50 @@ class ObjectStore:
             finally:
                 for fd in fds:
                     os.close(fd)
+
+    # -- deletes racing origin copies ------------------------------------------------------
+
+    def _tombstone(self, bucket: str, key: str) -> tuple[str, str]:
+        """Folder and name of the key's tombstone: next to its copy lock, in the locks
+        folder every worker shares."""
+        lock = self._locks.path_for(bucket, key)
+        folder, name = os.path.split(lock)
+        return folder, name.removesuffix(".lock") + ".deleted"
+
+    def _leave_tombstone(self, bucket: str, key: str) -> None:
+        folder, name = self._tombstone(bucket, key)
+        temp = os.path.join(folder, f"{name}.{uuid.uuid4().hex}.tmp")
+        try:
+            # A new inode each time, so a copy's baseline never matches a later delete.
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            os.close(fd)
+            os.replace(temp, os.path.join(folder, name))
+        except OSError as e:
+            _unlink_quietly(temp)
+            log.warn(
+                "Could not tell the running copy of {bucket}/{key} it was deleted: {reason}",
+                bucket=bucket,
+                key=key,
+                reason=str(e),
+            )
+
+    def watch_deletes(self, bucket: str, key: str) -> DeleteWatch:
+        """What a copy that holds the key's lock remembers before it starts, so that its
+        publish can tell whether a DELETE came meanwhile."""
+        return DeleteWatch(self, bucket, key, self._tombstone_identity(bucket, key))
+
+    def _tombstone_identity(self, bucket: str, key: str) -> tuple[int, int, int] | None:
+        folder, name = self._tombstone(bucket, key)
+        try:
+            st = os.stat(os.path.join(folder, name), follow_symlinks=False)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+    def forget_deletes(self, bucket: str, key: str) -> None:
+        """Remove the key's tombstone; only by the copy holding the key's lock, when done."""
+        folder, name = self._tombstone(bucket, key)
+        _unlink_quietly(os.path.join(folder, name))
 
     def refuse_unsafe(self, bucket: str, key: str) -> None:
         """Raise `UnsafePath` when a folder on the key's way is a symbolic link, before a
@@ -618,10 +690,39 @@ class ObjectStore:
 
         return d.addCallback(remember)
 
-    def new_upload(self, bucket: str, key: str, spool: UploadSpool | None = None) -> PendingObject:
+    def new_upload(
+        self,
+        bucket: str,
+        key: str,
+        spool: UploadSpool | None = None,
+        watch: DeleteWatch | None = None,
+    ) -> PendingObject:
         """A temp file that becomes `bucket/key` on `publish()`, or vanishes on `discard()`;
-        with `spool`, the uploaded body already written to the temp folder."""
-        return PendingObject(self, bucket, key, spool)
+        with `spool`, the uploaded body already written to the temp folder; with `watch`
+        (an origin copy), a DELETE of the key meanwhile makes publishing drop it."""
+        pending = PendingObject(self, bucket, key, spool)
+        pending.watch = watch
+        return pending
+
+
+class DeleteWatch:
+    """A copy's view of its key's tombstone as it was when the copy started: any change
+    since means a DELETE came while the copy ran (see `ObjectStore.delete_object`)."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        bucket: str,
+        key: str,
+        baseline: tuple[int, int, int] | None,
+    ) -> None:
+        self._store = store
+        self._bucket = bucket
+        self._key = key
+        self._baseline = baseline
+
+    def deleted(self) -> bool:
+        return self._store._tombstone_identity(self._bucket, self._key) != self._baseline
 
 
 class UploadSpool:
@@ -693,6 +794,8 @@ class PendingObject:
         self.store = store
         self.bucket = bucket
         self.key = key
+        self.watch: DeleteWatch | None = None
+        self.deleted_meanwhile = False
         if spool is not None:
             # An upload that already sits in the temp folder: take it over as it is.
             self.size = spool.size
@@ -733,8 +836,10 @@ class PendingObject:
         """Flush to disk (in a thread: fsync can take a while) and link into place.
 
         Fires True when published, False when an object already had the key (it is kept;
-        the copy is dropped). With `replace` (an uploaded PUT) the new object takes the key
-        in one rename instead. Any error discards the temp
+        the copy is dropped) or, for a watched copy, when the key was deleted meanwhile
+        (`deleted_meanwhile`). With `replace` (an uploaded PUT) the new object takes the key
+        in one rename instead. The link itself happens on the reactor thread, where DELETE
+        runs too. Any error discards the temp
         file and propagates; a folder path through a symbolic link is `UnsafePath`.
         """
         fd = self._fd
@@ -760,6 +865,8 @@ class PendingObject:
                 store._state_folder("tmp") as tmp_fd,
                 store._bucket_parent(self.bucket, self.key, create=True) as (parent_fd, name),
             ):
+                if self._deleted():
+                    return False
                 if replace:
                     os.rename(temp_name, name, src_dir_fd=tmp_fd, dst_dir_fd=parent_fd)
                 else:
@@ -777,11 +884,22 @@ class PendingObject:
                 # Stat only after the temp name is gone: dropping a link changes the inode's
                 # ctime, which is part of the identity the ETag is cached under.
                 st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+                if self._deleted():
+                    # The DELETE came between the check above and the link (another worker):
+                    # it may have found nothing to remove, so take back what was linked.
+                    if statmod.S_ISREG(st.st_mode):
+                        os.unlink(name, dir_fd=parent_fd)
+                    return False
                 store.etags.put(_identity(st), self.etag)
                 _fsync_folder(parent_fd)
         finally:
             _unlink_quietly(self.temp_path)
         return True
+
+    def _deleted(self) -> bool:
+        if self.watch is not None and self.watch.deleted():
+            self.deleted_meanwhile = True
+        return self.deleted_meanwhile
 
     def _discard_after_failure(self, failure):  # type: ignore[no-untyped-def]
         _unlink_quietly(self.temp_path)

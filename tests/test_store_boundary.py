@@ -1,5 +1,5 @@
-"""The store never leaves a bucket folder (or `.cosedge`) through a symbolic link, and
-never lists `.cosedge`.
+"""The store never leaves a bucket folder (or `.cosedge`) through a symbolic link, never
+lists `.cosedge`, and lets a DELETE win over a running copy.
 
 New names are reached through the module (`store_module.X`) so that, run against the
 code before these fixes, each test fails on its own assertion rather than the whole file
@@ -15,6 +15,7 @@ import pytest
 import pytest_twisted
 
 import edge.store as store_module
+from edge.keylocks import KeyLocks
 from edge.store import ObjectMeta, ObjectStore, UploadSpool
 
 BUCKET = "b-1"
@@ -211,3 +212,41 @@ def test_bad_prefixes(prefix):
     """Complete `.`/`..`/empty segments, leading '/', backslash and control characters."""
     with pytest.raises(store_module.InvalidKey):
         store_module.validate_prefix(prefix)
+
+
+# -- a DELETE wins over a running copy -----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_from_another_worker_drops_the_running_copy(tmp_path):
+    """Two stores on one data folder stand for two worker processes: while one copies
+    (holding the key's lock), the other deletes the key; the copy then publishes nothing
+    and says why, and once the copy is done the locks folder is empty again."""
+    copier = ObjectStore(tmp_path / "data", [BUCKET])
+    copier.prepare()
+    deleter = ObjectStore(tmp_path / "data", [BUCKET])
+    deleter.prepare(sweep=False)
+    lock = KeyLocks(copier.state_dir).acquire(BUCKET, "k.txt")
+    assert lock is not None
+    watch = copier.watch_deletes(BUCKET, "k.txt")
+    pending = copier.new_upload(BUCKET, "k.txt", watch=watch)
+    pending.write(b"old copy")
+    assert deleter.delete_object(BUCKET, "k.txt") is False  # nothing there yet
+    assert await pending.publish() is False
+    assert pending.deleted_meanwhile
+    assert not copier.exists(BUCKET, "k.txt")
+    copier.forget_deletes(BUCKET, "k.txt")
+    lock.release()
+    assert list((copier.state_dir / "locks").iterdir()) == []
+    # The next copy is not haunted by the old delete.
+    fresh = copier.new_upload(BUCKET, "k.txt", watch=copier.watch_deletes(BUCKET, "k.txt"))
+    fresh.write(b"new copy")
+    assert await fresh.publish() is True
+
+
+def test_delete_without_a_copy_leaves_no_trace(store):
+    """A DELETE with no copy running takes and drops the key's lock: nothing stays in
+    the locks folder."""
+    assert store.delete_object(BUCKET, "a/file.txt") is True
+    locks = store.state_dir / "locks"
+    assert not locks.exists() or list(locks.iterdir()) == []

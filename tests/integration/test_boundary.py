@@ -1,4 +1,5 @@
-"""The bucket folder is a boundary: no listing, copy, upload or delete ever leaves it.
+"""The bucket folder is a boundary: no listing, copy, upload or delete ever leaves it, and
+a DELETE wins over an origin copy of the key that is still running.
 
 Every test plants a symbolic link (or a hostile prefix) pointing at a folder outside the
 data folder and checks that nothing there is listed, created or removed.
@@ -193,3 +194,25 @@ async def test_multipart_complete_below_a_folder_link_is_refused(linked_edge, ou
     else:
         raise AssertionError("completing below a folder link must fail")
     assert files_under(outside) == ["secret.txt"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_wins_over_a_running_copy(linked_edge, origin):
+    """A DELETE answered while the origin copy of the key is still downloading makes the
+    copy drop its result: the key stays deleted, nothing is left in tmp or locks."""
+    origin.serve("/late.txt", b"resurrected", body_delay=1.0)
+    miss = await linked_edge.get("late.txt")
+    assert miss.status == 302
+    assert linked_edge.copier.in_flight()
+    delete = await signed(linked_edge.port, "DELETE", "late.txt")
+    assert delete.status == 204
+    await linked_edge.copies_done()
+    assert not (linked_edge.data_dir / BUCKET / "late.txt").exists()
+    assert linked_edge.copier.counters["stored"] == 0
+    state = linked_edge.data_dir / ".cosedge"
+    assert files_under(state / "tmp") == [] and files_under(state / "locks") == []
+    # A miss after the DELETE is a new copy and publishes as usual.
+    origin.serve("/late.txt", b"fresh")
+    assert (await linked_edge.get("late.txt")).status == 302
+    await linked_edge.copies_done()
+    assert (linked_edge.data_dir / BUCKET / "late.txt").read_bytes() == b"fresh"

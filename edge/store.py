@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThread
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from edge.keylocks import KeyLock, KeyLocks
 
@@ -220,6 +222,10 @@ class ETagCache:
             self._entries.move_to_end(identity)
         return etag
 
+    def peek(self, identity: tuple[int, int, int, int, int]) -> str | None:
+        """A lookup safe from a thread: one dict read, no reordering."""
+        return self._entries.get(identity)
+
     def put(self, identity: tuple[int, int, int, int, int], etag: str) -> None:
         self._entries[identity] = etag
         self._entries.move_to_end(identity)
@@ -231,12 +237,41 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _hash_file(path: str) -> str:
+def _hash_fd(fd: int) -> str:
+    """MD5 of the open file itself (not whatever its path names by now); `pread` leaves
+    the descriptor's offset alone, so the same file can still be served from it."""
     digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
+    offset = 0
+    while chunk := os.pread(fd, _HASH_CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
     return digest.hexdigest()
+
+
+def _hash_and_close(fd: int) -> str:
+    try:
+        return _hash_fd(fd)
+    finally:
+        os.close(fd)
+
+
+_HASH_THREADS = 2
+_hash_pool: ThreadPool | None = None
+
+
+def _hashing_pool() -> ThreadPool:
+    """A small thread pool of its own for hashing large files, started on first use and
+    stopped with the reactor: hashing a few ISOs must not take every thread of the
+    reactor's pool, which DNS lookups of origins (and listings) need too."""
+    global _hash_pool
+    if _hash_pool is None:
+        from twisted.internet import reactor
+
+        pool = ThreadPool(minthreads=0, maxthreads=_HASH_THREADS, name="cosedge-hash")
+        pool.start()
+        reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
+        _hash_pool = pool
+    return _hash_pool
 
 
 class _ContentTypes:
@@ -271,6 +306,9 @@ class ObjectStore:
         self._types = _ContentTypes()
         # Buckets that have upload metadata at all: hits on the others skip the lookup.
         self._meta_buckets: set[str] = set()
+        # Large files being hashed, by identity: later requests for the same file wait for
+        # that one hash instead of starting another.
+        self._hashing: dict[tuple[int, int, int, int, int], list[Deferred[str]]] = {}
         self._locks = KeyLocks(self.state_dir)
         self._state_identity: tuple[int, int] | None = None
 
@@ -671,24 +709,110 @@ class ObjectStore:
     def etag(self, bucket: str, key: str, obj: StoredObject) -> Deferred[str]:
         """The object's ETag (hex MD5), hashing the file the first time it is seen.
 
-        Large files are hashed in a thread so one operator-dropped ISO does not stall every
-        other request; the result is cached against the file's identity.
+        Large files are hashed in the hashing pool so one operator-dropped ISO does not
+        stall every other request, once: requests for the same file meanwhile wait for that
+        hash (single flight by identity), no request waits on another file's. The hash
+        reads the open descriptor, so it is of the very file being served.
         """
         cached = self.etags.get(obj.identity)
         if cached is not None:
             return succeed(cached)
-        path = self.path_for(bucket, key)
         if obj.size <= _INLINE_HASH_LIMIT:
-            etag = _hash_file(path)
+            etag = _hash_fd(obj.file.fileno())
             self.etags.put(obj.identity, etag)
             return succeed(etag)
-        d: Deferred[str] = deferToThread(_hash_file, path)
+        identity = obj.identity
+        waiters = self._hashing.get(identity)
+        if waiters is None:
+            waiters = self._hashing[identity] = []
+            from twisted.internet import reactor
 
-        def remember(etag: str) -> str:
-            self.etags.put(obj.identity, etag)
-            return etag
+            hashing: Deferred[str] = deferToThreadPool(
+                reactor,  # type: ignore[arg-type]
+                _hashing_pool(),
+                _hash_and_close,
+                os.dup(obj.file.fileno()),
+            )
 
-        return d.addCallback(remember)
+            def done(result: str | Failure) -> None:
+                del self._hashing[identity]
+                if not isinstance(result, Failure):
+                    self.etags.put(identity, result)
+                for waiter in waiters:
+                    if isinstance(result, Failure):
+                        waiter.errback(result)
+                    else:
+                        waiter.callback(result)
+
+            hashing.addBoth(done)
+
+        def leave(waiter: Deferred[str]) -> None:
+            if waiter in waiters:
+                waiters.remove(waiter)
+
+        mine: Deferred[str] = Deferred(leave)
+        waiters.append(mine)
+        return mine
+
+    def describe(
+        self, bucket: str, keys: Sequence[str]
+    ) -> Deferred[list[tuple[str, int, float, str]]]:
+        """(key, size, mtime, ETag) of each listed key that is still a regular file.
+
+        One trip to a thread for the whole page: opening, stating and hashing up to a
+        thousand small files there instead of one by one on the reactor. Large files not
+        hashed yet go through `etag` (single flight, hashing pool). Opened like writes,
+        without following links: listing shows only what lies inside the bucket.
+        """
+
+        def collect() -> tuple[list[list[Any]], list[tuple[Any, str]]]:
+            rows: list[list[Any]] = []
+            learned: list[tuple[Any, str]] = []
+            for key in keys:
+                try:
+                    with self._bucket_parent(bucket, key, create=False) as (parent, name):
+                        fd = os.open(
+                            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
+                        )
+                except (OSError, UnsafePath):
+                    continue  # deleted (or swapped for a link) since it was listed
+                try:
+                    st = os.fstat(fd)
+                    if not statmod.S_ISREG(st.st_mode):
+                        continue
+                    identity = _identity(st)
+                    etag = self.etags.peek(identity)
+                    if etag is None and st.st_size <= _INLINE_HASH_LIMIT:
+                        etag = _hash_fd(fd)
+                        learned.append((identity, etag))
+                    rows.append([key, st.st_size, st.st_mtime, etag])
+                finally:
+                    os.close(fd)
+            return rows, learned
+
+        async def fill(row: list[Any], obj: StoredObject) -> None:
+            try:
+                row[3] = await self.etag(bucket, row[0], obj)
+            finally:
+                obj.file.close()
+
+        async def run() -> list[tuple[str, int, float, str]]:
+            rows, learned = await deferToThread(collect)
+            for identity, etag in learned:
+                self.etags.put(identity, etag)
+            large = [row for row in rows if row[3] is None]
+            hashes: list[Deferred[None]] = []
+            for row in large:
+                obj = self.open_object(bucket, row[0])
+                if obj is None:
+                    row[0] = None  # deleted meanwhile
+                    continue
+                hashes.append(Deferred.fromCoroutine(fill(row, obj)))
+            if hashes:
+                await gatherResults(hashes, consumeErrors=True)
+            return [(r[0], r[1], r[2], r[3]) for r in rows if r[0] is not None]
+
+        return Deferred.fromCoroutine(run())
 
     def new_upload(
         self,
@@ -839,7 +963,7 @@ class PendingObject:
         the copy is dropped) or, for a watched copy, when the key was deleted meanwhile
         (`deleted_meanwhile`). With `replace` (an uploaded PUT) the new object takes the key
         in one rename instead. The link itself happens on the reactor thread, where DELETE
-        runs too. Any error discards the temp
+        runs too; the folder's fsync goes back to a thread. Any error discards the temp
         file and propagates; a folder path through a symbolic link is `UnsafePath`.
         """
         fd = self._fd
@@ -857,7 +981,7 @@ class PendingObject:
         d.addErrback(self._discard_after_failure)
         return cast("Deferred[bool]", d)
 
-    def _link(self, replace: bool) -> bool:
+    def _link(self, replace: bool) -> Deferred[bool] | bool:
         store = self.store
         temp_name = os.path.basename(self.temp_path)
         try:
@@ -891,10 +1015,11 @@ class PendingObject:
                         os.unlink(name, dir_fd=parent_fd)
                     return False
                 store.etags.put(_identity(st), self.etag)
-                _fsync_folder(parent_fd)
+                folder_fd = os.dup(parent_fd)
         finally:
             _unlink_quietly(self.temp_path)
-        return True
+        flushed: Deferred[None] = deferToThread(_fsync_and_close, folder_fd)
+        return flushed.addCallback(_published)
 
     def _deleted(self) -> bool:
         if self.watch is not None and self.watch.deleted():
@@ -923,8 +1048,15 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def _fsync_folder(fd: int) -> None:
+def _published(_: object) -> bool:
+    return True
+
+
+def _fsync_and_close(fd: int) -> None:
+    """Make a link or rename in the folder durable; runs in a thread (it can take long)."""
     try:
         os.fsync(fd)
     except OSError:
         pass
+    finally:
+        os.close(fd)

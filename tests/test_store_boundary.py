@@ -1,5 +1,6 @@
-"""The store never leaves a bucket folder (or `.cosedge`) through a symbolic link, never
-lists `.cosedge`, and lets a DELETE win over a running copy.
+"""The store never leaves a bucket folder (or `.cosedge`) through a symbolic link, keeps
+hashing and folder fsyncs off the reactor thread, and lets a DELETE win over a running
+copy.
 
 New names are reached through the module (`store_module.X`) so that, run against the
 code before these fixes, each test fails on its own assertion rather than the whole file
@@ -8,11 +9,15 @@ failing to import.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import gatherResults
 
 import edge.store as store_module
 from edge.keylocks import KeyLocks
@@ -250,3 +255,69 @@ def test_delete_without_a_copy_leaves_no_trace(store):
     assert store.delete_object(BUCKET, "a/file.txt") is True
     locks = store.state_dir / "locks"
     assert not locks.exists() or list(locks.iterdir()) == []
+
+
+# -- hashing and fsync off the reactor ----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_file_is_hashed_once_in_its_own_pool(store, monkeypatch):
+    """Two requests for the same never-hashed large file share one hash, which runs in
+    the hashing pool (not the reactor's pool that DNS lookups use)."""
+    body = os.urandom(3 * 1024 * 1024)
+    (store.data_dir / BUCKET / "big.iso").write_bytes(body)
+    seen: list[str] = []
+    for name in ("_hash_file", "_hash_fd"):
+        real = getattr(store_module, name, None)
+        if real is not None:
+
+            def spy(arg: Any, _real: Any = real) -> str:
+                seen.append(threading.current_thread().name)
+                return str(_real(arg))
+
+            monkeypatch.setattr(store_module, name, spy)
+    first = store.open_object(BUCKET, "big.iso")
+    second = store.open_object(BUCKET, "big.iso")
+    assert first is not None and second is not None
+    try:
+        etags = await gatherResults(
+            [store.etag(BUCKET, "big.iso", first), store.etag(BUCKET, "big.iso", second)]
+        )
+    finally:
+        first.file.close()
+        second.file.close()
+    assert etags == [hashlib.md5(body).hexdigest()] * 2
+    assert len(seen) == 1
+    assert "cosedge-hash" in seen[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_fsyncs_nothing_on_the_reactor_thread(store, monkeypatch):
+    """Both the file's and the folder's fsync of a publish run in a thread."""
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        calls.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    pending = store.new_upload(BUCKET, "n/ew.txt")
+    pending.write(b"new")
+    assert await pending.publish() is True
+    assert len(calls) == 2
+    assert threading.main_thread().name not in calls
+
+
+@pytest_twisted.ensureDeferred
+async def test_describe_lists_sizes_and_etags(store):
+    """`describe` gives size and MD5 of small and large files and skips vanished keys."""
+    root = store.data_dir / BUCKET
+    (root / "s.txt").write_bytes(b"small")
+    big = os.urandom(1024 * 1024 + 5)
+    (root / "l.bin").write_bytes(big)
+    rows = await store.describe(BUCKET, ["l.bin", "gone.txt", "s.txt"])
+    assert [(k, size, etag) for k, size, _, etag in rows] == [
+        ("l.bin", len(big), hashlib.md5(big).hexdigest()),
+        ("s.txt", 5, hashlib.md5(b"small").hexdigest()),
+    ]

@@ -302,11 +302,7 @@ class ManagementAPI:
             else:
                 contents.append(key)
                 last = key
-        entries = []
-        for key in contents:
-            described = await self._describe(bucket, key)
-            if described is not None:
-                entries.append(described)
+        entries = await self._store.describe(bucket, contents)
 
         def out(text: str) -> str:
             return escape(urllib.parse.quote(text, safe="/") if encode else text)
@@ -331,16 +327,6 @@ class ManagementAPI:
             body.append(f"<CommonPrefixes><Prefix>{out(common)}</Prefix></CommonPrefixes>")
         body.append("</ListBucketResult>")
         finish_xml(request, "".join(body))
-
-    async def _describe(self, bucket: str, key: str) -> tuple[str, int, float, str] | None:
-        obj = self._store.open_object(bucket, key)
-        if obj is None:
-            return None  # deleted while listing
-        try:
-            etag = await self._store.etag(bucket, key, obj)
-        finally:
-            obj.file.close()
-        return key, obj.size, obj.mtime, etag
 
     # -- objects -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ data folder and checks that nothing there is listed, created or removed.
 from __future__ import annotations
 
 import os
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import pytest_twisted
 from qcloud_cos.cos_exception import CosServiceError
 
+import edge.store as store_module
 from edge.signature import sign
 from tests.integration.conftest import BUCKET, Reply, request
 from tests.integration.test_management_api import (
@@ -216,3 +218,31 @@ async def test_delete_wins_over_a_running_copy(linked_edge, origin):
     assert (await linked_edge.get("late.txt")).status == 302
     await linked_edge.copies_done()
     assert (linked_edge.data_dir / BUCKET / "late.txt").read_bytes() == b"fresh"
+
+
+@pytest_twisted.ensureDeferred
+async def test_listing_hashes_small_files_off_the_reactor(linked_edge, monkeypatch):
+    """A listing of many small, never-hashed files computes their ETags in a thread, not
+    on the reactor thread, and still lists the right MD5s."""
+    import hashlib
+
+    for i in range(50):
+        (linked_edge.data_dir / BUCKET / f"small/{i:02d}.txt").parent.mkdir(exist_ok=True)
+        (linked_edge.data_dir / BUCKET / f"small/{i:02d}.txt").write_bytes(b"x%d" % i)
+    threads: list[str] = []
+    # Count real hashing wherever it happens (the base code's name and the current one).
+    for name in ("_hash_file", "_hash_fd"):
+        real = getattr(store_module, name, None)
+        if real is not None:
+
+            def spy(arg: Any, _real: Any = real) -> str:
+                threads.append(threading.current_thread().name)
+                return str(_real(arg))
+
+            monkeypatch.setattr(store_module, name, spy)
+    reply = await signed(linked_edge.port, "GET", params={"prefix": "small/"})
+    assert reply.status == 200
+    assert reply.body.count(b"<Contents>") == 50
+    assert f"&quot;{hashlib.md5(b'x7').hexdigest()}&quot;".encode() in reply.body
+    assert len(threads) == 50
+    assert threading.main_thread().name not in threads

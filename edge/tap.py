@@ -18,6 +18,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
+from edge import __version__
 from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_config
 
 log = Logger()
@@ -47,6 +48,11 @@ class Options(usage.Options):
             "Internal: serve on this listening socket (worker processes).",
         ],
     ]
+
+    def opt_version(self) -> None:
+        """Display cosedge's version and exit."""
+        print(f"cosedge {__version__}")
+        raise SystemExit(0)
 
     def getUsage(self, width: int | None = None) -> str:
         """The help text, without `--inherited-fd`: that is how the main process starts its

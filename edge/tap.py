@@ -10,11 +10,12 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -23,9 +24,20 @@ from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_co
 log = Logger()
 
 
-def _fail(message: str) -> None:
-    sys.stderr.write(f"cosedge: {message}\n")
-    sys.stderr.flush()
+# How often a process looks for buckets and origin rules changed by another (workers).
+STATE_CHECK_INTERVAL = 0.5
+
+
+class StartupError(Exception):
+    """Something found while assembling the edge that must stop start-up with one line."""
+
+
+def _fail(message: str) -> NoReturn:
+    # sys.__stderr__: once twistd's logging has started, sys.stderr is a log observer's
+    # file and a message written there would come out as one log line per call.
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(f"cosedge: {message}\n")
+    stream.flush()
     raise SystemExit(1)
 
 
@@ -136,7 +148,12 @@ class ListenerService(StreamServerEndpointService):
     _raiseSynchronously = True
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            where = f"{e.interface or '*'}:{e.port}"
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            _fail(f"listen: cannot listen on {where}: {reason}")
         self._waitingForPort.addCallback(self._ready)
 
     def _ready(self, port: Any) -> Any:
@@ -193,6 +210,7 @@ def build_service(
     the main process with `workers > 1` starts the workers once it listens.
     """
     from edge.buckets import BucketRegistry
+    from edge.changestamp import StateWatcher
     from edge.origin import OriginCopier, OriginResolver
     from edge.rules import OriginRules
     from edge.web.api import ManagementAPI
@@ -213,9 +231,16 @@ def build_service(
             store.forget_bucket(name)
 
     registry = BucketRegistry(config.buckets, store.state_dir, buckets_changed)
-    registry.load()
     rules = OriginRules(store.state_dir, config.buckets)
-    rules.load()
+    try:
+        registry.load()
+        rules.load()
+    except (ValueError, OSError) as e:  # RuleError is a ValueError
+        raise StartupError(str(e)) from None
+    for name in registry.names():
+        log.info(
+            "Origin rules of {bucket} come from {source}", bucket=name, source=rules.source(name)
+        )
     api = ManagementAPI(config.credentials, registry, store, rules, resolver)
     resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api)
     site = EdgeSite(resource, reactor=reactor)
@@ -229,6 +254,9 @@ def build_service(
         listener.setName("listener")
     listener.setServiceParent(top)
     TableReloadService(reactor, policy).setServiceParent(top)
+    StateWatcher(STATE_CHECK_INTERVAL, [registry.refresh, rules.refresh], reactor).setServiceParent(
+        top
+    )
     if inherited_fd is None and config.workers > 1 and worker_argv is not None:
         WorkerSupervisor(
             reactor, listener, worker_argv, config.workers - 1, config.origin_fetch.shutdown_grace
@@ -250,11 +278,15 @@ def makeService(options: Options) -> IService:
 
     if options.inherited_fd is not None:
         die_with_parent()
-    return build_service(
-        options.edge_config,
-        options.policy,
-        options.store,
-        reactor,
-        inherited_fd=options.inherited_fd,
-        worker_argv=child_argv(options),
-    )
+    try:
+        return build_service(
+            options.edge_config,
+            options.policy,
+            options.store,
+            reactor,
+            inherited_fd=options.inherited_fd,
+            worker_argv=child_argv(options),
+        )
+    except StartupError as e:
+        _fail(str(e))
+        raise  # not reached: _fail exits

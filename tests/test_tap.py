@@ -198,3 +198,56 @@ def test_sighup_reloads_tables_without_dropping_connections(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize(
+    "state, words",
+    [
+        ("origin/examplebucket-1250000000.json", "unreadable origin rules"),
+        ("buckets.json", "unreadable bucket list"),
+    ],
+)
+def test_corrupt_state_file_stops_start_up_with_one_line(tmp_path, state, words):
+    """A corrupt state file under .cosedge stops start-up with one line naming the file
+    and what is wrong (it used to be a ~20-line traceback), exit status != 0."""
+    data = tmp_path / "d"
+    path = data / ".cosedge" / state
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    proc = start_twistd(
+        "--data-dir", str(data), "--listen", "tcp:0:interface=127.0.0.1", cwd=tmp_path
+    )
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    text = out.decode()
+    assert "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert lines[0].startswith("cosedge: ") and str(path) in lines[0] and words in lines[0]
+
+
+def test_busy_port_stops_start_up_with_one_line(tmp_path):
+    """A port another process holds stops start-up with one `cosedge:` line naming the
+    address and the reason, no traceback, exit status != 0."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        proc = start_twistd(
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            cwd=tmp_path,
+        )
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        holder.close()
+    assert proc.returncode != 0
+    text = out.decode()
+    assert "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if line.startswith("cosedge: ")]
+    assert errors == [f"cosedge: listen: cannot listen on 127.0.0.1:{port}: Address already in use"]

@@ -201,6 +201,7 @@ class EdgeConfig:
     origin_fetch: OriginFetchConfig = OriginFetchConfig()
     credentials: tuple[Credential, ...] = ()
     workers: int = 1
+    log_level: str = "info"
 
     def error(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.source, key, reason)
@@ -215,7 +216,9 @@ _TOP_KEYS = {
     "origin_fetch",
     "credentials",
     "workers",
+    "log_level",
 }
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 _CREDENTIAL_KEYS = {"secret_id", "secret_key", "buckets"}
 _BUCKET_KEYS = {"domains", "origin"}
 _ORIGIN_KEYS = {"enabled", "address"}
@@ -316,6 +319,9 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     fetch = _check_fetch(raw.get("origin_fetch", {}), source)
     credentials = _check_credentials(raw.get("credentials", []), source)
     workers = check_workers(raw.get("workers", 1), "workers", source)
+    log_level = raw.get("log_level", "info")
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(source, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
     return EdgeConfig(
         source=source,
         listen=listen,
@@ -326,6 +332,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
         origin_fetch=fetch,
         credentials=credentials,
         workers=workers,
+        log_level=log_level,
     )
 
 

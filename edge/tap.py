@@ -16,7 +16,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
+from twisted.logger import Logger, LoggingFile
 from twisted.python import usage
 
 from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_config
@@ -33,9 +33,11 @@ class StartupError(Exception):
 
 
 def _fail(message: str) -> NoReturn:
-    # sys.__stderr__: once twistd's logging has started, sys.stderr is a log observer's
-    # file and a message written there would come out as one log line per call.
-    stream = sys.__stderr__ or sys.stderr
+    # Once twistd's logging has started, sys.stderr is a LoggingFile: a message written
+    # there would come out as a log event; the process's real stderr gets the one line.
+    stream = sys.stderr
+    if isinstance(stream, LoggingFile) and sys.__stderr__ is not None:
+        stream = sys.__stderr__
     stream.write(f"cosedge: {message}\n")
     stream.flush()
     raise SystemExit(1)
@@ -211,6 +213,7 @@ def build_service(
     """
     from edge.buckets import BucketRegistry
     from edge.changestamp import StateWatcher
+    from edge.logs import LogLevelService
     from edge.origin import OriginCopier, OriginResolver
     from edge.rules import OriginRules
     from edge.web.api import ManagementAPI
@@ -253,6 +256,7 @@ def build_service(
         listener = ListenerService(serverFromString(reactor, config.listen), site)
         listener.setName("listener")
     listener.setServiceParent(top)
+    LogLevelService(config.log_level).setServiceParent(top)
     TableReloadService(reactor, policy).setServiceParent(top)
     StateWatcher(STATE_CHECK_INTERVAL, [registry.refresh, rules.refresh], reactor).setServiceParent(
         top

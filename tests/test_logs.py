@@ -36,7 +36,9 @@ def test_relay_re_emits_worker_events_with_their_fields_and_number():
     for cut in range(1, len(data), 7):
         events: list[dict] = []
         lines: list[tuple[int, str]] = []
-        relay = WorkerLogRelay(2, emit=events.append, text=lambda n, t: lines.append((n, t)))
+        relay = WorkerLogRelay(
+            2, emit=events.append, text=lambda n, t, seen=lines: seen.append((n, t))
+        )
         relay.received(data[:cut])
         relay.received(data[cut:])
         relay.flush()

@@ -7,8 +7,14 @@ non-zero, so an edge either starts whole or not at all.
 
 from __future__ import annotations
 
+import errno
+import os
+import pwd
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -92,14 +98,68 @@ class Options(usage.Options):
         self._check_data_dir(config)
 
     def _check_data_dir(self, config: EdgeConfig) -> None:
+        """Create and sweep the data folder as the user the edge will run as.
+
+        twistd binds as root and drops to `--uid/--gid` only after this runs; folders made
+        here as root would leave every later copy failing with EACCES while misses still
+        get their 302s. So the work is done with that user's effective ids, and a folder
+        that user cannot write stops start-up naming both.
+        """
         from edge.store import ObjectStore
 
         store = ObjectStore(config.data_dir, config.buckets)
+        user = RunAs.from_twistd(getattr(self, "parent", None))
+        as_whom = f" as user {user.name}" if user is not None else ""
         try:
-            store.prepare(sweep=self.inherited_fd is None)
+            with switched_to(user):
+                store.prepare(sweep=self.inherited_fd is None)
+                for folder in [store.tmp_dir, *(config.data_dir / b for b in config.buckets)]:
+                    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=True):
+                        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
         except OSError as e:
-            _fail(str(config.error("data_dir", f"cannot prepare {e.filename}: {e.strerror}")))
+            reason = f"cannot prepare {e.filename}{as_whom}: {e.strerror}"
+            _fail(str(config.error("data_dir", reason)))
         self.store = store
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The user twistd will drop to after binding (`--uid`, `--gid`)."""
+
+    uid: int
+    gid: int
+    name: str
+
+    @classmethod
+    def from_twistd(cls, parent: Any) -> RunAs | None:
+        uid = parent.get("uid") if parent is not None else None
+        if uid is None or os.geteuid() != 0 or uid == 0:
+            return None
+        try:
+            entry: Any = pwd.getpwuid(uid)
+            name, default_gid = entry.pw_name, entry.pw_gid
+        except KeyError:
+            name, default_gid = str(uid), uid
+        gid = parent.get("gid")
+        return cls(uid, default_gid if gid is None else gid, name)
+
+
+@contextmanager
+def switched_to(user: RunAs | None) -> Iterator[None]:
+    """Run the block with `user`'s effective ids and groups, then become root again."""
+    if user is None:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups(os.getgrouplist(user.name, user.gid) if user.name != str(user.uid) else [])
+    os.setegid(user.gid)
+    os.seteuid(user.uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
 
 
 def load_policy(config: EdgeConfig) -> Any:

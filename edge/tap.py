@@ -87,7 +87,7 @@ class Options(usage.Options):
                 workers=self["workers"],
             )
         except ConfigError as e:
-            _fail(str(e))
+            _fail(e.first_line())
         self.inherited_fd: int | None = None
         if self["inherited-fd"] is not None:
             if not str(self["inherited-fd"]).isdigit():
@@ -164,6 +164,16 @@ def switched_to(user: RunAs | None) -> Iterator[None]:
 
 def load_policy(config: EdgeConfig) -> Any:
     """Load the ISP tables and judge every IP-literal origin; fail start-up on a problem."""
+    try:
+        return build_policy(config)
+    except ConfigError as e:
+        _fail(e.first_line())
+
+
+def build_policy(config: EdgeConfig) -> Any:
+    """The origin address policy for `config`: its ISP tables and extra CIDRs, with every
+    IP-literal origin judged; raises `ConfigError` (all problems found) instead of exiting,
+    so `cosedge check-config` and a reload can report and keep going."""
     from edge.isp.index import bundled_tables_dir
     from edge.isp.policy import OriginAddressPolicy
     from edge.isp.table import TableError
@@ -171,19 +181,16 @@ def load_policy(config: EdgeConfig) -> Any:
     tables = config.isp_ranges if config.isp_ranges is not None else bundled_tables_dir()
     key = "isp_ranges" if config.isp_ranges is not None else "isp_ranges (bundled)"
     if not Path(tables).is_dir():
-        _fail(str(config.error(key, f"{tables} is not a folder")))
+        raise config.error(key, f"{tables} is not a folder")
     try:
         policy = OriginAddressPolicy(Path(tables), config.extra_origin_cidrs)
     except TableError as e:
-        _fail(str(config.error(key, f"bad table line: {e}")))
+        raise config.error(key, f"bad table line: {e}") from None
     except ValueError as e:
-        _fail(str(config.error("extra_origin_cidrs", str(e))))
+        raise config.error("extra_origin_cidrs", str(e)) from None
     except OSError as e:
-        _fail(str(config.error(key, f"cannot read {e.filename}: {e.strerror}")))
-    try:
-        check_origin_addresses(config, lambda ip: _verdict(policy, ip))
-    except ConfigError as e:
-        _fail(str(e))
+        raise config.error(key, f"cannot read {e.filename}: {e.strerror}") from None
+    check_origin_addresses(config, lambda ip: _verdict(policy, ip))
     return policy
 
 

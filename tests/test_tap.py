@@ -342,5 +342,5 @@ def test_uid_drop_prepares_folders_as_that_user_or_refuses_naming_both(tmp_path)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def redirect_request(self, *args, **kwargs):
         return None

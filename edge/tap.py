@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger, LoggingFile
@@ -224,6 +225,13 @@ class ListenerService(StreamServerEndpointService):
             reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
             _fail(f"listen: cannot listen on {where}: {reason}")
         self._waitingForPort.addCallback(self._ready)
+
+    def stopService(self) -> Deferred[None]:
+        d: Deferred[None] = super().stopService()
+        close = getattr(self.factory, "close_connections", None)
+        if close is not None:
+            close()
+        return d
 
     def _ready(self, port: Any) -> Any:
         log.info("cosedge ready: listening on {where}", where=describe_address(port.getHost()))

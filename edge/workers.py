@@ -134,8 +134,12 @@ class AdoptedListenerService(Service):
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        close = getattr(self._factory, "close_connections", None)
         if self._port is not None:
-            return self._port.stopListening()
+            d = self._port.stopListening()
+            if close is not None:
+                close()
+            return d
         return None
 
 

@@ -188,6 +188,7 @@ def test_bucket_list_of_an_older_release_is_taken_over(tmp_path):
     assert not (tmp_path / "buckets.json").exists()
 
 
+@pytest.mark.logs_errors
 def test_state_watcher_survives_a_failing_refresh():
     """One refresher that raises does not end change detection (a bare TimerService stops
     on its callable's first exception): the others still run, and so does the next tick."""

@@ -199,6 +199,7 @@ async def test_one_access_log_event_per_request(edges, body, captured_events):
     )
 
 
+@pytest.mark.logs_errors
 @pytest_twisted.ensureDeferred
 async def test_bug_answers_xml_500(edges, body, monkeypatch):
     """An unexpected exception in the resource answers COS XML 500 InternalError."""

@@ -6,8 +6,13 @@ edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
 
     cosedge-admin origin show BUCKET
     cosedge-admin origin set BUCKET HOST[:PORT] [--prefix P] [--redirect] [--code 302]
+    cosedge-admin origin set BUCKET HOST[:PORT] --add [--priority N] ...
     cosedge-admin origin set BUCKET --xml FILE
     cosedge-admin origin delete BUCKET
+
+`set` replaces all of a bucket's rules (as COS's PutBucketOrigin does) unless `--add` asks
+to keep the rules in force and add one; `delete` removes the rules set through the API, so
+the config file's `origin:` (if the bucket has one) applies again.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge.config import OriginAddress
 from edge.rules import PROXY, REDIRECT, OriginRule, RuleError, parse_origin_xml, render_origin_xml
@@ -110,7 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = actions.add_parser("show", help="print the rules: priority, prefix, host, behaviour")
     show.add_argument("bucket")
     show.add_argument("--xml", action="store_true", help="print the OriginConfiguration XML")
-    set_ = actions.add_parser("set", help="replace the rules with one rule (or an XML file)")
+    set_ = actions.add_parser(
+        "set",
+        help="replace ALL of the bucket's rules with one rule (or an XML file); "
+        "--add keeps them and adds one",
+    )
     set_.add_argument("bucket")
     set_.add_argument("host", nargs="?", help="origin host or IP, optional :port")
     set_.add_argument("--prefix", default="", help="only keys starting with this")
@@ -118,7 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_.add_argument("--code", type=int, default=302, choices=(301, 302, 307))
     set_.add_argument("--drop-query", action="store_true", help="do not repeat the query")
     set_.add_argument("--xml", metavar="FILE", help="an OriginConfiguration XML file")
-    delete = actions.add_parser("delete", help="remove every rule: misses answer 404")
+    set_.add_argument(
+        "--add", action="store_true", help="keep the rules in force and add this one"
+    )
+    set_.add_argument(
+        "--priority", type=int, help="the rule's priority (default: 1, or last with --add)"
+    )
+    delete = actions.add_parser(
+        "delete",
+        help="remove the rules set through the API; the config file's origin: applies again",
+    )
     delete.add_argument("bucket")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
@@ -173,27 +191,50 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
             except ValueError as e:
                 raise AdminError(str(e)) from None
             rule = OriginRule(
-                priority=1,
+                priority=args.priority or 1,
                 origin_type=REDIRECT if args.redirect else PROXY,
                 origin=origin,
                 prefix=args.prefix,
                 follow_query_string=not args.drop_query,
                 redirect_code=args.code,
             )
-            body = render_origin_xml([rule])
+            existing: list[OriginRule] = []
+            if args.add:
+                reply = api("GET")
+                if reply.status == 200:
+                    existing = parse_origin_xml(reply.body)
+                elif not (reply.status == 404 and b"NoSuchOriginConfiguration" in reply.body):
+                    print(f"cosedge-admin: {_error_text(reply)}", file=sys.stderr)
+                    return 1
+            priority = args.priority
+            if priority is None:
+                priority = max((r.priority for r in existing), default=0) + 1
+            rule = replace(rule, priority=priority)
+            rules = [*existing, rule]
+            body = render_origin_xml(rules)
         else:
             raise AdminError("origin set needs HOST or --xml FILE")
+        if args.add and args.xml:
+            raise AdminError("--add takes HOST, not --xml")
         reply = api("PUT", body, "application/xml")
         if reply.status != 200:
             print(f"cosedge-admin: {_error_text(reply)}", file=sys.stderr)
             return 1
-        print(f"{args.bucket}: origin rules set")
+        if args.xml:
+            print(f"{args.bucket}: origin rules replaced by {args.xml}")
+        elif args.add:
+            print(f"{args.bucket}: rule added with priority {priority}; {len(rules)} rule(s)")
+        else:
+            print(f"{args.bucket}: all origin rules replaced by 1 rule")
         return 0
     reply = api("DELETE")
     if reply.status not in (200, 204):
         print(f"cosedge-admin: {_error_text(reply)}", file=sys.stderr)
         return 1
-    print(f"{args.bucket}: origin rules deleted")
+    print(
+        f"{args.bucket}: origin rules set through the API deleted; "
+        "the config file's origin: applies again if the bucket has one"
+    )
     return 0
 
 

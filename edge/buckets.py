@@ -1,8 +1,10 @@
 """The buckets the edge serves: those in the config file plus those made with PUT Bucket.
 
-Buckets created through the API are remembered in `.cosedge/buckets.json` (written
-atomically) so they survive a restart; configured buckets cannot be deleted through the API,
-since the next start would bring them back.
+Each bucket created through the API is remembered as one file, `.cosedge/buckets/<name>`,
+made with `O_EXCL`: two processes creating different buckets at once can never lose one
+(a shared list rewritten from a stale view would), and two creating the same bucket get one
+winner. Configured buckets cannot be deleted through the API, since the next start would
+bring them back. The `buckets.json` list of older releases is taken over on first load.
 """
 
 from __future__ import annotations
@@ -10,22 +12,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from edge.changestamp import ChangeStamp
 from edge.config import BUCKET_NAME_RE, BucketConfig
+from edge.statefiles import fsync_dir
 
 # SPEC §7: `<bucket>.<anything>.myqcloud.com`, as the COS SDKs send when given an IP.
 _API_HOST = re.compile(r"^(?P<bucket>[a-z0-9-]+-\d+)\.(?:[a-z0-9-]+\.)+myqcloud\.com$")
 
 
-class BucketRegistry:
-    # With worker processes, a bucket made or deleted through one process reaches the
-    # others when they notice `buckets.json` changed; they look at most this often.
-    refresh_interval = 1.0
+class BucketExists(Exception):
+    """Another process created the bucket first."""
 
+
+class BucketRegistry:
     def __init__(
         self,
         configured: Mapping[str, BucketConfig],
@@ -35,21 +38,23 @@ class BucketRegistry:
         self._configured = dict(configured)
         self._buckets = dict(configured)
         self._by_domain = {d: b for b in configured.values() for d in b.domains}
-        self._path = Path(state_dir) / "buckets.json"
+        self._folder = Path(state_dir) / "buckets"
+        self._legacy = Path(state_dir) / "buckets.json"
         self._on_change = on_change
-        self._stamp = ChangeStamp(self._path.with_name("buckets.stamp"), self.refresh_interval)
+        self._stamp = ChangeStamp(Path(state_dir) / "buckets.stamp")
 
     def load(self) -> list[str]:
         """Take in the buckets created through the API (by any process); returns their
         names. `on_change` hears of buckets that appeared or went since the last load."""
         self._stamp.mark_seen()
+        self._adopt_legacy_list()
         try:
-            names = json.loads(self._path.read_text(encoding="utf-8"))["created"]
+            names = sorted(os.listdir(self._folder))
         except FileNotFoundError:
             names = []
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{self._path}: unreadable bucket list: {e}") from None
-        created = [n for n in names if isinstance(n, str) and BUCKET_NAME_RE.fullmatch(n)]
+        except OSError as e:
+            raise ValueError(f"{self._folder}: unreadable bucket folder: {e.strerror}") from None
+        created = [n for n in names if BUCKET_NAME_RE.fullmatch(n)]
         before = set(self._buckets)
         self._buckets = dict(self._configured)
         for name in created:
@@ -59,19 +64,36 @@ class BucketRegistry:
             self._on_change(after - before, before - after)
         return created
 
-    def _maybe_refresh(self) -> None:
-        self._stamp.reload_if_changed(self.load, ValueError, self.refresh_interval)
+    def _adopt_legacy_list(self) -> None:
+        """Move an older release's `buckets.json` into one file per bucket."""
+        try:
+            raw = json.loads(self._legacy.read_text(encoding="utf-8"))
+            names = raw["created"]
+            if not isinstance(names, list):
+                raise TypeError("'created' is not a list")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{self._legacy}: unreadable bucket list: {e}") from None
+        for name in names:
+            if isinstance(name, str) and BUCKET_NAME_RE.fullmatch(name):
+                try:
+                    self._write_marker(name)
+                except BucketExists:
+                    pass
+        self._legacy.unlink()
+
+    def refresh(self) -> None:
+        """Reload when another process created or deleted a bucket (called on a timer)."""
+        self._stamp.reload_if_changed(self.load, ValueError)
 
     def __contains__(self, name: object) -> bool:
-        self._maybe_refresh()
         return name in self._buckets
 
     def get(self, name: str) -> BucketConfig | None:
-        self._maybe_refresh()
         return self._buckets.get(name)
 
     def names(self) -> list[str]:
-        self._maybe_refresh()
         return sorted(self._buckets)
 
     def by_domain(self, host: str) -> BucketConfig | None:
@@ -86,22 +108,33 @@ class BucketRegistry:
         return name in self._configured
 
     def create(self, name: str) -> BucketConfig:
+        """Remember a new bucket; `BucketExists` if any process made it first."""
+        if name in self._buckets:
+            raise BucketExists(name)
+        self._write_marker(name)
         bucket = BucketConfig(name=name)
         self._buckets[name] = bucket
-        self._save()
+        self._stamp.touch()
         return bucket
 
     def delete(self, name: str) -> None:
         del self._buckets[name]
-        self._save()
-
-    def _save(self) -> None:
-        created = sorted(n for n in self._buckets if n not in self._configured)
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self._path.with_name(f".buckets.{uuid.uuid4().hex}.tmp")
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump({"created": created}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, self._path)
+        try:
+            os.unlink(self._folder / name)
+        except FileNotFoundError:
+            pass
+        fsync_dir(self._folder)
         self._stamp.touch()
+
+    def _write_marker(self, name: str) -> None:
+        self._folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self._folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise BucketExists(name) from None
+        try:
+            os.write(fd, json.dumps({"created": time.time()}).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self._folder)

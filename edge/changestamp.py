@@ -2,25 +2,32 @@
 
 Worker processes keep API-made state (buckets, origin rules) in memory and on disk. Whoever
 changes it rewrites the stamp with a fresh random token; the others compare the token they
-last saw, at most once per interval, and reload on a difference. A token rather than a file
-time, because two writes within the filesystem's timestamp granularity look the same.
+last saw and reload on a difference. A token rather than a file time, because two writes
+within the filesystem's timestamp granularity look the same.
+
+The comparison runs on a timer (`StateWatcher`), never on the request path: a request
+reads memory only, however often the state changes.
 """
 
 from __future__ import annotations
 
-import os
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.logger import Logger
+
+from edge.statefiles import write_atomically
+
+log = Logger()
 
 
 class ChangeStamp:
-    def __init__(self, path: Path, interval: float) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.interval = interval
         self._seen: str | None = None
-        self._checked_at = 0.0
 
     def _read(self) -> str | None:
         try:
@@ -35,31 +42,50 @@ class ChangeStamp:
     def touch(self) -> None:
         """Announce a change (after the state itself is safely on disk)."""
         token = uuid.uuid4().hex
-        temp = self.path.with_name(f".{self.path.name}.{token}.tmp")
-        temp.write_text(token, encoding="ascii")
-        os.replace(temp, self.path)
+        write_atomically(self.path, token.encode("ascii"), durable=False)
         self._seen = token
 
     def changed(self) -> bool:
         """True when another process touched the stamp since this one last looked."""
-        now = time.monotonic()
-        if now - self._checked_at < self.interval:
-            return False
-        self._checked_at = now
         current = self._read()
         if current == self._seen:
             return False
         self._seen = current
         return True
 
-    def reload_if_changed(
-        self, load: Callable[[], object], unreadable: type[Exception], interval: float
-    ) -> None:
+    def reload_if_changed(self, load: Callable[[], object], unreadable: type[Exception]) -> None:
         """Run `load` when another process changed the state; if the state cannot be read
         right now, what is in memory stays in force and the next look tries again."""
-        self.interval = interval
         if self.changed():
             try:
                 load()
-            except unreadable:
+            except unreadable as e:
                 self._seen = None
+                log.warn(
+                    "Shared state {path} not reloaded ({reason}); the last good copy stays "
+                    "in force",
+                    path=str(self.path),
+                    reason=str(e),
+                )
+
+
+class StateWatcher(TimerService):
+    """Looks for state changed by other processes every `interval` seconds.
+
+    A `TimerService` stops for good on its callable's first exception, so every refresh is
+    guarded here: one unreadable file must not end change detection for the process.
+    """
+
+    name = "state-watcher"  # type: ignore[assignment]
+
+    def __init__(self, interval: float, refreshers: Sequence[Callable[[], Any]], clock: Any):
+        super().__init__(interval, self._refresh_all)
+        self.clock = clock
+        self._refreshers = list(refreshers)
+
+    def _refresh_all(self) -> None:
+        for refresh in self._refreshers:
+            try:
+                refresh()
+            except Exception:
+                log.failure("Refreshing shared state failed; trying again on the next tick")

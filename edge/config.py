@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -39,6 +39,41 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         return f"{self.source}: {self.key}: {self.reason}"
+
+    @property
+    def problems(self) -> list[ConfigError]:
+        """Every problem found; start-up names the first, `cosedge check-config` all."""
+        return [self]
+
+    def first_line(self) -> str:
+        """The one line start-up prints: the first problem, and how many more there are."""
+        more = len(self.problems) - 1
+        first = str(self.problems[0])
+        return first if not more else f"{first} (and {more} more: cosedge check-config)"
+
+
+class ConfigProblems(ConfigError):
+    """Several independent problems in one file, found in one pass."""
+
+    def __init__(self, problems: Sequence[ConfigError]) -> None:
+        first = problems[0]
+        super().__init__(first.source, first.key, first.reason)
+        self._problems = list(problems)
+
+    @property
+    def problems(self) -> list[ConfigError]:
+        return list(self._problems)
+
+    def __str__(self) -> str:
+        return "\n".join(ConfigError.__str__(p) for p in self._problems)
+
+
+def raise_problems(problems: Sequence[ConfigError]) -> None:
+    """Raise what was collected: nothing, the one problem, or all of them."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigProblems(problems)
 
 
 @dataclass(frozen=True)
@@ -201,6 +236,7 @@ class EdgeConfig:
     origin_fetch: OriginFetchConfig = OriginFetchConfig()
     credentials: tuple[Credential, ...] = ()
     workers: int = 1
+    log_level: str = "info"
 
     def error(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.source, key, reason)
@@ -215,7 +251,9 @@ _TOP_KEYS = {
     "origin_fetch",
     "credentials",
     "workers",
+    "log_level",
 }
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 _CREDENTIAL_KEYS = {"secret_id", "secret_key", "buckets"}
 _BUCKET_KEYS = {"domains", "origin"}
 _ORIGIN_KEYS = {"enabled", "address"}
@@ -306,16 +344,28 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     """Validate a parsed YAML document; every key is checked, unknown keys are errors."""
     if not isinstance(raw, Mapping):
         raise ConfigError(source, "(top level)", "must be a mapping of keys to values")
-    _no_unknown_keys(raw, _TOP_KEYS, "", source)
-    listen = _check_listen(raw.get("listen", DEFAULT_LISTEN), "listen", source)
-    data_dir = _check_path(raw.get("data_dir", DEFAULT_DATA_DIR), "data_dir", source)
+    problems: list[ConfigError] = []
+
+    def checked(check: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        # Each top-level key is judged on its own, so one pass reports every bad key.
+        try:
+            return check(*args)
+        except ConfigError as e:
+            problems.extend(e.problems)
+            return default
+
+    checked(_no_unknown_keys, raw, _TOP_KEYS, "", source)
+    listen = checked(_check_listen, raw.get("listen", DEFAULT_LISTEN), "listen", source)
+    data_dir = checked(_check_path, raw.get("data_dir", DEFAULT_DATA_DIR), "data_dir", source)
     isp_raw = raw.get("isp_ranges")
-    isp_ranges = None if isp_raw is None else _check_path(isp_raw, "isp_ranges", source)
-    extra = _check_cidrs(raw.get("extra_origin_cidrs", []), source)
-    buckets = _check_buckets(raw.get("buckets", {}), source)
-    fetch = _check_fetch(raw.get("origin_fetch", {}), source)
-    credentials = _check_credentials(raw.get("credentials", []), source)
-    workers = check_workers(raw.get("workers", 1), "workers", source)
+    isp_ranges = None if isp_raw is None else checked(_check_path, isp_raw, "isp_ranges", source)
+    extra = checked(_check_cidrs, raw.get("extra_origin_cidrs", []), source, default=())
+    buckets = checked(_check_buckets, raw.get("buckets", {}), source, default={})
+    fetch = checked(_check_fetch, raw.get("origin_fetch", {}), source)
+    credentials = checked(_check_credentials, raw.get("credentials", []), source, default=())
+    workers = checked(check_workers, raw.get("workers", 1), "workers", source)
+    log_level = checked(_check_log_level, raw.get("log_level", "info"), source)
+    raise_problems(problems)
     return EdgeConfig(
         source=source,
         listen=listen,
@@ -326,7 +376,14 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
         origin_fetch=fetch,
         credentials=credentials,
         workers=workers,
+        log_level=log_level,
     )
+
+
+def _check_log_level(value: object, source: str) -> str:
+    if value not in LOG_LEVELS:
+        raise ConfigError(source, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+    return str(value)
 
 
 def _no_unknown_keys(raw: Mapping[Any, Any], allowed: set[str], prefix: str, source: str) -> None:
@@ -378,32 +435,43 @@ def _check_buckets(value: object, source: str) -> dict[str, BucketConfig]:
         raise ConfigError(source, "buckets", "must be a mapping of bucket name to settings")
     buckets: dict[str, BucketConfig] = {}
     owners: dict[str, str] = {}
+    problems: list[ConfigError] = []
     for name, settings in value.items():
-        prefix = f"buckets.{name}"
-        if not isinstance(name, str) or not BUCKET_NAME_RE.fullmatch(name):
-            raise ConfigError(
-                source,
-                prefix,
-                "bad bucket name: lowercase letters, digits and '-', 1-50 characters, "
-                "then '-<appid>' (digits), e.g. examplebucket-1250000000",
-            )
-        if settings is None:
-            settings = {}
-        if not isinstance(settings, Mapping):
-            raise ConfigError(source, prefix, "must be a mapping (domains, origin)")
-        _no_unknown_keys(settings, _BUCKET_KEYS, prefix + ".", source)
-        domains = _check_domains(settings.get("domains", []), prefix + ".domains", source)
-        for domain in domains:
-            if domain in owners:
-                raise ConfigError(
-                    source, prefix + ".domains", f"{domain!r} is already used by {owners[domain]}"
-                )
-            owners[domain] = name
-        origin = None
-        if settings.get("origin") is not None:
-            origin = _check_origin(settings["origin"], prefix + ".origin", source)
-        buckets[name] = BucketConfig(name=name, domains=domains, origin=origin)
+        try:
+            buckets[name] = _check_bucket(name, settings, owners, source)
+        except ConfigError as e:
+            problems.append(e)
+    raise_problems(problems)
     return buckets
+
+
+def _check_bucket(
+    name: object, settings: object, owners: dict[str, str], source: str
+) -> BucketConfig:
+    prefix = f"buckets.{name}"
+    if not isinstance(name, str) or not BUCKET_NAME_RE.fullmatch(name):
+        raise ConfigError(
+            source,
+            prefix,
+            "bad bucket name: lowercase letters, digits and '-', 1-50 characters, "
+            "then '-<appid>' (digits), e.g. examplebucket-1250000000",
+        )
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, Mapping):
+        raise ConfigError(source, prefix, "must be a mapping (domains, origin)")
+    _no_unknown_keys(settings, _BUCKET_KEYS, prefix + ".", source)
+    domains = _check_domains(settings.get("domains", []), prefix + ".domains", source)
+    for domain in domains:
+        if domain in owners:
+            raise ConfigError(
+                source, prefix + ".domains", f"{domain!r} is already used by {owners[domain]}"
+            )
+        owners[domain] = name
+    origin = None
+    if settings.get("origin") is not None:
+        origin = _check_origin(settings["origin"], prefix + ".origin", source)
+    return BucketConfig(name=name, domains=domains, origin=origin)
 
 
 MAX_WORKERS = 64
@@ -539,15 +607,19 @@ def check_origin_addresses(config: EdgeConfig, accepts: Callable[[str], tuple[bo
     Domain origins are judged when a copy starts (SPEC §5), since their addresses change.
     `accepts(ip)` answers (accepted, reason).
     """
+    problems: list[ConfigError] = []
     for name, bucket in config.buckets.items():
         origin = bucket.active_origin
         if origin is None or origin.ip is None:
             continue
         ok, reason = accepts(str(origin.ip))
         if not ok:
-            raise config.error(
-                f"buckets.{name}.origin.address",
-                f"origin {origin.ip} is not accepted: {reason} "
-                "(only China Telecom, China Mobile, China Unicom and Great Wall Broadband "
-                "ranges, or extra_origin_cidrs)",
+            problems.append(
+                config.error(
+                    f"buckets.{name}.origin.address",
+                    f"origin {origin.ip} is not accepted: {reason} "
+                    "(only China Telecom, China Mobile, China Unicom and Great Wall Broadband "
+                    "ranges, or extra_origin_cidrs)",
+                )
             )
+    raise_problems(problems)

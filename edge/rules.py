@@ -14,8 +14,6 @@ origin) and HTTPS origins are refused until they get their own issue.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from xml.sax.saxutils import escape
 
 from edge.changestamp import ChangeStamp
 from edge.config import BucketConfig, OriginAddress
+from edge.statefiles import fsync_dir, write_atomically
 
 PROXY = "Proxy"
 REDIRECT = "Redirect"
@@ -231,11 +230,13 @@ def render_origin_xml(rules: Iterable[OriginRule]) -> bytes:
 
 
 class OriginRules:
-    """Every bucket's rules, in memory for the miss path, on disk for restarts."""
+    """Every bucket's rules, in memory for the miss path, on disk for restarts.
 
-    # With worker processes, a rule set through one process reaches the others when they
-    # notice the folder changed; they look at most this often (seconds).
-    refresh_interval = 0.5
+    A bucket's rules come from one of two sources: the API's rule set saved under
+    `.cosedge/origin/<bucket>.json`, or, when there is none, the YAML `origin:` shorthand.
+    Deleting the API's rules (`DELETE /?origin`) removes that file, so the YAML applies
+    again, now and after a restart.
+    """
 
     def __init__(self, state_dir: Path, buckets: Mapping[str, BucketConfig]) -> None:
         self.folder = Path(state_dir) / "origin"
@@ -245,10 +246,11 @@ class OriginRules:
             self._shorthand[bucket.name] = (rule,) if rule else ()
         self._rules: dict[str, tuple[OriginRule, ...]] = dict(self._shorthand)
         self._stored: set[str] = set()
-        self._stamp = ChangeStamp(self.folder / ".stamp", self.refresh_interval)
+        self._stamp = ChangeStamp(self.folder / ".stamp")
 
-    def _maybe_refresh(self) -> None:
-        self._stamp.reload_if_changed(self.load, RuleError, self.refresh_interval)
+    def refresh(self) -> None:
+        """Reload when another process changed a rule set (called on a timer)."""
+        self._stamp.reload_if_changed(self.load, RuleError)
 
     def load(self) -> None:
         """Read the rule sets saved by the API; they replace the YAML shorthand."""
@@ -267,12 +269,18 @@ class OriginRules:
             stored.add(bucket)
         self._rules, self._stored = rules, stored
 
+    def source(self, bucket: str) -> str:
+        """Where the rules in force come from, for the start-up log and operators."""
+        if bucket in self._stored:
+            return f"the API ({self.folder / (bucket + '.json')})"
+        if self._shorthand.get(bucket):
+            return "the config file (origin:)"
+        return "nowhere (no origin: misses answer 404)"
+
     def rules(self, bucket: str) -> tuple[OriginRule, ...]:
-        self._maybe_refresh()
         return self._rules.get(bucket, ())
 
     def match(self, bucket: str, key: str) -> OriginRule | None:
-        self._maybe_refresh()
         return first_match(self._rules.get(bucket, ()), key)
 
     def replace(self, bucket: str, rules: Iterable[OriginRule]) -> None:
@@ -283,22 +291,26 @@ class OriginRules:
         self._stored.add(bucket)
         self._stamp.touch()
 
+    def delete(self, bucket: str) -> None:
+        """Drop the API's rule set: the bucket's YAML shorthand (if any) applies again."""
+        self._remove(bucket)
+        self._rules[bucket] = self._shorthand.get(bucket, ())
+
     def forget(self, bucket: str) -> None:
         """A deleted bucket takes its rules with it."""
+        self._remove(bucket)
         self._rules.pop(bucket, None)
+
+    def _remove(self, bucket: str) -> None:
         self._stored.discard(bucket)
         try:
             (self.folder / f"{bucket}.json").unlink()
         except FileNotFoundError:
             return
+        fsync_dir(self.folder)
         self._stamp.touch()
 
     def _save(self, bucket: str, rules: tuple[OriginRule, ...]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        final = self.folder / f"{bucket}.json"
-        temp = self.folder / f".{bucket}.{uuid.uuid4().hex}.tmp"
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump({"bucket": bucket, "rules": [r.to_json() for r in rules]}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, final)
+        record = {"bucket": bucket, "rules": [r.to_json() for r in rules]}
+        write_atomically(self.folder / f"{bucket}.json", json.dumps(record, indent=1).encode())

@@ -7,15 +7,23 @@ non-zero, so an edge either starts whole or not at all.
 
 from __future__ import annotations
 
+import errno
+import os
+import pwd
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger, LoggingFile
 from twisted.python import usage
 
 from edge import __version__
@@ -24,9 +32,22 @@ from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_co
 log = Logger()
 
 
-def _fail(message: str) -> None:
-    sys.stderr.write(f"cosedge: {message}\n")
-    sys.stderr.flush()
+# How often a process looks for buckets and origin rules changed by another (workers).
+STATE_CHECK_INTERVAL = 0.5
+
+
+class StartupError(Exception):
+    """Something found while assembling the edge that must stop start-up with one line."""
+
+
+def _fail(message: str) -> NoReturn:
+    # Once twistd's logging has started, sys.stderr is a LoggingFile: a message written
+    # there would come out as a log event; the process's real stderr gets the one line.
+    stream = sys.stderr
+    if isinstance(stream, LoggingFile) and sys.__stderr__ is not None:
+        stream = sys.__stderr__
+    stream.write(f"cosedge: {message}\n")
+    stream.flush()
     raise SystemExit(1)
 
 
@@ -73,7 +94,7 @@ class Options(usage.Options):
                 workers=self["workers"],
             )
         except ConfigError as e:
-            _fail(str(e))
+            _fail(e.first_line())
         self.inherited_fd: int | None = None
         if self["inherited-fd"] is not None:
             if not str(self["inherited-fd"]).isdigit():
@@ -84,18 +105,82 @@ class Options(usage.Options):
         self._check_data_dir(config)
 
     def _check_data_dir(self, config: EdgeConfig) -> None:
+        """Create and sweep the data folder as the user the edge will run as.
+
+        twistd binds as root and drops to `--uid/--gid` only after this runs; folders made
+        here as root would leave every later copy failing with EACCES while misses still
+        get their 302s. So the work is done with that user's effective ids, and a folder
+        that user cannot write stops start-up naming both.
+        """
         from edge.store import ObjectStore
 
         store = ObjectStore(config.data_dir, config.buckets)
+        user = RunAs.from_twistd(getattr(self, "parent", None))
+        as_whom = f" as user {user.name}" if user is not None else ""
         try:
-            store.prepare(sweep=self.inherited_fd is None)
+            with switched_to(user):
+                store.prepare(sweep=self.inherited_fd is None)
+                for folder in [store.tmp_dir, *(config.data_dir / b for b in config.buckets)]:
+                    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=True):
+                        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
         except OSError as e:
-            _fail(str(config.error("data_dir", f"cannot prepare {e.filename}: {e.strerror}")))
+            reason = f"cannot prepare {e.filename}{as_whom}: {e.strerror}"
+            _fail(str(config.error("data_dir", reason)))
         self.store = store
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The user twistd will drop to after binding (`--uid`, `--gid`)."""
+
+    uid: int
+    gid: int
+    name: str
+
+    @classmethod
+    def from_twistd(cls, parent: Any) -> RunAs | None:
+        uid = parent.get("uid") if parent is not None else None
+        if uid is None or os.geteuid() != 0 or uid == 0:
+            return None
+        try:
+            entry: Any = pwd.getpwuid(uid)
+            name, default_gid = entry.pw_name, entry.pw_gid
+        except KeyError:
+            name, default_gid = str(uid), uid
+        gid = parent.get("gid")
+        return cls(uid, default_gid if gid is None else gid, name)
+
+
+@contextmanager
+def switched_to(user: RunAs | None) -> Iterator[None]:
+    """Run the block with `user`'s effective ids and groups, then become root again."""
+    if user is None:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups(os.getgrouplist(user.name, user.gid) if user.name != str(user.uid) else [])
+    os.setegid(user.gid)
+    os.seteuid(user.uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
 
 
 def load_policy(config: EdgeConfig) -> Any:
     """Load the ISP tables and judge every IP-literal origin; fail start-up on a problem."""
+    try:
+        return build_policy(config)
+    except ConfigError as e:
+        _fail(e.first_line())
+
+
+def build_policy(config: EdgeConfig) -> Any:
+    """The origin address policy for `config`: its ISP tables and extra CIDRs, with every
+    IP-literal origin judged; raises `ConfigError` (all problems found) instead of exiting,
+    so `cosedge check-config` and a reload can report and keep going."""
     from edge.isp.index import bundled_tables_dir
     from edge.isp.policy import OriginAddressPolicy
     from edge.isp.table import TableError
@@ -103,19 +188,16 @@ def load_policy(config: EdgeConfig) -> Any:
     tables = config.isp_ranges if config.isp_ranges is not None else bundled_tables_dir()
     key = "isp_ranges" if config.isp_ranges is not None else "isp_ranges (bundled)"
     if not Path(tables).is_dir():
-        _fail(str(config.error(key, f"{tables} is not a folder")))
+        raise config.error(key, f"{tables} is not a folder")
     try:
         policy = OriginAddressPolicy(Path(tables), config.extra_origin_cidrs)
     except TableError as e:
-        _fail(str(config.error(key, f"bad table line: {e}")))
+        raise config.error(key, f"bad table line: {e}") from None
     except ValueError as e:
-        _fail(str(config.error("extra_origin_cidrs", str(e))))
+        raise config.error("extra_origin_cidrs", str(e)) from None
     except OSError as e:
-        _fail(str(config.error(key, f"cannot read {e.filename}: {e.strerror}")))
-    try:
-        check_origin_addresses(config, lambda ip: _verdict(policy, ip))
-    except ConfigError as e:
-        _fail(str(e))
+        raise config.error(key, f"cannot read {e.filename}: {e.strerror}") from None
+    check_origin_addresses(config, lambda ip: _verdict(policy, ip))
     return policy
 
 
@@ -142,8 +224,20 @@ class ListenerService(StreamServerEndpointService):
     _raiseSynchronously = True
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            where = f"{e.interface or '*'}:{e.port}"
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            _fail(f"listen: cannot listen on {where}: {reason}")
         self._waitingForPort.addCallback(self._ready)
+
+    def stopService(self) -> Deferred[None]:
+        d: Deferred[None] = super().stopService()
+        close = getattr(self.factory, "close_connections", None)
+        if close is not None:
+            close()
+        return d
 
     def _ready(self, port: Any) -> Any:
         log.info("cosedge ready: listening on {where}", where=describe_address(port.getHost()))
@@ -199,6 +293,8 @@ def build_service(
     the main process with `workers > 1` starts the workers once it listens.
     """
     from edge.buckets import BucketRegistry
+    from edge.changestamp import StateWatcher
+    from edge.logs import LogLevelService
     from edge.origin import OriginCopier, OriginResolver
     from edge.rules import OriginRules
     from edge.web.api import ManagementAPI
@@ -219,9 +315,16 @@ def build_service(
             store.forget_bucket(name)
 
     registry = BucketRegistry(config.buckets, store.state_dir, buckets_changed)
-    registry.load()
     rules = OriginRules(store.state_dir, config.buckets)
-    rules.load()
+    try:
+        registry.load()
+        rules.load()
+    except (ValueError, OSError) as e:  # RuleError is a ValueError
+        raise StartupError(str(e)) from None
+    for name in registry.names():
+        log.info(
+            "Origin rules of {bucket} come from {source}", bucket=name, source=rules.source(name)
+        )
     api = ManagementAPI(config.credentials, registry, store, rules, resolver)
     resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api)
     site = EdgeSite(resource, reactor=reactor)
@@ -234,7 +337,11 @@ def build_service(
         listener = ListenerService(serverFromString(reactor, config.listen), site)
         listener.setName("listener")
     listener.setServiceParent(top)
+    LogLevelService(config.log_level).setServiceParent(top)
     TableReloadService(reactor, policy).setServiceParent(top)
+    StateWatcher(STATE_CHECK_INTERVAL, [registry.refresh, rules.refresh], reactor).setServiceParent(
+        top
+    )
     if inherited_fd is None and config.workers > 1 and worker_argv is not None:
         WorkerSupervisor(
             reactor, listener, worker_argv, config.workers - 1, config.origin_fetch.shutdown_grace
@@ -256,11 +363,15 @@ def makeService(options: Options) -> IService:
 
     if options.inherited_fd is not None:
         die_with_parent()
-    return build_service(
-        options.edge_config,
-        options.policy,
-        options.store,
-        reactor,
-        inherited_fd=options.inherited_fd,
-        worker_argv=child_argv(options),
-    )
+    try:
+        return build_service(
+            options.edge_config,
+            options.policy,
+            options.store,
+            reactor,
+            inherited_fd=options.inherited_fd,
+            worker_argv=child_argv(options),
+        )
+    except StartupError as e:
+        _fail(str(e))
+        raise  # not reached: _fail exits

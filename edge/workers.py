@@ -10,8 +10,9 @@ never be the only one left listening after the main process is gone.
 The workers share only the data folder: objects, temp files and per-key copy locks
 (`edge.keylocks`), which is what keeps one origin fetch per key across processes. Only the
 main process sweeps stale temp files at start-up. Workers' output is relayed through the
-main process's log; a worker that dies is restarted with a growing delay; stopping the main
-process stops the workers (and, should it be killed outright, the kernel sends them SIGTERM).
+main process's log as events with their fields (`edge.logs`); a worker that dies is
+restarted with a growing delay; stopping the main process stops the workers (and, should
+it be killed outright, the kernel sends them SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import re
 import signal
 import socket
 import sys
@@ -32,11 +32,11 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from edge.logs import WorkerLogRelay
+
 log = Logger()
 
 INHERITED_FD = 3
-# A worker logs like twistd does; its own timestamp goes, the main process adds one.
-_TIMESTAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} ")
 _FIRST_DELAY = 1.0
 _MAX_DELAY = 30.0
 _HEALTHY_AFTER = 60.0
@@ -50,6 +50,10 @@ def child_argv(options: Any) -> list[str]:
         "from twisted.scripts.twistd import run; run()",
         "-n",
         "--pidfile=",
+        # Events go to the main process as JSON records, which re-emits them with their
+        # fields to the operator's observer (see edge.logs.WorkerLogRelay).
+        "--logger",
+        "edge.logs.json_observer",
         "cosedge",
         "--inherited-fd",
         str(INHERITED_FD),
@@ -130,8 +134,12 @@ class AdoptedListenerService(Service):
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        close = getattr(self._factory, "close_connections", None)
         if self._port is not None:
-            return self._port.stopListening()
+            d = self._port.stopListening()
+            if close is not None:
+                close()
+            return d
         return None
 
 
@@ -141,25 +149,24 @@ class _WorkerProtocol(ProcessProtocol):
         self.number = number
         self.ended: Deferred[None] = Deferred()
         self.started_at = 0.0
-        self._partial = b""
+        self._out = WorkerLogRelay(number, text=_relay_text)
+        self._err = WorkerLogRelay(number, text=_relay_text)
 
     def outReceived(self, data: bytes) -> None:
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            line = _TIMESTAMP.sub(b"", line)
-            if line.strip():
-                log.info(
-                    "worker {number}: {line}",
-                    number=self.number,
-                    line=line.decode("utf-8", "replace").rstrip(),
-                )
+        self._out.received(data)
 
-    errReceived = outReceived
+    def errReceived(self, data: bytes) -> None:
+        self._err.received(data)
 
     def processEnded(self, reason: Failure) -> None:
+        self._out.flush()
+        self._err.flush()
         self.ended.callback(None)
         self.supervisor.ended(self, reason)
+
+
+def _relay_text(number: int, line: str) -> None:
+    log.info("worker {number}: {line}", number=number, worker=number, line=line)
 
 
 class WorkerSupervisor(Service):

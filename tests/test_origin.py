@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHostnameResolver
 from twisted.internet.task import Clock
+from twisted.web.iweb import IAgent
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -60,7 +62,7 @@ class ScriptedResolver:
 
 
 def _resolve(resolver: OriginResolver, text: str):
-    result = []
+    result: list[Any] = []
     Deferred.fromCoroutine(resolver.resolve(OriginAddress.parse(text))).addCallback(result.append)
     assert result, "resolution did not complete synchronously"
     return result[0]
@@ -112,6 +114,7 @@ def test_pinned_endpoint_connects_to_vetted_address():
     assert (host, port, timeout) == ("203.0.113.7", 8080, 3)
 
 
+@implementer(IAgent)
 class HangingAgent:
     """An agent whose requests never answer, so copies stay running."""
 

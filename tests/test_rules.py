@@ -99,31 +99,113 @@ def test_yaml_shorthand_then_api_rules_persist(tmp_path):
     again.replace("b-1", [])
     third = OriginRules(tmp_path, buckets)
     third.load()
-    assert third.rules("b-1") == ()  # deleted through the API stays deleted
+    assert third.rules("b-1") == ()  # an empty rule set from the API stays empty
+
+
+def test_deleting_api_rules_restores_the_yaml_shorthand_now_and_after_restart(tmp_path):
+    """DELETE ?origin drops the API's rule set: the YAML `origin:` applies again at once
+    and after a restart (it used to be shadowed for good), and `source` says which applies."""
+    address = OriginAddress.parse("202.96.128.86")
+    buckets = {"b-1": BucketConfig("b-1", (), OriginConfig(True, address))}
+    rules = OriginRules(tmp_path, buckets)
+    rules.load()
+    assert rules.source("b-1") == "the config file (origin:)"
+    rules.replace("b-1", [OriginRule(1, "Redirect", OriginAddress.parse("202.96.128.87"))])
+    assert rules.match("b-1", "k").origin_type == "Redirect"
+    assert rules.source("b-1").startswith("the API")
+    rules.delete("b-1")
+    assert rules.match("b-1", "k").origin == address
+    assert rules.source("b-1") == "the config file (origin:)"
+    again = OriginRules(tmp_path, buckets)
+    again.load()
+    assert again.match("b-1", "k").origin == address
+    assert again.source("b-2").startswith("nowhere")
 
 
 def test_rules_set_in_one_process_reach_another(tmp_path):
     """Worker processes: a rule set through one instance is seen by another sharing the
-    folder once it looks again (refresh_interval, 0.5 s by default; 0 here)."""
+    folder once its timer refreshes it; between refreshes the miss path reads memory only."""
     address = OriginAddress.parse("202.96.128.86")
     one, two = OriginRules(tmp_path, {}), OriginRules(tmp_path, {})
     one.load()
     two.load()
-    two.refresh_interval = 0
     assert two.match("b-1", "k") is None
     one.replace("b-1", [OriginRule(1, "Proxy", address)])
+    assert two.match("b-1", "k") is None  # no file read on the request path
+    two.refresh()
     assert two.match("b-1", "k") is not None
+    one.delete("b-1")
+    two.refresh()
+    assert two.match("b-1", "k") is None
 
 
 def test_buckets_made_in_one_process_reach_another(tmp_path):
+    """A bucket created or deleted by one process reaches another on its next refresh,
+    and the store hears of each change once."""
     from edge.buckets import BucketRegistry
 
     changes = []
     one = BucketRegistry({}, tmp_path)
     two = BucketRegistry({}, tmp_path, lambda added, removed: changes.append((added, removed)))
-    two.refresh_interval = 0
+    one.load()
+    two.load()
     one.create("new-1250000000")
+    two.refresh()
     assert two.get("new-1250000000") is not None
     one.delete("new-1250000000")
+    two.refresh()
     assert two.get("new-1250000000") is None
     assert changes == [({"new-1250000000"}, set()), (set(), {"new-1250000000"})]
+
+
+def test_two_processes_creating_different_buckets_keep_both(tmp_path):
+    """Two processes that each create a bucket from a view that lacks the other's keep
+    both (a whole-list rewrite from a stale view used to lose the first); creating the
+    same bucket twice has one winner."""
+    from edge.buckets import BucketExists, BucketRegistry
+
+    one, two = BucketRegistry({}, tmp_path), BucketRegistry({}, tmp_path)
+    one.load()
+    two.load()
+    one.create("first-1250000000")
+    two.create("second-1250000000")  # two has not refreshed: it does not know "first"
+    fresh = BucketRegistry({}, tmp_path)
+    assert sorted(fresh.load()) == ["first-1250000000", "second-1250000000"]
+    with pytest.raises(BucketExists):
+        two.create("first-1250000000")
+
+
+def test_bucket_list_of_an_older_release_is_taken_over(tmp_path):
+    """`.cosedge/buckets.json` of an earlier release becomes one file per bucket."""
+    import json
+
+    from edge.buckets import BucketRegistry
+
+    (tmp_path / "buckets.json").write_text(json.dumps({"created": ["old-1250000000"]}))
+    registry = BucketRegistry({}, tmp_path)
+    assert registry.load() == ["old-1250000000"]
+    assert (tmp_path / "buckets" / "old-1250000000").is_file()
+    assert not (tmp_path / "buckets.json").exists()
+
+
+@pytest.mark.logs_errors
+def test_state_watcher_survives_a_failing_refresh():
+    """One refresher that raises does not end change detection (a bare TimerService stops
+    on its callable's first exception): the others still run, and so does the next tick."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from edge.changestamp import StateWatcher
+
+    calls = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise OSError("disk went away")
+
+    clock = MemoryReactorClock()
+    watcher = StateWatcher(0.5, [broken, lambda: calls.append("ok")], clock)
+    watcher.startService()
+    clock.advance(0.5)
+    clock.advance(0.5)
+    watcher.stopService()
+    assert calls.count("ok") == calls.count("broken") >= 2

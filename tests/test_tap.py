@@ -3,8 +3,18 @@
 
 from __future__ import annotations
 
+import http.server
+import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 from twisted.application.service import IService, IServiceCollection
@@ -13,7 +23,7 @@ from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
 from edge import tap
-from tests.process import http_get, start_twistd, wait_ready
+from tests.process import http_get, start_twistd, twistd_env, wait_ready
 
 
 def test_plugin_is_discovered():
@@ -198,3 +208,139 @@ def test_sighup_reloads_tables_without_dropping_connections(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize(
+    "state, words",
+    [
+        ("origin/examplebucket-1250000000.json", "unreadable origin rules"),
+        ("buckets.json", "unreadable bucket list"),
+    ],
+)
+def test_corrupt_state_file_stops_start_up_with_one_line(tmp_path, state, words):
+    """A corrupt state file under .cosedge stops start-up with one line naming the file
+    and what is wrong (it used to be a ~20-line traceback), exit status != 0."""
+    data = tmp_path / "d"
+    path = data / ".cosedge" / state
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    proc = start_twistd(
+        "--data-dir", str(data), "--listen", "tcp:0:interface=127.0.0.1", cwd=tmp_path
+    )
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    text = out.decode()
+    assert "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert lines[0].startswith("cosedge: ") and str(path) in lines[0] and words in lines[0]
+
+
+def test_busy_port_stops_start_up_with_one_line(tmp_path):
+    """A port another process holds stops start-up with one `cosedge:` line naming the
+    address and the reason, no traceback, exit status != 0."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        proc = start_twistd(
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            cwd=tmp_path,
+        )
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        holder.close()
+    assert proc.returncode != 0
+    text = out.decode()
+    assert "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if line.startswith("cosedge: ")]
+    assert errors == [f"cosedge: listen: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; this test must run there")
+        pytest.skip("needs root to drop privileges with twistd --uid")
+    from tests.process import REPO
+
+    for folder in [REPO, *REPO.parents]:
+        if not os.stat(folder).st_mode & 0o001:
+            # After the drop the edge still imports lazily from the checkout.
+            pytest.skip(f"{folder} is not searchable by other users")
+
+
+def test_uid_drop_prepares_folders_as_that_user_or_refuses_naming_both(tmp_path):
+    """`twistd --uid nobody`: a data folder that user cannot write stops start-up with one
+    line naming the folder and the user; one it can write is prepared as that user, and
+    a copy then lands as a file owned by that user (folders made as root used to make
+    every copy fail with EACCES while misses still got 302s)."""
+    _needs_root()
+    nobody = 65534
+    base = Path(tempfile.mkdtemp(prefix="cosedge-uid-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    data = base / "data"
+    data.mkdir()  # root's, 0755: nobody cannot create .cosedge in it
+    origin_root = base / "origin"
+    origin_root.mkdir()
+    (origin_root / "hello.txt").write_bytes(b"hello as nobody")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(origin_root)
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = base / "c.yaml"
+    config.write_text(
+        f"listen: 'tcp:0:interface=127.0.0.1'\ndata_dir: {data}\n"
+        "extra_origin_cidrs: ['127.0.0.1/32']\n"
+        "buckets:\n  b-1250000000:\n"
+        f"    origin: {{address: '127.0.0.1:{server.server_address[1]}'}}\n"
+    )
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+             "--pidfile=", f"--uid={nobody}", f"--gid={nobody}", "cosedge", "--config",
+             str(config)],
+            cwd=base, env=twistd_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    try:
+        proc = start()
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode != 0
+        lines = [line for line in out.decode().splitlines() if line.strip()]
+        assert len(lines) == 1, out
+        assert f"cannot prepare {data}/.cosedge" in lines[0] and "as user nobody" in lines[0]
+        os.chown(data, nobody, nobody)
+        proc = start()
+        try:
+            port, _ = wait_ready(proc)
+            url = f"http://127.0.0.1:{port}/b-1250000000/hello.txt"
+            opener = urllib.request.build_opener(_NoRedirect)
+            with pytest.raises(urllib.error.HTTPError) as miss:
+                opener.open(url, timeout=10)
+            assert miss.value.code == 302
+            stored = data / "b-1250000000" / "hello.txt"
+            deadline = time.monotonic() + 10
+            while not stored.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert stored.read_bytes() == b"hello as nobody"
+            assert stored.stat().st_uid == nobody
+            assert (data / ".cosedge" / "tmp").stat().st_uid == nobody
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    finally:
+        server.shutdown()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None

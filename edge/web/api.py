@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
 from edge import signature
-from edge.buckets import BucketRegistry
+from edge.buckets import BucketExists, BucketRegistry
 from edge.config import Credential
 from edge.multipart import (
     MAX_PARTS,
@@ -175,8 +175,12 @@ class ManagementAPI:
             if method == b"GET":
                 return self._get_origin(request, bucket)
             if method == b"DELETE":
-                self._rules.replace(bucket, [])
-                log.info("Origin rules of {bucket} deleted", bucket=bucket)
+                self._rules.delete(bucket)
+                log.info(
+                    "Origin rules of {bucket} deleted; rules now from {source}",
+                    bucket=bucket,
+                    source=self._rules.source(bucket),
+                )
                 request.setResponseCode(204)
                 return b""
             raise Denied(errors.METHOD_NOT_ALLOWED)
@@ -231,10 +235,11 @@ class ManagementAPI:
 
         if not BUCKET_NAME_RE.fullmatch(bucket):
             raise Denied(errors.INVALID_BUCKET_NAME)
-        if bucket in self._registry:
-            raise Denied(errors.BUCKET_ALREADY_EXISTS)
+        try:
+            self._registry.create(bucket)
+        except BucketExists:
+            raise Denied(errors.BUCKET_ALREADY_EXISTS) from None
         self._store.add_bucket(bucket)
-        self._registry.create(bucket)
         log.info("Bucket {bucket} created", bucket=bucket)
         request.setHeader(b"content-length", b"0")
         return b""

@@ -163,11 +163,18 @@ class EdgeResource(Resource):
         `<bucket>.<anything>.myqcloud.com`; otherwise the first path segment names it.
         """
         uri = request.uri
-        if uri.startswith((b"http://", b"https://")):
-            uri = b"/" + uri.split(b"/", 3)[3] if uri.count(b"/") >= 3 else b"/"
+        host_header = request.getHeader(b"host")
+        if uri[:1] != b"/" and uri[:8].lower().startswith((b"http://", b"https://")):
+            # Absolute form (RFC 9112 §3.2.2): the target's authority names the host and
+            # the Host header is ignored.
+            rest = uri.split(b"//", 1)[1]
+            cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=-1)
+            authority, remainder = (rest, b"") if cut < 0 else (rest[:cut], rest[cut:])
+            host_header = authority.rpartition(b"@")[2]
+            uri = remainder if remainder.startswith(b"/") else b"/" + remainder
         raw_path, sep, query = uri.partition(b"?")
         query_or_none = query if sep else None
-        host = split_host(request.getHeader(b"host"))
+        host = split_host(host_header)
         bucket = self._registry.by_domain(host)
         name = bucket.name if bucket is not None else self._registry.name_from_api_host(host)
         if name is not None:

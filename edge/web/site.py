@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+import weakref
 from typing import Any
 
 from twisted.logger import Logger
@@ -95,6 +96,23 @@ class EdgeSite(Site):
     def __init__(self, resource: IResource, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.requestFactory = EdgeRequest
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        if protocol is not None:
+            self._connections.add(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        """Close the connections still open when the listener stops (keep-alive ones
+        would otherwise idle on until their timeout, with the edge no longer serving)."""
+        for protocol in list(self._connections):
+            # Twisted's generic HTTP protocol (HTTP/1.1 or h2) forwards to its `_channel`.
+            channel = getattr(protocol, "_channel", protocol)
+            transport = getattr(channel, "transport", None)
+            if transport is not None and not getattr(transport, "disconnected", False):
+                transport.loseConnection()
 
     def log(self, request: http.Request) -> None:
         req: EdgeRequest = request  # type: ignore[assignment]

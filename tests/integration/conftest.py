@@ -7,16 +7,16 @@ import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
+from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
@@ -25,6 +25,9 @@ from edge.origin import OriginCopier
 from edge.store import ObjectStore
 from edge.tap import build_service, load_policy
 from edge.testing import FakeOrigin
+
+# Twisted's reactor stubs are stricter than its runtime (factories, addresses).
+reactor: Any = _reactor
 
 BUCKET = "examplebucket-1250000000"
 DOMAIN = "examplebucket-1250000000.file.myqcloud.com"
@@ -208,6 +211,7 @@ def edges(tmp_path: Path) -> Iterator[EdgeFactory]:
 def captured_events() -> Iterator[list[dict[str, Any]]]:
     """Every log event emitted during the test, for assertions on structured fields."""
     events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
     yield events
-    globalLogPublisher.removeObserver(events.append)
+    globalLogPublisher.removeObserver(observer)

@@ -29,6 +29,8 @@ async def admin(port: int, *args: str, key: str = SECRET_KEY) -> tuple[str, str,
 
 @pytest_twisted.ensureDeferred
 async def test_admin_sets_shows_and_deletes_origin(edges, origin):
+    """set / show / delete through the real command: a prefix rule applies to its keys only
+    and deleting it leaves misses without an origin."""
     edge = await edges.start(
         edges.config(None, credentials=[{"secret_id": SECRET_ID, "secret_key": SECRET_KEY}])
     )
@@ -50,6 +52,7 @@ async def test_admin_sets_shows_and_deletes_origin(edges, origin):
 
 @pytest_twisted.ensureDeferred
 async def test_admin_reports_refusals(edges):
+    """A refused address and a wrong key exit 1 with COS's code and the reason."""
     edge = await edges.start(
         edges.config(
             None, extra=[], credentials=[{"secret_id": SECRET_ID, "secret_key": SECRET_KEY}]
@@ -60,3 +63,29 @@ async def test_admin_reports_refusals(edges):
     assert "400 InvalidArgument" in err and "192.168.1.10: private address" in err
     _, err, code = await admin(edge.port, "origin", "show", BUCKET, key="wrong")
     assert code == 1 and "403 SignatureDoesNotMatch" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_set_replaces_add_keeps_and_delete_restores_the_yaml_origin(edges, origin):
+    """`set` says it replaced all rules; `set --add` keeps the rules in force (here the
+    YAML shorthand) and appends one with the next priority; `delete` says the config
+    file's origin applies again, and misses redirect to it once more."""
+    edge = await edges.start(
+        edges.config(
+            origin.address, credentials=[{"secret_id": SECRET_ID, "secret_key": SECRET_KEY}]
+        )
+    )
+    other = f"localhost:{origin.port}"
+    out, err, code = await admin(edge.port, "origin", "set", BUCKET, other, "--add", "--redirect")
+    assert code == 0, err
+    assert "rule added with priority 2; 2 rule(s)" in out
+    out, _, _ = await admin(edge.port, "origin", "show", BUCKET)
+    assert f"1\t*\t{origin.address}\tproxy" in out and f"2\t*\t{other}\tredirect" in out
+    out, err, code = await admin(edge.port, "origin", "set", BUCKET, other, "--redirect")
+    assert code == 0 and "all origin rules replaced by 1 rule" in out, err
+    miss = await edge.get("a.txt")
+    assert miss.header("location") == f"http://{other}/a.txt"
+    out, _, code = await admin(edge.port, "origin", "delete", BUCKET)
+    assert code == 0 and "origin: applies again" in out
+    miss = await edge.get("a.txt")
+    assert miss.status == 302 and miss.header("location") == f"http://{origin.address}/a.txt"

@@ -13,7 +13,7 @@ from tests.integration.conftest import BUCKET, request
 
 
 def _files_under(path) -> list[str]:
-    found = []
+    found: list[str] = []
     for root, _dirs, files in os.walk(path):
         found.extend(os.path.join(root, f) for f in files)
     return found

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import reactor as _reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
@@ -27,12 +27,17 @@ from twisted.internet.threads import deferToThread
 from tests.integration.conftest import BUCKET, request, wait_until
 from tests.process import OutputDrain, start_twistd, wait_ready
 
+# Twisted's reactor stubs are stricter than its runtime (factories, addresses).
+reactor: Any = _reactor
+
 BODY = os.urandom(8 * 1024 * 1024)
 KEY = "video/big.bin"
 TRICKLE = 16 * 1024  # bytes per tick while slow: 8 MiB would take ~25 s
 
 
 class _TrickleProtocol(Protocol):
+    transport: Any
+
     """Answers any GET with BODY and its true Content-Length, at TRICKLE bytes per 50 ms
     while `factory.slow`, all at once otherwise."""
 

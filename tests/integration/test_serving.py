@@ -8,7 +8,7 @@ import os
 import pytest
 import pytest_twisted
 
-from tests.integration.conftest import BUCKET, request
+from tests.integration.conftest import BUCKET, DOMAIN, request
 
 
 @pytest.fixture
@@ -199,6 +199,7 @@ async def test_one_access_log_event_per_request(edges, body, captured_events):
     )
 
 
+@pytest.mark.logs_errors
 @pytest_twisted.ensureDeferred
 async def test_bug_answers_xml_500(edges, body, monkeypatch):
     """An unexpected exception in the resource answers COS XML 500 InternalError."""
@@ -212,3 +213,24 @@ async def test_bug_answers_xml_500(edges, body, monkeypatch):
     assert reply.status == 500
     assert b"<Code>InternalError</Code>" in reply.body
     assert b"simulated bug" not in reply.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_absolute_form_target_names_the_bucket_by_its_authority(edges, body):
+    """`GET http://<domain>/key HTTP/1.1` (RFC 9112 §3.2.2): the bucket comes from the
+    target's authority and the Host header is ignored; the path after it is the key."""
+    from twisted.internet.threads import deferToThread
+
+    from tests.process import raw_request
+
+    edge = await _edge_with_file(edges, body)
+
+    async def absolute(target: str, host: str) -> tuple[int, bytes]:
+        status, _, data = await deferToThread(raw_request, edge.port, "GET", target, {"Host": host})
+        return status, data
+
+    assert await absolute(f"http://{DOMAIN.upper()}:80/docs/report.pdf", "x.example") == (200, body)
+    path_style = f"http://127.0.0.1/{BUCKET}/docs/report.pdf?x=1"
+    assert await absolute(path_style, DOMAIN) == (200, body)
+    status, data = await absolute("http://unknown.example/docs/report.pdf", DOMAIN)
+    assert status == 404 and b"<Code>NoSuchBucket</Code>" in data

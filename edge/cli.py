@@ -14,17 +14,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
+from edge import __version__
 from edge.config import ConfigError, EdgeConfig, load_config
-
-
-def version() -> str:
-    try:
-        return metadata.version("cosedge")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def check_config(path: str) -> tuple[EdgeConfig | None, list[str]]:
@@ -61,7 +54,7 @@ def _data_dir_problem(data_dir: Path) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cosedge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"cosedge {version()}")
+    parser.add_argument("--version", action="version", version=f"cosedge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check-config", help="validate a config file, like nginx -t")
     check.add_argument("path")

@@ -70,7 +70,7 @@ def test_check_config_accepts_a_good_file_without_touching_anything(tmp_path):
 
 def test_version_prints_the_package_version(tmp_path):
     """`cosedge --version` names the installed distribution's version."""
-    from edge.cli import version
+    from edge import __version__
 
     code, lines = cosedge("--version", cwd=tmp_path)
-    assert code == 0 and lines == [f"cosedge {version()}"]
+    assert code == 0 and lines == [f"cosedge {__version__}"]

@@ -20,13 +20,13 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edge.config import OriginAddress
 from edge.rules import PROXY, REDIRECT, OriginRule, RuleError, parse_origin_xml, render_origin_xml
 from edge.signature import sign
+from edge.web import cosxml
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 
@@ -80,9 +80,9 @@ def call(
 
 def _error_text(reply: Reply) -> str:
     try:
-        root = ET.fromstring(reply.body)
+        root = cosxml.parse(reply.body)
         return f"{reply.status} {root.findtext('Code')}: {root.findtext('Message')}"
-    except ET.ParseError:
+    except cosxml.XMLProblem:
         return f"HTTP {reply.status}"
 
 

@@ -7,10 +7,10 @@ clients always get COS's XML shape and the request id, never Twisted's HTML page
 from __future__ import annotations
 
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 from twisted.web.server import Request
 
+from edge.web import cosxml
 from edge.web.headers import send_as_is
 
 
@@ -111,15 +111,12 @@ def resource_of(request: Request) -> str:
 def error_body(
     error: CosError, resource: str, request_id: str, message: str | None = None
 ) -> bytes:
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        "<Error>"
-        f"<Code>{escape(error.code)}</Code>"
-        f"<Message>{escape(message or error.message)}</Message>"
-        f"<Resource>{escape(resource)}</Resource>"
-        f"<RequestId>{escape(request_id)}</RequestId>"
-        "</Error>"
-    ).encode()
+    root = cosxml.element("Error")
+    cosxml.sub(root, "Code", error.code)
+    cosxml.sub(root, "Message", message or error.message)
+    cosxml.sub(root, "Resource", resource)
+    cosxml.sub(root, "RequestId", request_id)
+    return cosxml.document(root)
 
 
 def write_error(

@@ -51,7 +51,12 @@ def call(
     body: bytes = b"",
     content_type: str | None = None,
 ) -> Reply:
-    """One signed request, path style (`/<bucket>/?...`), as the SDKs sign bucket requests."""
+    """One signed request, path style (`/<bucket>/?...`).
+
+    Path style signs the whole path, bucket included (the edge refuses a path-style
+    signature that leaves the bucket out: it could be replayed against another bucket),
+    and the Host, as the SDKs do.
+    """
     split = urllib.parse.urlsplit(endpoint)
     if split.scheme != "http" or not split.netloc:
         raise AdminError(f"--endpoint must be http://HOST[:PORT], not {endpoint!r}")
@@ -61,7 +66,7 @@ def call(
         headers["content-length"] = str(len(body))
     if content_type:
         headers["content-type"] = content_type
-    auth = sign(secret_id, secret_key, method, "/", params, headers)
+    auth = sign(secret_id, secret_key, method, f"/{bucket}/", params, headers)
     query = urllib.parse.urlencode(params)
     url = f"{endpoint.rstrip('/')}/{urllib.parse.quote(bucket)}/" + (f"?{query}" if query else "")
     request = urllib.request.Request(url, data=body or None, method=method)

@@ -111,25 +111,46 @@ class ManagementAPI:
     # -- authentication ----------------------------------------------------------------------
 
     def authenticate(self, request: Request, bucket: str | None, key: str | None) -> Credential:
-        """Verify the signature; raises `Denied` with COS's error for the failure."""
+        """Verify the signature; raises `Denied` with COS's error for the failure.
+
+        The signature must name the bucket the request addresses: when the Host selects it
+        (`<bucket>.cos.<region>.myqcloud.com` or a configured domain), `host` must be signed
+        and the path signed is the key, as COS signs; otherwise (path style, `/<bucket>/...`)
+        the path signed is the whole path as requested, bucket included. Without this a
+        signature captured for one bucket could be replayed against another.
+        """
         query = request_query(request)
         headers = request_headers(request)
+        required: tuple[str, ...] = ()
+        if bucket is not None and self._host_bucket(request) == bucket:
+            path, required = "/" + (key or ""), ("host",)
+        else:
+            path = _request_path(request)
         try:
             parts = signature.parse_parts(headers.get("authorization"), query)
             credential = signature.verify(
                 parts,
                 self._credentials,
                 method=request.method.decode("ascii"),
-                path="/" + (key or ""),
+                path=path,
                 query=query,
                 headers=headers,
                 now=self._now(),
+                required_headers=required,
             )
         except signature.SignatureProblem as e:
             raise Denied(errors.by_code(e.code), e.message) from None
         if bucket is not None and not credential.allows(bucket):
             raise Denied(errors.ACCESS_DENIED, f"key {credential.secret_id} may not use {bucket}")
         return credential
+
+    def _host_bucket(self, request: Request) -> str | None:
+        """The bucket the Host header selects, by the same rules as `EdgeResource.target`."""
+        from edge.web.resource import split_host  # resource imports this module
+
+        host = split_host(request.getHeader(b"host"))
+        bucket = self._registry.by_domain(host)
+        return bucket.name if bucket is not None else self._registry.name_from_api_host(host)
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -584,6 +605,15 @@ def _owner(parent: ET.Element) -> None:
     owner = cosxml.sub(parent, "Owner")
     cosxml.sub(owner, "ID", "cosedge")
     cosxml.sub(owner, "DisplayName", "cosedge")
+
+
+def _request_path(request: Request) -> str:
+    """The decoded path the request was sent to (what a path-style signature signs)."""
+    uri = request.uri
+    if uri.startswith((b"http://", b"https://")):
+        uri = b"/" + uri.split(b"/", 3)[3] if uri.count(b"/") >= 3 else b"/"
+    raw = uri.partition(b"?")[0]
+    return urllib.parse.unquote_to_bytes(raw).decode("utf-8", "replace")
 
 
 def _xml(request: Request, root: ET.Element) -> bytes:

@@ -46,6 +46,7 @@ from edge.rules import (
 from edge.store import ObjectMeta, ObjectStore, UploadSpool
 from edge.web import cosxml, errors
 from edge.web.errors import CosError
+from edge.web.headers import is_safe_value, is_token
 
 log = Logger()
 
@@ -359,6 +360,7 @@ class ManagementAPI:
 
     async def _put_object(self, request: Request, bucket: str, key: str) -> None:
         headers = request_headers(request)
+        meta = _meta_from(headers)  # refused before anything is stored
         digest = None
         if "content-md5" in headers:
             try:
@@ -383,7 +385,7 @@ class ManagementAPI:
         except BaseException:
             pending.discard()
             raise
-        self._save_meta(bucket, key, _meta_from(headers))
+        self._save_meta(bucket, key, meta)
         log.info(
             "Stored {bucket}/{key}: {size} bytes uploaded",
             bucket=bucket,
@@ -573,11 +575,22 @@ _MAX_COMPLETE_BODY = 2 * 1024 * 1024  # 10,000 parts' worth of <Part> elements
 
 
 def _meta_from(headers: Mapping[str, str]) -> ObjectMeta:
-    """Content-Type and x-cos-meta-* of an upload, kept for its GETs."""
-    return ObjectMeta(
+    """Content-Type and x-cos-meta-* of an upload, kept for its GETs.
+
+    Refused (400 InvalidArgument, as COS does) unless every value is visible ASCII: they
+    are sent back on every GET, and a value HTTP cannot carry would break each of them.
+    """
+    meta = ObjectMeta(
         headers.get("content-type", ""),
         {k: v for k, v in headers.items() if k.startswith(_META_PREFIX)},
     )
+    for name, value in (("content-type", meta.content_type), *meta.user.items()):
+        if not (is_token(name) and is_safe_value(value)):
+            raise Denied(
+                errors.INVALID_ARGUMENT,
+                f"{name}: header values must be visible ASCII characters",
+            )
+    return meta
 
 
 def _spooled_body(request: Request) -> UploadSpool | None:

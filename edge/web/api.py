@@ -155,13 +155,16 @@ class ManagementAPI:
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    def render(self, request: Request, bucket: str | None, key: str | None) -> bytes | int:
-        """Answer a signed, authenticated request that is not an object read."""
+    def render(
+        self, request: Request, bucket: str | None, key: str | None, credential: Credential
+    ) -> bytes | int:
+        """Answer a signed, authenticated request that is not an object read; `credential`
+        is the key that signed it (what `authenticate` returned)."""
         method = request.method
         query = request_query(request)
         if bucket is None:
             if method == b"GET":
-                return self._list_buckets(request)
+                return self._list_buckets(request, credential)
             raise Denied(errors.METHOD_NOT_ALLOWED)
         if key is None:
             return self._bucket(request, bucket, method, query)
@@ -233,11 +236,14 @@ class ManagementAPI:
 
     # -- buckets -------------------------------------------------------------------------------
 
-    def _list_buckets(self, request: Request) -> bytes:
+    def _list_buckets(self, request: Request, credential: Credential) -> bytes:
+        """GET Service: the buckets this key may manage, not every bucket of the edge."""
         root = cosxml.element("ListAllMyBucketsResult")
         _owner(root)
         buckets = cosxml.sub(root, "Buckets")
         for name in self._registry.names():
+            if not credential.allows(name):
+                continue
             item = cosxml.sub(buckets, "Bucket")
             cosxml.sub(item, "Name", name)
             cosxml.sub(item, "Location", "local")

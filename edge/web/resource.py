@@ -130,11 +130,11 @@ class EdgeResource(Resource):
         return self._read(request, target)
 
     def _signed(self, request: Request, target: Target, api: ManagementAPI) -> bytes | int:
-        api.authenticate(request, target.bucket_name, target.key)
+        credential = api.authenticate(request, target.bucket_name, target.key)
         listing_parts = target.query is not None and b"uploadid=" in target.query.lower()
         if target.key is not None and request.method in _READ_METHODS and not listing_parts:
             return self._read(request, target)
-        return api.render(request, target.bucket_name, target.key)
+        return api.render(request, target.bucket_name, target.key, credential)
 
     def _read(self, request: Request, target: Target) -> bytes | int:
         """GET/HEAD of an object, signed or not: a hit is served, a miss goes to its rule."""

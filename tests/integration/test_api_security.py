@@ -161,6 +161,20 @@ async def test_access_log_has_no_signature(edge, captured_events):
 
 
 @pytest_twisted.ensureDeferred
+async def test_list_buckets_shows_only_the_keys_buckets(edge):
+    """GET Service with a key limited to `[other]` lists only that bucket."""
+    limited = await signed(
+        edge.port, "GET", "/", signed_path="/", host="127.0.0.1",
+        secret=(LIMITED_ID, LIMITED_KEY),
+    )  # fmt: skip
+    assert limited.status == 200
+    names = [n.text for n in ET.fromstring(limited.body).iter("Name")]
+    assert names == [OTHER]
+    full = await signed(edge.port, "GET", "/", signed_path="/", host="127.0.0.1")
+    assert sorted(n.text for n in ET.fromstring(full.body).iter("Name")) == sorted([BUCKET, OTHER])
+
+
+@pytest_twisted.ensureDeferred
 async def test_non_ascii_signature_is_403_not_500(edge):
     """A q-signature with non-ASCII characters is a mismatch, not a TypeError."""
     auth = sign(SECRET_ID, SECRET_KEY, "GET", "/", {}, {"host": DOMAIN})

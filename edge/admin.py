@@ -25,13 +25,13 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from edge.config import OriginAddress
 from edge.rules import PROXY, REDIRECT, OriginRule, RuleError, parse_origin_xml, render_origin_xml
 from edge.signature import sign
+from edge.web import cosxml
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 
@@ -56,7 +56,12 @@ def call(
     body: bytes = b"",
     content_type: str | None = None,
 ) -> Reply:
-    """One signed request, path style (`/<bucket>/?...`), as the SDKs sign bucket requests."""
+    """One signed request, path style (`/<bucket>/?...`).
+
+    Path style signs the whole path, bucket included (the edge refuses a path-style
+    signature that leaves the bucket out: it could be replayed against another bucket),
+    and the Host, as the SDKs do.
+    """
     split = urllib.parse.urlsplit(endpoint)
     if split.scheme != "http" or not split.netloc:
         raise AdminError(f"--endpoint must be http://HOST[:PORT], not {endpoint!r}")
@@ -66,7 +71,7 @@ def call(
         headers["content-length"] = str(len(body))
     if content_type:
         headers["content-type"] = content_type
-    auth = sign(secret_id, secret_key, method, "/", params, headers)
+    auth = sign(secret_id, secret_key, method, f"/{bucket}/", params, headers)
     query = urllib.parse.urlencode(params)
     url = f"{endpoint.rstrip('/')}/{urllib.parse.quote(bucket)}/" + (f"?{query}" if query else "")
     request = urllib.request.Request(url, data=body or None, method=method)
@@ -85,9 +90,9 @@ def call(
 
 def _error_text(reply: Reply) -> str:
     try:
-        root = ET.fromstring(reply.body)
+        root = cosxml.parse(reply.body)
         return f"{reply.status} {root.findtext('Code')}: {root.findtext('Message')}"
-    except ET.ParseError:
+    except cosxml.XMLProblem:
         return f"HTTP {reply.status}"
 
 

@@ -236,15 +236,20 @@ def _unlink_quietly(path: str) -> None:
 
 
 def parse_complete(body: bytes) -> list[tuple[int, str]]:
-    """(PartNumber, ETag) pairs of a CompleteMultipartUpload document."""
-    import xml.etree.ElementTree as ET
+    """(PartNumber, ETag) pairs of a CompleteMultipartUpload document.
+
+    Parsed without DTDs or entities, by local names (S3's namespace is accepted).
+    """
+    from edge.web import cosxml
 
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as e:
-        raise MultipartError("MalformedXML", f"not well-formed XML: {e}") from None
+        root = cosxml.parse(body)
+    except cosxml.XMLProblem as e:
+        raise MultipartError("MalformedXML", str(e)) from None
+    if root.tag != "CompleteMultipartUpload":
+        raise MultipartError("MalformedXML", "root element must be CompleteMultipartUpload")
     pairs = []
-    for part in root.iter("Part"):
+    for part in root.findall("Part"):
         try:
             pairs.append((int(part.findtext("PartNumber") or ""), part.findtext("ETag") or ""))
         except ValueError:

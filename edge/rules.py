@@ -18,11 +18,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from edge.changestamp import ChangeStamp
 from edge.config import BucketConfig, OriginAddress
 from edge.statefiles import fsync_dir, write_atomically
+from edge.web import cosxml
 
 PROXY = "Proxy"
 REDIRECT = "Redirect"
@@ -33,6 +33,10 @@ MAX_XML_BYTES = 64 * 1024
 
 class RuleError(ValueError):
     """An origin configuration the edge will not take; the message says which part and why."""
+
+
+class MalformedRuleXML(RuleError):
+    """The body is not an XML document the edge reads at all (COS's MalformedXML)."""
 
 
 @dataclass(frozen=True)
@@ -120,15 +124,19 @@ def _non_empty(element: ET.Element | None) -> bool:
 
 
 def parse_origin_xml(body: bytes) -> list[OriginRule]:
-    """Rules from a `PUT /?origin` body; `RuleError` names the offending element."""
+    """Rules from a `PUT /?origin` body; `RuleError` names the offending element.
+
+    Parsed without DTDs or entities (`cosxml.parse`), and by local names, so a body in the
+    S3 namespace reads the same as one without.
+    """
     if len(body) > MAX_XML_BYTES:
         raise RuleError("OriginConfiguration is larger than 64 KiB")
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as e:
-        raise RuleError(f"not well-formed XML: {e}") from None
+        root = cosxml.parse(body)
+    except cosxml.XMLProblem as e:
+        raise MalformedRuleXML(str(e)) from None
     if root.tag != "OriginConfiguration":
-        raise RuleError(f"root element must be OriginConfiguration, not {root.tag}")
+        raise MalformedRuleXML(f"root element must be OriginConfiguration, not {root.tag}")
     rules: list[OriginRule] = []
     elements = root.findall("OriginRule")
     if not elements:
@@ -206,24 +214,22 @@ def _parse_rule(element: ET.Element, where: str) -> OriginRule:
 
 
 def render_origin_xml(rules: Iterable[OriginRule]) -> bytes:
-    parts = ['<?xml version="1.0" encoding="UTF-8"?>\n<OriginConfiguration>']
+    """The GET `?origin` document, in COS's element order."""
+    root = cosxml.element("OriginConfiguration")
     for rule in rules:
-        parts.append(
-            "<OriginRule>"
-            f"<RulePriority>{rule.priority}</RulePriority>"
-            f"<OriginType>{rule.origin_type}</OriginType>"
-            "<OriginCondition><HTTPStatusCode>404</HTTPStatusCode>"
-            f"<Prefix>{escape(rule.prefix)}</Prefix></OriginCondition>"
-            "<OriginParameter><Protocol>HTTP</Protocol>"
-            f"<FollowQueryString>{str(rule.follow_query_string).lower()}</FollowQueryString>"
-            f"<HttpRedirectCode>{rule.redirect_code}</HttpRedirectCode></OriginParameter>"
-            "<OriginInfo><HostInfo>"
-            f"<HostName>{escape(rule.origin.netloc)}</HostName>"
-            "</HostInfo></OriginInfo>"
-            "</OriginRule>"
-        )
-    parts.append("</OriginConfiguration>")
-    return "".join(parts).encode()
+        node = cosxml.sub(root, "OriginRule")
+        cosxml.sub(node, "RulePriority", rule.priority)
+        cosxml.sub(node, "OriginType", rule.origin_type)
+        condition = cosxml.sub(node, "OriginCondition")
+        cosxml.sub(condition, "HTTPStatusCode", "404")
+        cosxml.sub(condition, "Prefix", rule.prefix)
+        parameter = cosxml.sub(node, "OriginParameter")
+        cosxml.sub(parameter, "Protocol", "HTTP")
+        cosxml.sub(parameter, "FollowQueryString", str(rule.follow_query_string).lower())
+        cosxml.sub(parameter, "HttpRedirectCode", rule.redirect_code)
+        host = cosxml.sub(cosxml.sub(node, "OriginInfo"), "HostInfo")
+        cosxml.sub(host, "HostName", rule.origin.netloc)
+    return cosxml.document(root)
 
 
 # --- the per-bucket rule sets ------------------------------------------------------------

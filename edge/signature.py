@@ -8,9 +8,21 @@ both so the canonical form is written once:
     SignKey      = hmac_sha1_hex(SecretKey, <q-key-time>)
     Signature    = hmac_sha1_hex(SignKey, StringToSign)
 
-`path` is the decoded object key with a leading `/` (`/` for bucket requests); params and
-headers are those named in `q-url-param-list` / `q-header-list`, names lowercased, names and
-values percent-encoded with only `-_.~` left as they are, sorted, joined `k=v&k=v`.
+`path` is the decoded path the request was sent to. COS's own form names the bucket in the
+Host (`<bucket>.cos.<region>.myqcloud.com`, or a domain configured for it), so `path` is the
+object key with a leading `/` (`/` for bucket requests). COS's path leaves the bucket out,
+so a signature binds to its bucket only through a signed Host; the caller says which headers
+must be signed (`required_headers`): `host` whenever the Host names the bucket. A path-style
+request (`/<bucket>/<key>` on an IP or any other name) signs that whole path instead, as
+S3-compatible path style does, so the bucket is in the signed path.
+
+params and headers are those named in `q-url-param-list` / `q-header-list`, names lowercased,
+names and values percent-encoded with only `-_.~` left as they are, sorted, joined `k=v&k=v`.
+
+Times: a signature is refused before `q-sign-time` or `q-key-time` starts (beyond
+`ALLOWED_SKEW`), after either ends, and when either spans more than `MAX_SIGN_WINDOW`
+(7 days, the longest S3 allows a pre-signed URL): a leaked signature cannot stay valid for
+years. The SDKs sign for minutes to an hour; pre-signed URLs may ask for up to the bound.
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ from edge.web.errors import CosProblem
 ALGORITHM = "sha1"
 # Clock skew tolerated at the start of a signature's validity (COS allows some too).
 ALLOWED_SKEW = 900
+# The longest validity a signature may claim, in seconds (S3's bound on pre-signed URLs).
+MAX_SIGN_WINDOW = 7 * 24 * 3600
 _FIELDS = ("q-sign-algorithm", "q-ak", "q-sign-time", "q-key-time", "q-signature")
 
 
@@ -163,23 +177,36 @@ def verify(
     query: Mapping[str, str],
     headers: Mapping[str, str],
     now: float,
+    required_headers: Sequence[str] = (),
 ) -> Credential:
     """Check a signature against the configured keys; returns the key that signed it.
 
     `query` and `headers` hold the request's decoded values by lowercased name. A name the
     signature lists but the request lacks is signed as empty, as the SDKs do.
+    `required_headers` must all be in `q-header-list`: `host` when the Host names the
+    bucket, so a signature made for one bucket cannot be replayed against another.
     """
     start, end = _window(parts.sign_time)
     key_start, key_end = _window(parts.key_time)
     if start > end or key_start > key_end:
         raise SignatureProblem("AccessDenied", "signature time window is reversed")
-    if now + ALLOWED_SKEW < start:
+    if end - start > MAX_SIGN_WINDOW or key_end - key_start > MAX_SIGN_WINDOW:
+        raise SignatureProblem(
+            "AccessDenied", f"signature time window is longer than {MAX_SIGN_WINDOW} seconds"
+        )
+    if now + ALLOWED_SKEW < start or now + ALLOWED_SKEW < key_start:
         raise SignatureProblem(
             "RequestTimeTooSkewed",
             "The difference between the request time and the server's time is too large.",
         )
     if now > end or now > key_end:
         raise SignatureProblem("AccessDenied", "Request has expired")
+    missing = [name for name in required_headers if name not in parts.header_list]
+    if missing:
+        raise SignatureProblem(
+            "AccessDenied",
+            f"the signature must cover the {', '.join(missing)} header (it names the bucket)",
+        )
     credential = next((c for c in credentials if c.secret_id == parts.access_key), None)
     if credential is None:
         raise SignatureProblem(
@@ -195,6 +222,7 @@ def verify(
     for candidate in candidates:
         to_sign = string_to_sign(method, path, params, candidate, parts.sign_time)
         expected = signature(credential.secret_key, parts.key_time, to_sign)
-        if hmac.compare_digest(expected, parts.signature):
+        # Bytes, not str: compare_digest refuses a str with non-ASCII in it (a TypeError).
+        if hmac.compare_digest(expected.encode(), parts.signature.encode("utf-8", "replace")):
             return credential
     raise SignatureProblem("SignatureDoesNotMatch", "The Signature you specified is invalid.")

@@ -73,6 +73,8 @@ def validate_key(key: str) -> str:
         raise InvalidKey("key contains NUL")
     if "\\" in key:
         raise InvalidKey("key contains a backslash")
+    if any(c < " " or c == "\x7f" for c in key):
+        raise InvalidKey("key contains a control character")
     encoded = key.encode("utf-8", "surrogatepass")
     if len(encoded) > MAX_KEY_BYTES:
         raise InvalidKey(f"key longer than {MAX_KEY_BYTES} bytes")

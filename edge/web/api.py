@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from xml.sax.saxutils import escape
+from xml.etree import ElementTree as ET
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
@@ -35,7 +35,14 @@ from edge.multipart import (
     parse_complete,
 )
 from edge.origin import OriginResolver
-from edge.rules import OriginRule, OriginRules, RuleError, parse_origin_xml, render_origin_xml
+from edge.rules import (
+    MalformedRuleXML,
+    OriginRule,
+    OriginRules,
+    RuleError,
+    parse_origin_xml,
+    render_origin_xml,
+)
 from edge.store import (
     InvalidKey,
     ObjectMeta,
@@ -44,14 +51,14 @@ from edge.store import (
     UploadSpool,
     validate_prefix,
 )
-from edge.web import errors
+from edge.web import cosxml, errors
 from edge.web.errors import CosError
+from edge.web.headers import is_safe_value, is_token
 
 log = Logger()
 
 MAX_LIST_KEYS = 1000
 _META_PREFIX = "x-cos-meta-"
-_OWNER = "<Owner><ID>cosedge</ID><DisplayName>cosedge</DisplayName></Owner>"
 
 
 class Denied(Exception):
@@ -112,19 +119,32 @@ class ManagementAPI:
     # -- authentication ----------------------------------------------------------------------
 
     def authenticate(self, request: Request, bucket: str | None, key: str | None) -> Credential:
-        """Verify the signature; raises `Denied` with COS's error for the failure."""
+        """Verify the signature; raises `Denied` with COS's error for the failure.
+
+        The signature must name the bucket the request addresses: when the Host selects it
+        (`<bucket>.cos.<region>.myqcloud.com` or a configured domain), `host` must be signed
+        and the path signed is the key, as COS signs; otherwise (path style, `/<bucket>/...`)
+        the path signed is the whole path as requested, bucket included. Without this a
+        signature captured for one bucket could be replayed against another.
+        """
         query = request_query(request)
         headers = request_headers(request)
+        required: tuple[str, ...] = ()
+        if bucket is not None and self._host_bucket(request) == bucket:
+            path, required = "/" + (key or ""), ("host",)
+        else:
+            path = _request_path(request)
         try:
             parts = signature.parse_parts(headers.get("authorization"), query)
             credential = signature.verify(
                 parts,
                 self._credentials,
                 method=request.method.decode("ascii"),
-                path="/" + (key or ""),
+                path=path,
                 query=query,
                 headers=headers,
                 now=self._now(),
+                required_headers=required,
             )
         except signature.SignatureProblem as e:
             raise Denied(errors.by_code(e.code), e.message) from None
@@ -132,15 +152,26 @@ class ManagementAPI:
             raise Denied(errors.ACCESS_DENIED, f"key {credential.secret_id} may not use {bucket}")
         return credential
 
+    def _host_bucket(self, request: Request) -> str | None:
+        """The bucket the Host header selects, by the same rules as `EdgeResource.target`."""
+        from edge.web.resource import split_host  # resource imports this module
+
+        host = split_host(request.getHeader(b"host"))
+        bucket = self._registry.by_domain(host)
+        return bucket.name if bucket is not None else self._registry.name_from_api_host(host)
+
     # -- dispatch ------------------------------------------------------------------------------
 
-    def render(self, request: Request, bucket: str | None, key: str | None) -> bytes | int:
-        """Answer a signed, authenticated request that is not an object read."""
+    def render(
+        self, request: Request, bucket: str | None, key: str | None, credential: Credential
+    ) -> bytes | int:
+        """Answer a signed, authenticated request that is not an object read; `credential`
+        is the key that signed it (what `authenticate` returned)."""
         method = request.method
         query = request_query(request)
         if bucket is None:
             if method == b"GET":
-                return self._list_buckets(request)
+                return self._list_buckets(request, credential)
             raise Denied(errors.METHOD_NOT_ALLOWED)
         if key is None:
             return self._bucket(request, bucket, method, query)
@@ -219,16 +250,19 @@ class ManagementAPI:
 
     # -- buckets -------------------------------------------------------------------------------
 
-    def _list_buckets(self, request: Request) -> bytes:
-        items = "".join(
-            f"<Bucket><Name>{escape(name)}</Name><Location>local</Location>"
-            f"<CreationDate>{_iso(_mtime(self._store.data_dir / name))}</CreationDate></Bucket>"
-            for name in self._registry.names()
-        )
-        return _xml(
-            request,
-            f"<ListAllMyBucketsResult>{_OWNER}<Buckets>{items}</Buckets></ListAllMyBucketsResult>",
-        )
+    def _list_buckets(self, request: Request, credential: Credential) -> bytes:
+        """GET Service: the buckets this key may manage, not every bucket of the edge."""
+        root = cosxml.element("ListAllMyBucketsResult")
+        _owner(root)
+        buckets = cosxml.sub(root, "Buckets")
+        for name in self._registry.names():
+            if not credential.allows(name):
+                continue
+            item = cosxml.sub(buckets, "Bucket")
+            cosxml.sub(item, "Name", name)
+            cosxml.sub(item, "Location", "local")
+            cosxml.sub(item, "CreationDate", _iso(_mtime(self._store.data_dir / name)))
+        return _xml(request, root)
 
     def _create_bucket(self, request: Request, bucket: str) -> bytes:
         from edge.config import BUCKET_NAME_RE
@@ -310,33 +344,37 @@ class ManagementAPI:
         entries = await self._store.describe(bucket, contents)
 
         def out(text: str) -> str:
-            return escape(urllib.parse.quote(text, safe="/") if encode else text)
+            return urllib.parse.quote(text, safe="/") if encode else text
 
-        body = [f"<ListBucketResult><Name>{escape(bucket)}</Name>"]
+        root = cosxml.element("ListBucketResult")
+        cosxml.sub(root, "Name", bucket)
         if encode:
-            body.append("<EncodingType>url</EncodingType>")
-        body.append(f"<Prefix>{out(prefix)}</Prefix><Marker>{out(marker)}</Marker>")
-        body.append(f"<MaxKeys>{max_keys}</MaxKeys>")
+            cosxml.sub(root, "EncodingType", "url")
+        cosxml.sub(root, "Prefix", out(prefix))
+        cosxml.sub(root, "Marker", out(marker))
+        cosxml.sub(root, "MaxKeys", max_keys)
         if delimiter:
-            body.append(f"<Delimiter>{out(delimiter)}</Delimiter>")
-        body.append(f"<IsTruncated>{str(truncated).lower()}</IsTruncated>")
+            cosxml.sub(root, "Delimiter", out(delimiter))
+        cosxml.sub(root, "IsTruncated", str(truncated).lower())
         if truncated:
-            body.append(f"<NextMarker>{out(last)}</NextMarker>")
+            cosxml.sub(root, "NextMarker", out(last))
         for key, size, mtime, etag in entries:
-            body.append(
-                f"<Contents><Key>{out(key)}</Key><LastModified>{_iso(mtime)}</LastModified>"
-                f"<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size>{_OWNER}"
-                "<StorageClass>STANDARD</StorageClass></Contents>"
-            )
+            item = cosxml.sub(root, "Contents")
+            cosxml.sub(item, "Key", out(key))
+            cosxml.sub(item, "LastModified", _iso(mtime))
+            cosxml.sub(item, "ETag", f'"{etag}"')
+            cosxml.sub(item, "Size", size)
+            _owner(item)
+            cosxml.sub(item, "StorageClass", "STANDARD")
         for common in prefixes:
-            body.append(f"<CommonPrefixes><Prefix>{out(common)}</Prefix></CommonPrefixes>")
-        body.append("</ListBucketResult>")
-        finish_xml(request, "".join(body))
+            cosxml.sub(cosxml.sub(root, "CommonPrefixes"), "Prefix", out(common))
+        finish_xml(request, root)
 
     # -- objects -------------------------------------------------------------------------------
 
     async def _put_object(self, request: Request, bucket: str, key: str) -> None:
         headers = request_headers(request)
+        meta = _meta_from(headers)  # refused before anything is stored
         digest = None
         if "content-md5" in headers:
             try:
@@ -363,7 +401,7 @@ class ManagementAPI:
         except BaseException:
             pending.discard()
             raise
-        self._save_meta(bucket, key, _meta_from(headers))
+        self._save_meta(bucket, key, meta)
         log.info(
             "Stored {bucket}/{key}: {size} bytes uploaded",
             bucket=bucket,
@@ -389,12 +427,11 @@ class ManagementAPI:
                     bucket=bucket,
                     key=key,
                 )
-                return _xml(
-                    request,
-                    f"<InitiateMultipartUploadResult><Bucket>{escape(bucket)}</Bucket>"
-                    f"<Key>{escape(key)}</Key><UploadId>{info.upload_id}</UploadId>"
-                    "</InitiateMultipartUploadResult>",
-                )
+                root = cosxml.element("InitiateMultipartUploadResult")
+                cosxml.sub(root, "Bucket", bucket)
+                cosxml.sub(root, "Key", key)
+                cosxml.sub(root, "UploadId", info.upload_id)
+                return _xml(request, root)
             info = self._uploads.get(query.get("uploadid", ""), bucket, key)
             if method == b"PUT" and "partnumber" in query:
                 try:
@@ -446,48 +483,53 @@ class ManagementAPI:
             parts=len(requested),
         )
         host = (request.getHeader(b"host") or b"").decode("latin-1")
-        finish_xml(
-            request,
-            f"<CompleteMultipartUploadResult><Location>{escape(host)}/{escape(info.key)}"
-            f"</Location><Bucket>{escape(info.bucket)}</Bucket><Key>{escape(info.key)}</Key>"
-            f"<ETag>&quot;{pending.etag}&quot;</ETag></CompleteMultipartUploadResult>",
-        )
+        root = cosxml.element("CompleteMultipartUploadResult")
+        cosxml.sub(root, "Location", f"{host}/{info.key}")
+        cosxml.sub(root, "Bucket", info.bucket)
+        cosxml.sub(root, "Key", info.key)
+        cosxml.sub(root, "ETag", f'"{pending.etag}"')
+        finish_xml(request, root)
 
     def _list_parts(self, request: Request, info: UploadInfo) -> bytes:
-        parts = "".join(
-            f"<Part><PartNumber>{p.number}</PartNumber><LastModified>{_iso(p.modified)}"
-            f"</LastModified><ETag>&quot;{p.etag}&quot;</ETag><Size>{p.size}</Size></Part>"
-            for p in self._uploads.parts(info)
-        )
-        return _xml(
-            request,
-            f"<ListPartsResult><Bucket>{escape(info.bucket)}</Bucket>"
-            f"<Key>{escape(info.key)}</Key><UploadId>{info.upload_id}</UploadId>"
-            f"{_OWNER}<StorageClass>STANDARD</StorageClass><PartNumberMarker>0</PartNumberMarker>"
-            f"<MaxParts>{MAX_PARTS}</MaxParts><IsTruncated>false</IsTruncated>{parts}"
-            "</ListPartsResult>",
-        )
+        root = cosxml.element("ListPartsResult")
+        cosxml.sub(root, "Bucket", info.bucket)
+        cosxml.sub(root, "Key", info.key)
+        cosxml.sub(root, "UploadId", info.upload_id)
+        _owner(root)
+        cosxml.sub(root, "StorageClass", "STANDARD")
+        cosxml.sub(root, "PartNumberMarker", 0)
+        cosxml.sub(root, "MaxParts", MAX_PARTS)
+        cosxml.sub(root, "IsTruncated", "false")
+        for p in self._uploads.parts(info):
+            part = cosxml.sub(root, "Part")
+            cosxml.sub(part, "PartNumber", p.number)
+            cosxml.sub(part, "LastModified", _iso(p.modified))
+            cosxml.sub(part, "ETag", f'"{p.etag}"')
+            cosxml.sub(part, "Size", p.size)
+        return _xml(request, root)
 
     def _list_uploads(self, request: Request, bucket: str, query: Mapping[str, str]) -> bytes:
         encode = query.get("encoding-type", "") == "url"
         prefix = query.get("prefix", "")
 
         def out(text: str) -> str:
-            return escape(urllib.parse.quote(text, safe="/") if encode else text)
+            return urllib.parse.quote(text, safe="/") if encode else text
 
-        uploads = "".join(
-            f"<Upload><Key>{out(u.key)}</Key><UploadId>{u.upload_id}</UploadId>"
-            f"<StorageClass>STANDARD</StorageClass>{_OWNER}"
-            f"<Initiated>{_iso(u.initiated)}</Initiated></Upload>"
-            for u in self._uploads.uploads(bucket, prefix)
-        )
-        return _xml(
-            request,
-            f"<ListMultipartUploadsResult><Bucket>{escape(bucket)}</Bucket>"
-            + ("<Encoding-Type>url</Encoding-Type>" if encode else "")
-            + f"<Prefix>{out(prefix)}</Prefix><MaxUploads>1000</MaxUploads>"
-            f"<IsTruncated>false</IsTruncated>{uploads}</ListMultipartUploadsResult>",
-        )
+        root = cosxml.element("ListMultipartUploadsResult")
+        cosxml.sub(root, "Bucket", bucket)
+        if encode:
+            cosxml.sub(root, "Encoding-Type", "url")
+        cosxml.sub(root, "Prefix", out(prefix))
+        cosxml.sub(root, "MaxUploads", 1000)
+        cosxml.sub(root, "IsTruncated", "false")
+        for u in self._uploads.uploads(bucket, prefix):
+            upload = cosxml.sub(root, "Upload")
+            cosxml.sub(upload, "Key", out(u.key))
+            cosxml.sub(upload, "UploadId", u.upload_id)
+            cosxml.sub(upload, "StorageClass", "STANDARD")
+            _owner(upload)
+            cosxml.sub(upload, "Initiated", _iso(u.initiated))
+        return _xml(request, root)
 
     def _save_meta(self, bucket: str, key: str, meta: ObjectMeta) -> None:
         if meta.content_type or meta.user:
@@ -503,7 +545,8 @@ class ManagementAPI:
         try:
             rules = parse_origin_xml(body)
         except RuleError as e:
-            code = errors.MALFORMED_XML if "XML" in str(e) else errors.INVALID_ARGUMENT
+            malformed = isinstance(e, MalformedRuleXML)
+            code = errors.MALFORMED_XML if malformed else errors.INVALID_ARGUMENT
             raise Denied(code, str(e)) from None
         for rule in rules:
             await self._vet(rule)
@@ -551,11 +594,22 @@ _MAX_COMPLETE_BODY = 2 * 1024 * 1024  # 10,000 parts' worth of <Part> elements
 
 
 def _meta_from(headers: Mapping[str, str]) -> ObjectMeta:
-    """Content-Type and x-cos-meta-* of an upload, kept for its GETs."""
-    return ObjectMeta(
+    """Content-Type and x-cos-meta-* of an upload, kept for its GETs.
+
+    Refused (400 InvalidArgument, as COS does) unless every value is visible ASCII: they
+    are sent back on every GET, and a value HTTP cannot carry would break each of them.
+    """
+    meta = ObjectMeta(
         headers.get("content-type", ""),
         {k: v for k, v in headers.items() if k.startswith(_META_PREFIX)},
     )
+    for name, value in (("content-type", meta.content_type), *meta.user.items()):
+        if not (is_token(name) and is_safe_value(value)):
+            raise Denied(
+                errors.INVALID_ARGUMENT,
+                f"{name}: header values must be visible ASCII characters",
+            )
+    return meta
 
 
 def _spooled_body(request: Request) -> UploadSpool | None:
@@ -579,15 +633,30 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def _xml(request: Request, text: str) -> bytes:
-    body = ('<?xml version="1.0" encoding="UTF-8"?>\n' + text).encode("utf-8")
+def _owner(parent: ET.Element) -> None:
+    owner = cosxml.sub(parent, "Owner")
+    cosxml.sub(owner, "ID", "cosedge")
+    cosxml.sub(owner, "DisplayName", "cosedge")
+
+
+def _request_path(request: Request) -> str:
+    """The decoded path the request was sent to (what a path-style signature signs)."""
+    uri = request.uri
+    if uri.startswith((b"http://", b"https://")):
+        uri = b"/" + uri.split(b"/", 3)[3] if uri.count(b"/") >= 3 else b"/"
+    raw = uri.partition(b"?")[0]
+    return urllib.parse.unquote_to_bytes(raw).decode("utf-8", "replace")
+
+
+def _xml(request: Request, root: ET.Element) -> bytes:
+    body = cosxml.document(root)
     request.setHeader(b"content-type", b"application/xml")
     request.setHeader(b"content-length", b"%d" % len(body))
     return body
 
 
-def finish_xml(request: Request, text: str) -> None:
-    body = _xml(request, text)
+def finish_xml(request: Request, root: ET.Element) -> None:
+    body = _xml(request, root)
     if request.method != b"HEAD":
         request.write(body)
     request.finish()

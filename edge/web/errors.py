@@ -6,11 +6,12 @@ clients always get COS's XML shape and the request id, never Twisted's HTML page
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 from twisted.web.server import Request
 
+from edge.web import cosxml
 from edge.web.headers import send_as_is
 
 
@@ -111,15 +112,12 @@ def resource_of(request: Request) -> str:
 def error_body(
     error: CosError, resource: str, request_id: str, message: str | None = None
 ) -> bytes:
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        "<Error>"
-        f"<Code>{escape(error.code)}</Code>"
-        f"<Message>{escape(message or error.message)}</Message>"
-        f"<Resource>{escape(resource)}</Resource>"
-        f"<RequestId>{escape(request_id)}</RequestId>"
-        "</Error>"
-    ).encode()
+    root = cosxml.element("Error")
+    cosxml.sub(root, "Code", error.code)
+    cosxml.sub(root, "Message", message or error.message)
+    cosxml.sub(root, "Resource", resource)
+    cosxml.sub(root, "RequestId", request_id)
+    return cosxml.document(root)
 
 
 def write_error(
@@ -138,3 +136,30 @@ def write_error(
     if request.method == b"HEAD":
         return b""
     return body
+
+
+# Query parameters whose values are credentials or signatures: a pre-signed URL's `q-*`
+# fields and a temporary key's token.
+_SECRET_PARAMS = ("q-", "x-cos-security-token")
+REDACTED = b"REDACTED"
+
+
+def redact_uri(uri: bytes) -> bytes:
+    """`uri` with the value of every signature parameter replaced by `REDACTED`.
+
+    For the access log: a pre-signed URL is a bearer credential until it expires, so
+    whoever reads the log must not be able to replay it. Names are judged decoded and
+    lowercased, as the signature check reads them (`q%2Dsignature` is `q-signature`).
+    """
+    path, sep, query = uri.partition(b"?")
+    if not sep or not query:
+        return uri
+    kept = []
+    for part in query.split(b"&"):
+        name = part.partition(b"=")[0]
+        decoded = urllib.parse.unquote_plus(name.decode("latin-1")).strip().lower()
+        if decoded.startswith(_SECRET_PARAMS):
+            kept.append(name + b"=" + REDACTED)
+        else:
+            kept.append(part)
+    return path + b"?" + b"&".join(kept)

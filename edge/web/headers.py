@@ -32,3 +32,22 @@ def send_as_is(name: bytes) -> bytes:
         cache.pop(name.decode("latin-1"), None)
     _added.add(name)
     return name
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def is_safe_value(text: object) -> bool:
+    """Whether `text` can be sent as a header value as it is: visible ASCII, spaces, tabs.
+
+    Stored metadata is echoed on every GET, so only values HTTP carries unchanged are kept:
+    no control characters (CR/LF would split the header) and no non-ASCII, whose bytes
+    depend on an encoding the two sides need not share (COS refuses them too). Anything
+    but a str (a hand-edited metadata file) is not safe either.
+    """
+    return isinstance(text, str) and all(c == "\t" or " " <= c <= "~" for c in text)
+
+
+def is_token(name: str) -> bool:
+    """Whether `name` is an HTTP field name (RFC 9110 token)."""
+    return bool(name) and all(c in _TOKEN for c in name)

@@ -6,6 +6,7 @@ Kept as pure functions so RFC 9110's corner cases are unit-tested directly.
 from __future__ import annotations
 
 import enum
+from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
 
 
@@ -60,8 +61,17 @@ def http_date(timestamp: float) -> bytes:
 
 
 def _parse_date(value: bytes) -> float | None:
+    """An HTTP date (IMF-fixdate, RFC 850 or asctime) as a POSIX timestamp.
+
+    HTTP dates are UTC (RFC 9110 §5.6.7). `parsedate_to_datetime` returns a naive datetime
+    for asctime and `-0000` dates, which `.timestamp()` would read as local time, so naive
+    is taken as UTC here.
+    """
     try:
-        return parsedate_to_datetime(value.decode("latin-1")).timestamp()
+        when = parsedate_to_datetime(value.decode("latin-1"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 

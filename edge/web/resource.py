@@ -26,7 +26,7 @@ from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
 from edge.web import errors
 from edge.web.api import Denied, ManagementAPI
 from edge.web.errors import CosError
-from edge.web.headers import send_as_is
+from edge.web.headers import is_safe_value, is_token, send_as_is
 from edge.web.http import (
     RangeResult,
     http_date,
@@ -130,11 +130,11 @@ class EdgeResource(Resource):
         return self._read(request, target)
 
     def _signed(self, request: Request, target: Target, api: ManagementAPI) -> bytes | int:
-        api.authenticate(request, target.bucket_name, target.key)
+        credential = api.authenticate(request, target.bucket_name, target.key)
         listing_parts = target.query is not None and b"uploadid=" in target.query.lower()
         if target.key is not None and request.method in _READ_METHODS and not listing_parts:
             return self._read(request, target)
-        return api.render(request, target.bucket_name, target.key)
+        return api.render(request, target.bucket_name, target.key, credential)
 
     def _read(self, request: Request, target: Target) -> bytes | int:
         """GET/HEAD of an object, signed or not: a hit is served, a miss goes to its rule."""
@@ -201,9 +201,13 @@ class EdgeResource(Resource):
         assert target.bucket is not None and target.key is not None
         meta = self._store.read_meta(target.bucket.name, target.key, obj)
         if meta is not None:
-            if meta.content_type:
+            # Metadata that is not HTTP-safe (written by hand, or before PUT checked it) is
+            # left out rather than failing every GET of the object.
+            if meta.content_type and is_safe_value(meta.content_type):
                 obj = obj.with_content_type(meta.content_type)
             for name, value in meta.user.items():
+                if not (is_token(name) and is_safe_value(value)):
+                    continue
                 request.setHeader(send_as_is(name.encode("latin-1")), value.encode("utf-8"))
         d = self._store.etag(target.bucket.name, target.key, obj)
         d.addCallback(self._respond_hit, request, obj)

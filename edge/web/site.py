@@ -119,7 +119,7 @@ class EdgeSite(Site):
         fields = {
             "remote": _remote(req),
             "method": req.method.decode("latin-1"),
-            "uri": req.uri.decode("latin-1"),
+            "uri": errors.redact_uri(req.uri).decode("latin-1"),
             "protocol": req.clientproto.decode("latin-1"),
             "code": req.code,
             "length": req.sentLength or 0,

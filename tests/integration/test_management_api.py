@@ -18,7 +18,7 @@ from qcloud_cos.cos_exception import CosServiceError
 from twisted.internet.threads import deferToThread
 
 from edge.signature import sign
-from tests.integration.conftest import BUCKET, request, wait_until
+from tests.integration.conftest import BUCKET, DOMAIN, request, wait_until
 
 SECRET_ID = "AKIDcosedgeIntegration"
 SECRET_KEY = "integration-secret"
@@ -308,12 +308,12 @@ async def test_yaml_origin_is_one_proxy_rule(edges, origin):
 @pytest_twisted.ensureDeferred
 async def test_presigned_url_reads_private_listing_and_expires(api_edge):
     """A pre-signed URL (signature in the query) authorises a listing; an expired one is
-    refused with 403."""
+    refused with 403. The Host names the bucket, so the URL signs it (as the SDK does)."""
     (api_edge.data_dir / BUCKET / "f.txt").write_bytes(b"f")
-    auth = sign(SECRET_ID, SECRET_KEY, "GET", "/", {}, {})
+    auth = sign(SECRET_ID, SECRET_KEY, "GET", "/", {}, {"host": DOMAIN})
     ok = await request(api_edge.port, f"/?{auth}")
     assert ok.status == 200 and b"<Key>f.txt</Key>" in ok.body
-    old = sign(SECRET_ID, SECRET_KEY, "GET", "/", {}, {}, now=1_000_000_000)
+    old = sign(SECRET_ID, SECRET_KEY, "GET", "/", {}, {"host": DOMAIN}, now=1_000_000_000)
     expired = await request(api_edge.port, f"/?{old}")
     assert expired.status == 403 and b"expired" in expired.body
     anonymous = await request(api_edge.port, "/")

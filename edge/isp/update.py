@@ -12,9 +12,20 @@ resellers hold inside routed domestic space (Great Wall Broadband lives mostly t
 never space that none of the four announces. With no routing source at all, the
 registration labels stand alone, and the update says so.
 
+With `--routed mmdb:PATH` every table is then cut to space an ASN registered in China
+announces in that BGP view (iptoasn.com): the asn-csv fills RouteViews' gaps with RIR
+registrations, and registered-but-unannounced space is not a network in use. The cut is
+measured per ISP in two parts, space nobody announces and space a foreign ASN announces; with
+`--keep-unannounced` the first part stays (a "soft" list: some Chinese space is announced only
+inside China, invisible to public route collectors), the second never does.
+
 Safety: every input line is validated; special-purpose space and default routes are dropped
 with counts; a table that would lose more than 10 % of its IPv4 or IPv6 addresses is refused
-unless `--force`; the four files are replaced as one generation (see `edge.isp.table`).
+unless `--force`; the four files are replaced as one generation (see `edge.isp.table`). The
+shrink guard compares like with like: when the tables in place were built without the
+routing filter and this update has one, the baseline is the old tables cut by the same filter,
+so the filter's intended cut (printed per ISP) does not need `--force`, while a damaged or
+truncated input still trips the guard.
 """
 
 from __future__ import annotations
@@ -31,23 +42,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from netaddr import IPNetwork, IPRange, IPSet
+from netaddr import IPAddress, IPNetwork, IPRange, IPSet
 
 from edge.isp import ISP_NAMES
 from edge.isp.index import bundled_tables_dir
+from edge.isp.intervals import Interval, intersect_intervals, subtract_intervals
 from edge.isp.sources import (
     ROUTING,
     ASNMap,
+    RoutedSpace,
+    RoutedSpec,
     SourceData,
     SourceError,
     SourceSpec,
     count_text,
     fetch_to_file,
+    read_routed_mmdb,
     read_source,
     stderr_progress,
 )
 from edge.isp.special import SPECIAL_RANGES
-from edge.isp.table import TableError, format_table, read_tables
+from edge.isp.table import TableError, format_table, parse_table, read_table_texts
 
 ISP_TITLES: Mapping[str, str] = {
     "chinatelecom": "China Telecom (中国电信)",
@@ -131,6 +146,61 @@ class SpecialSpaceFilter:
         return _OUTSIDE_GLOBAL_V6
 
 
+# --- the routing filter --------------------------------------------------------------------
+
+FILTER_MARK = "filter: routed by"
+
+
+def _intervals(addresses: IPSet, version: int) -> list[Interval]:
+    return [(r.first, r.last) for r in addresses.iter_ipranges() if r.version == version]
+
+
+def _ipset(intervals_by_version: Mapping[int, Sequence[Interval]]) -> IPSet:
+    return IPSet(
+        IPRange(IPAddress(first, version), IPAddress(last, version))
+        for version, intervals in intervals_by_version.items()
+        for first, last in intervals
+    )
+
+
+def _size(intervals_by_version: Mapping[int, Sequence[Interval]]) -> Sizes:
+    return Sizes(*(sum(b - a + 1 for a, b in intervals_by_version.get(v, ())) for v in (4, 6)))
+
+
+@dataclass(frozen=True)
+class FilterEffect:
+    """What the routing filter did to one table."""
+
+    before: Sizes
+    unannounced: Sizes  # announced by nobody in the BGP view: cut, or kept if soft
+    foreign: Sizes  # announced by an ASN registered outside the country: always cut
+    kept_soft: bool
+    after: Sizes
+
+
+def apply_routing_filter(
+    table: IPSet, routed: RoutedSpace, keep_unannounced: bool = False
+) -> tuple[IPSet, FilterEffect]:
+    """table ∩ domestic-routed space (∪ unannounced space when `keep_unannounced`)."""
+    kept: dict[int, list[Interval]] = {}
+    unannounced: dict[int, list[Interval]] = {}
+    foreign: dict[int, list[Interval]] = {}
+    for version in (4, 6):
+        mine = _intervals(table, version)
+        domestic = routed.domestic.get(version, [])
+        cut = subtract_intervals(mine, domestic)
+        foreign[version] = intersect_intervals(cut, routed.announced.get(version, []))
+        unannounced[version] = subtract_intervals(cut, foreign[version])
+        kept[version] = intersect_intervals(mine, domestic)
+        if keep_unannounced:
+            kept[version] = sorted(kept[version] + unannounced[version])
+    result = _ipset(kept)
+    effect = FilterEffect(
+        Sizes.of(table), _size(unannounced), _size(foreign), keep_unannounced, Sizes.of(result)
+    )
+    return result, effect
+
+
 # --- combining ---------------------------------------------------------------------------
 
 
@@ -146,10 +216,14 @@ class ISPResult:
     added_by_registration: Sizes  # registered to it, routed by another of the four
     unrouted_registration: Sizes  # registered to it, routed by none of the four: left out
     final: Sizes
+    routing_filter: FilterEffect | None = None
 
 
 def combine(
-    sources: Sequence[SourceData], special_filter: SpecialSpaceFilter
+    sources: Sequence[SourceData],
+    special_filter: SpecialSpaceFilter,
+    routing_filter: RoutedSpace | None = None,
+    keep_unannounced: bool = False,
 ) -> dict[str, ISPResult]:
     routed: dict[str, IPSet] = {isp: IPSet() for isp in ISP_NAMES}
     registered: dict[str, IPSet] = {isp: IPSet() for isp in ISP_NAMES}
@@ -170,6 +244,9 @@ def combine(
             unrouted = reg - routed_any
         else:
             table, kept, unrouted = reg, reg, IPSet()
+        effect = None
+        if routing_filter is not None:
+            table, effect = apply_routing_filter(table, routing_filter, keep_unannounced)
         results[isp] = ISPResult(
             isp=isp,
             table=table,
@@ -179,6 +256,7 @@ def combine(
             added_by_registration=Sizes.of(kept - routed[isp]),
             unrouted_registration=Sizes.of(unrouted),
             final=Sizes.of(table),
+            routing_filter=effect,
         )
     return results
 
@@ -219,11 +297,45 @@ def compare(old_tables: Mapping[str, IPSet], results: Mapping[str, ISPResult]) -
     return changes
 
 
-def read_current(out: Path) -> dict[str, IPSet]:
+@dataclass(frozen=True)
+class CurrentTables:
+    tables: dict[str, IPSet]
+    routing_filtered: bool  # built with a routing filter (their header says so)
+
+
+def read_current(out: Path) -> CurrentTables:
     """The tables in place, to measure the change; a missing folder means first build."""
     if not out.is_dir():
-        return {}
-    return {isp: IPSet(networks) for isp, networks in read_tables(out).items()}
+        return CurrentTables({}, False)
+    texts = read_table_texts(out)
+    tables = {
+        isp: IPSet(parse_table(text or "", str(out / f"{isp}.txt"))) for isp, text in texts.items()
+    }
+    filtered = any(
+        line.startswith("# " + FILTER_MARK)
+        for text in texts.values()
+        for line in (text or "").splitlines()
+        if line.startswith("#")
+    )
+    return CurrentTables(tables, filtered)
+
+
+def guard_baseline(
+    current: CurrentTables, routed: RoutedSpace | None, keep_unannounced: bool
+) -> tuple[dict[str, IPSet], bool]:
+    """What the shrink guard compares with, and whether it is the cut-down old tables.
+
+    Old tables from before the routing filter are cut by the new filter first: losing the
+    unrouted space is this update's purpose and is printed per ISP, but anything beyond it
+    (a truncated CSV, a damaged mmdb on a later run) still counts against the 10 %.
+    """
+    if routed is None or current.routing_filtered or not current.tables:
+        return current.tables, False
+    baseline = {
+        isp: apply_routing_filter(table, routed, keep_unannounced)[0]
+        for isp, table in current.tables.items()
+    }
+    return baseline, True
 
 
 # --- writing -----------------------------------------------------------------------------
@@ -234,7 +346,11 @@ def new_generation(now: datetime) -> str:
 
 
 def table_header(
-    isp: str, result: ISPResult, sources: Sequence[SourceData], now: datetime
+    isp: str,
+    result: ISPResult,
+    sources: Sequence[SourceData],
+    now: datetime,
+    routed: RoutedSpace | None = None,
 ) -> list[str]:
     v4, v6 = count_cidrs(result.table)
     lines = [
@@ -243,9 +359,19 @@ def table_header(
         "method: routed(ISP) | (registered(ISP) & routed(any of the four));"
         " special-purpose space removed",
     ]
+    if routed is not None:
+        effect = result.routing_filter
+        soft = effect is not None and effect.kept_soft
+        lines.append(
+            f"{FILTER_MARK} {routed.country} ASNs ({routed.spec.kind}):"
+            + (" unannounced space kept (--keep-unannounced)" if soft else " all else removed")
+        )
     for source in sources:
         lines.append(f"source: {source.spec.kind} ({source.role}): {source.description}")
         lines.append(f"  licence: {source.licence}")
+    if routed is not None:
+        lines.append(f"source: {routed.spec.kind} (routing filter): {routed.description}")
+        lines.append(f"  licence: {routed.licence}")
     lines.append(
         f"contents: {v4} IPv4 CIDRs ({result.final.v4:,} addresses),"
         f" {v6} IPv6 CIDRs ({_v6(result.final.v6)})"
@@ -303,6 +429,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="a data source (repeatable)",
     )
+    parser.add_argument(
+        "--routed",
+        metavar="SOURCE",
+        help="routing filter, mmdb:PATH (iptoasn-country .mmdb): keep only space announced"
+        " by ASNs registered in CN, IPv4 and IPv6",
+    )
+    parser.add_argument(
+        "--keep-unannounced",
+        action="store_true",
+        help="with --routed: keep space no BGP view shows announced (the soft list);"
+        " space announced by a foreign ASN is removed regardless",
+    )
     parser.add_argument("--out", metavar="DIR", help="table folder (default: the bundled one)")
     parser.add_argument(
         "--asns", metavar="PATH", help="ASN to ISP map (default: asns.yaml beside the tables)"
@@ -355,10 +493,15 @@ def print_report(
     results: Mapping[str, ISPResult],
     changes: Sequence[Change],
     out: TextIO,
+    routed: RoutedSpace | None = None,
 ) -> None:
     for source in sources:
         print(f"source {source.spec} [{source.role}]: {source.description}", file=out)
         for note in source.notes:
+            print(f"  {note}", file=out)
+    if routed is not None:
+        print(f"routing filter {routed.spec}: {routed.description}", file=out)
+        for note in routed.notes:
             print(f"  {note}", file=out)
     if special_filter.dropped:
         print("dropped (never an origin):", file=out)
@@ -374,6 +517,18 @@ def print_report(
             f" registration not routed, left out {r.unrouted_registration}",
             file=out,
         )
+    if routed is not None:
+        print(f"routing filter (space announced by {routed.country} ASNs):", file=out)
+        for r in results.values():
+            f = r.routing_filter
+            assert f is not None
+            unannounced = "kept (soft)" if f.kept_soft else "removed"
+            print(
+                f"  {r.isp}: before {f.before}; announced by nobody {f.unannounced}"
+                f" ({unannounced}); announced by a foreign ASN {f.foreign} (removed);"
+                f" after {f.after}",
+                file=out,
+            )
     print("tables:", file=out)
     for change in changes:
         v4, v6 = count_cidrs(results[change.isp].table)
@@ -392,18 +547,33 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     tables_dir = Path(args.out) if args.out else bundled_tables_dir()
     asn_path = Path(args.asns) if args.asns else bundled_tables_dir() / "asns.yaml"
     asn_map = ASNMap.load(asn_path) if any(s.kind == "asn-csv" for s in specs) else None
+    routed_spec = RoutedSpec.parse(args.routed) if args.routed else None
     with tempfile.TemporaryDirectory(prefix="cosedge-isp-") as work:
         local = download(specs, Path(work))
         sources = [read_source(s, local.get(s, Path(s.location)), asn_map) for s in specs]
+    routed = None
+    if routed_spec is not None:
+        routed = read_routed_mmdb(routed_spec, Path(routed_spec.location))
     if not any(s.role == ROUTING for s in sources):
         print("warning: no routing source; registration labels are used unrestricted", file=out)
+    if args.keep_unannounced and routed is None:
+        raise SourceError("--keep-unannounced needs a routing filter (--routed)")
     special_filter = SpecialSpaceFilter()
-    results = combine(sources, special_filter)
-    changes = compare(read_current(tables_dir), results)
-    print_report(sources, special_filter, results, changes, out)
+    results = combine(sources, special_filter, routed, args.keep_unannounced)
+    current = read_current(tables_dir)
+    changes = compare(current.tables, results)
+    print_report(sources, special_filter, results, changes, out, routed)
     for isp, result in results.items():
         if not result.table.size:
             print(f"warning: no source gave any range for {isp}", file=out)
+    baseline, cut = guard_baseline(current, routed, args.keep_unannounced)
+    if cut:
+        print(
+            "guard: the tables in place were built without a routing filter; the 10% guard"
+            " compares with them cut by this filter",
+            file=out,
+        )
+        changes = compare(baseline, results)
     problems = [p for change in changes for p in change.shrink_problems()]
     if problems and not args.force:
         for problem in problems:
@@ -418,7 +588,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     generation = new_generation(now)
     contents = {
         isp: format_table(
-            table_header(isp, result, sources, now), result.table.iter_cidrs(), generation
+            table_header(isp, result, sources, now, routed),
+            result.table.iter_cidrs(),
+            generation,
         )
         for isp, result in results.items()
     }

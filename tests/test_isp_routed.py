@@ -5,8 +5,12 @@ and an ip2region file from `tests.xdb`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import maxminddb  # noqa: F401 - the test extra installs it; the updater imports it lazily
+import mmdb_writer
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,9 +23,6 @@ from edge.isp.sources import ASNMap, RoutedSpec, SourceError, read_routed_mmdb
 from edge.isp.table import read_table_texts, read_tables
 from edge.isp.update import main
 from tests.xdb import write_xdb
-
-mmdb_writer = pytest.importorskip("mmdb_writer", reason="pip install 'cosedge[dev]'")
-pytest.importorskip("maxminddb", reason="pip install 'cosedge[update]'")
 
 ASNS = """\
 asns:
@@ -71,7 +72,7 @@ XDB_ROWS = [
 ]
 
 
-def write_mmdb(path: Path, records: list[tuple[str, object]]) -> Path:
+def write_mmdb(path: Path, records: Sequence[tuple[str, Any]]) -> Path:
     """An iptoasn-country-style database: one IPv6 tree holding IPv4 and IPv6 networks."""
     writer = mmdb_writer.MMDBWriter(
         ip_version=6, database_type="country", ipv4_compatible=True, description="test"

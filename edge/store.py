@@ -36,6 +36,10 @@ from edge.keylocks import KeyLock, KeyLocks
 log = Logger()
 
 STATE_DIR_NAME = ".cosedge"
+# Objects and the folders that hold them are readable by everyone, whatever the process's
+# umask: buckets are plain folders other programs (backup, rsync, nginx) read too.
+OBJECT_MODE = 0o644
+FOLDER_MODE = 0o755
 MAX_KEY_BYTES = 850  # COS's own limit on object key length
 _MAX_SEGMENT_BYTES = 255  # NAME_MAX on the filesystems we run on
 _INLINE_HASH_LIMIT = 1024 * 1024  # hash smaller files on the reactor thread; it is cheaper
@@ -123,6 +127,15 @@ def validate_prefix(prefix: str, what: str = "prefix") -> str:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def _make_folder(path: str) -> None:
+    """A bucket folder, `FOLDER_MODE` when made now; an existing one is left as it is."""
+    try:
+        os.makedirs(path, FOLDER_MODE)
+    except FileExistsError:
+        return
+    os.chmod(path, FOLDER_MODE)
+
+
 def _open_dir(parent_fd: int, name: str, create: bool, what: str) -> int:
     """The folder `name` inside `parent_fd`, opened without following a symbolic link
     (created first when `create` and missing)."""
@@ -133,9 +146,12 @@ def _open_dir(parent_fd: int, name: str, create: bool, what: str) -> int:
             if not create:
                 raise
             try:
-                os.mkdir(name, 0o755, dir_fd=parent_fd)
+                os.mkdir(name, FOLDER_MODE, dir_fd=parent_fd)
             except FileExistsError:
-                pass
+                continue
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            os.fchmod(fd, FOLDER_MODE)  # mkdir's mode is cut by the umask (0077 under twistd)
+            return fd
         except OSError as e:
             if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
@@ -328,7 +344,7 @@ class ObjectStore:
             st = os.fstat(state_fd)
             self._state_identity = (st.st_dev, st.st_ino)
         for path in self._bucket_dirs.values():
-            os.makedirs(path, exist_ok=True)
+            _make_folder(path)
         self._bucket_real = {name: os.path.realpath(p) for name, p in self._bucket_dirs.items()}
         meta_root = self.state_dir / "meta"
         if meta_root.is_dir():
@@ -357,7 +373,7 @@ class ObjectStore:
     def add_bucket(self, bucket: str) -> None:
         """Create a bucket folder (PUT Bucket); an existing folder is adopted as it is."""
         path = str(self.data_dir / bucket)
-        os.makedirs(path, exist_ok=True)
+        _make_folder(path)
         self._bucket_dirs[bucket] = path
         self._bucket_real[bucket] = os.path.realpath(path)
 
@@ -938,6 +954,7 @@ class PendingObject:
             file.flush()
             self._fd: int | None = os.dup(file.fileno())
             file.close()
+            os.fchmod(self._fd, OBJECT_MODE)
             return
         self.size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)
@@ -945,8 +962,9 @@ class PendingObject:
         self._fd = os.open(
             self.temp_path,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-            0o644,
+            OBJECT_MODE,
         )
+        os.fchmod(self._fd, OBJECT_MODE)  # the umask (0077 in twistd's daemon mode) cut it
 
     def write(self, data: bytes) -> None:
         assert self._fd is not None, "write after publish/discard"

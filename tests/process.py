@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.client
+import http.server
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 READY = re.compile(rb"cosedge ready: listening on 127\.0\.0\.1:(\d+)")
@@ -21,8 +28,9 @@ def twistd_env() -> dict[str, str]:
     return env
 
 
-def start_twistd(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
-    """`twistd -n --pidfile= cosedge ARGS` from this checkout, output captured."""
+def start_twistd(*args: str, cwd: Path, twistd_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """`twistd -n --pidfile= [TWISTD_ARGS] cosedge ARGS` from this checkout, output
+    captured."""
     return subprocess.Popen(
         # twisted.scripts.twistd has no __main__ guard; run() is what the `twistd` script calls
         [
@@ -31,6 +39,7 @@ def start_twistd(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
             "from twisted.scripts.twistd import run; run()",
             "-n",
             "--pidfile=",
+            *twistd_args,
             "cosedge",
             *args,
         ],
@@ -110,3 +119,40 @@ def raw_request(
         return response.status, {k.lower(): v for k, v in response.getheaders()}, body
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def static_origin(folder: Path) -> Iterator[int]:
+    """A plain-HTTP origin serving `folder` on 127.0.0.1 from a thread; yields its port.
+
+    For tests whose edge is a separate process: the test's own reactor is not involved."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # the test's output is for the edge's log
+
+    handler = functools.partial(Handler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def status_of(url: str) -> int:
+    """The status of a GET, redirects not followed (a miss's 302 is what a test checks)."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return e.code

@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,14 @@ from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
 from edge import tap
-from tests.process import http_get, start_twistd, twistd_env, wait_ready
+from tests.process import (
+    http_get,
+    start_twistd,
+    static_origin,
+    status_of,
+    twistd_env,
+    wait_ready,
+)
 
 
 def test_plugin_is_discovered():
@@ -290,18 +294,16 @@ def test_uid_drop_prepares_folders_as_that_user_or_refuses_naming_both(tmp_path)
     origin_root = base / "origin"
     origin_root.mkdir()
     (origin_root / "hello.txt").write_bytes(b"hello as nobody")
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-        *a, directory=str(origin_root)
-    )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = contextlib.ExitStack()
+    origin_port = origin.enter_context(static_origin(origin_root))
     config = base / "c.yaml"
     config.write_text(
         f"listen: 'tcp:0:interface=127.0.0.1'\ndata_dir: {data}\n"
         "extra_origin_cidrs: ['127.0.0.1/32']\n"
         "buckets:\n  b-1250000000:\n"
-        f"    origin: {{address: '127.0.0.1:{server.server_address[1]}'}}\n"
+        f"    origin: {{address: '127.0.0.1:{origin_port}'}}\n"
     )
+
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
@@ -322,10 +324,7 @@ def test_uid_drop_prepares_folders_as_that_user_or_refuses_naming_both(tmp_path)
         try:
             port, _ = wait_ready(proc)
             url = f"http://127.0.0.1:{port}/b-1250000000/hello.txt"
-            opener = urllib.request.build_opener(_NoRedirect)
-            with pytest.raises(urllib.error.HTTPError) as miss:
-                opener.open(url, timeout=10)
-            assert miss.value.code == 302
+            assert status_of(url) == 302
             stored = data / "b-1250000000" / "hello.txt"
             deadline = time.monotonic() + 10
             while not stored.exists() and time.monotonic() < deadline:
@@ -337,10 +336,5 @@ def test_uid_drop_prepares_folders_as_that_user_or_refuses_naming_both(tmp_path)
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
     finally:
-        server.shutdown()
+        origin.close()
         shutil.rmtree(base, ignore_errors=True)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None

@@ -179,6 +179,17 @@ class OriginFetchConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Limits on what clients can make the edge hold at once.
+
+    `spool_bytes`: request bodies being written to the store's temp folder at once, across
+    all requests; an upload beyond it is answered 503 SlowDown instead of filling the disk.
+    """
+
+    spool_bytes: int = 10 * 1024**3
+
+
+@dataclass(frozen=True)
 class Credential:
     """A key pair for the signed management API, and the buckets it may manage."""
 
@@ -199,6 +210,7 @@ class EdgeConfig:
     extra_origin_cidrs: tuple[str, ...] = ()
     buckets: Mapping[str, BucketConfig] = field(default_factory=lambda: MappingProxyType({}))
     origin_fetch: OriginFetchConfig = OriginFetchConfig()
+    limits: LimitsConfig = LimitsConfig()
     credentials: tuple[Credential, ...] = ()
     workers: int = 1
 
@@ -213,6 +225,7 @@ _TOP_KEYS = {
     "extra_origin_cidrs",
     "buckets",
     "origin_fetch",
+    "limits",
     "credentials",
     "workers",
 }
@@ -314,6 +327,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     extra = _check_cidrs(raw.get("extra_origin_cidrs", []), source)
     buckets = _check_buckets(raw.get("buckets", {}), source)
     fetch = _check_fetch(raw.get("origin_fetch", {}), source)
+    limits = _check_limits(raw.get("limits", {}), source)
     credentials = _check_credentials(raw.get("credentials", []), source)
     workers = check_workers(raw.get("workers", 1), "workers", source)
     return EdgeConfig(
@@ -324,6 +338,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
         extra_origin_cidrs=extra,
         buckets=MappingProxyType(buckets),
         origin_fetch=fetch,
+        limits=limits,
         credentials=credentials,
         workers=workers,
     )
@@ -516,6 +531,17 @@ def _check_fetch(value: object, source: str) -> OriginFetchConfig:
         else:
             settings[name] = _parse_size(item, key, source)
     return OriginFetchConfig(**settings)
+
+
+def _check_limits(value: object, source: str) -> LimitsConfig:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, "limits", "must be a mapping")
+    _no_unknown_keys(value, {"spool_bytes"}, "limits.", source)
+    if "spool_bytes" not in value:
+        return LimitsConfig()
+    return LimitsConfig(spool_bytes=_parse_size(value["spool_bytes"], "limits.spool_bytes", source))
 
 
 def _parse_size(value: object, key: str, source: str) -> int:

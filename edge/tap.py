@@ -196,6 +196,7 @@ def build_service(
     from edge.origin import OriginCopier, OriginResolver
     from edge.rules import OriginRules
     from edge.web.api import ManagementAPI
+    from edge.web.bodies import BodySpools, SpoolBudget
     from edge.web.resource import EdgeResource
     from edge.web.site import EdgeSite
     from edge.workers import AdoptedListenerService, WorkerSupervisor
@@ -217,9 +218,9 @@ def build_service(
     rules = OriginRules(store.state_dir, config.buckets)
     rules.load()
     api = ManagementAPI(config.credentials, registry, store, rules, resolver)
-    resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api)
+    spools = BodySpools(store.tmp_dir, SpoolBudget(config.limits.spool_bytes))
+    resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api, spools)
     site = EdgeSite(resource, reactor=reactor)
-    site.upload_dir = store.tmp_dir
     copier.setServiceParent(top)
     listener: Any
     if inherited_fd is not None:

@@ -174,6 +174,9 @@ class OriginFetchConfig:
     total_timeout: float = 3600.0
     max_object_size: int = 5 * 1024**3
     dns_cache_ttl: float = 60.0
+    # How long a domain origin's resolution may take: a miss waits at most this long for
+    # an uncached name, then answers 404 NoSuchKey, so a hung resolver never holds misses.
+    dns_timeout: float = 3.0
     shutdown_grace: float = 5.0
     retry_after: float = 10.0
 
@@ -240,6 +243,7 @@ _FETCH_KEYS = {
     "total_timeout": "seconds",
     "max_object_size": "size",
     "dns_cache_ttl": "seconds",
+    "dns_timeout": "seconds",
     "shutdown_grace": "seconds",
     "retry_after": "seconds",
 }

@@ -204,7 +204,11 @@ def build_service(
     top = MultiService()
     copier = OriginCopier(reactor, store, config.origin_fetch)
     resolver = OriginResolver(
-        reactor.nameResolver, reactor, policy, config.origin_fetch.dns_cache_ttl
+        reactor.nameResolver,
+        reactor,
+        policy,
+        config.origin_fetch.dns_cache_ttl,
+        config.origin_fetch.dns_timeout,
     )
 
     def buckets_changed(added: set[str], removed: set[str]) -> None:

@@ -44,3 +44,20 @@ def test_bad_limits_name_file_key_and_reason(tmp_path, text, key, words):
     assert info.value.source == str(path)
     assert info.value.key == key
     assert words in info.value.reason
+
+
+def test_dns_timeout_default_and_value(tmp_path):
+    """`origin_fetch.dns_timeout` defaults to 3 seconds and takes seconds like the other
+    `origin_fetch` timeouts."""
+    assert load_config(None).origin_fetch.dns_timeout == 3.0
+    _, config = _load(tmp_path, "origin_fetch:\n  dns_timeout: 0.5\n")
+    assert config.origin_fetch.dns_timeout == 0.5
+
+
+def test_bad_dns_timeout_names_file_key_and_reason(tmp_path):
+    """A dns_timeout that is not a positive number stops start-up, naming file and key."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("origin_fetch:\n  dns_timeout: never\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: origin_fetch.dns_timeout: must be a number")

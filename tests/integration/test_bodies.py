@@ -360,3 +360,42 @@ async def _wait_for(predicate, timeout: float = 10.0) -> None:
     from tests.integration.conftest import wait_until
 
     await wait_until(predicate, timeout)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_body_sink_answers_500_xml_not_a_dropped_connection():
+    """If choosing the sink itself fails (a bug), the request is answered 500 InternalError
+    in COS XML before its body is read, and the failure is logged; the connection is not
+    just dropped with Twisted's "Unhandled Error"."""
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+
+    from edge.web.site import EdgeSite
+
+    class Broken(Resource):
+        isLeaf = True
+
+        def body_sink_for(self, request, length):
+            raise RuntimeError("bug")
+
+        def render(self, request):
+            from edge.web import errors
+            from edge.web.bodies import refusal_of
+
+            refused = refusal_of(request)
+            if refused is None:
+                return b"the body was taken"
+            return errors.write_error(request, refused.error, "/", request.request_id)
+
+    port = reactor.listenTCP(0, EdgeSite(Broken()), interface="127.0.0.1")
+    try:
+        response, closed = await deferToThread(
+            exchange,
+            port.getHost().port,
+            head("PUT", "k", "Content-Length: 100", "Expect: 100-continue", signed=True),
+        )
+    finally:
+        await port.stopListening()
+    assert b"100 Continue" not in response
+    assert status_of(response) == 500 and b"<Code>InternalError</Code>" in response
+    assert closed

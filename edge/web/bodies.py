@@ -65,8 +65,8 @@ class SpoolBudget:
 class BodySpool(UploadSpool):
     """An `UploadSpool` that counts against a `SpoolBudget` and never raises while the
     body arrives: a write error (ENOSPC, EIO) or a chunked body running past the budget
-    deletes the file at once, drops the rest of the body, and leaves a `refusal` that the
-    request is answered with when the body has ended."""
+    deletes the file at once, drops the rest of the body, and leaves a `refusal`, which
+    `EdgeRequest` answers at once (`EdgeChannel.abandon_body`)."""
 
     def __init__(
         self, tmp_dir: Path, limit: int, budget: SpoolBudget, reserved: int | None

@@ -69,6 +69,23 @@ class EdgeRequest(Request):
             self.body_refusal = BodyRefused(errors.INTERNAL_ERROR)
             super().gotLength(0)
 
+    _abandoning = False
+    _received = False
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """A body refused while it arrives (the spool budget ran out, the disk is full) is
+        answered now rather than after the client has sent the rest of it."""
+        super().handleContentChunk(data)
+        if not self._abandoning and refusal_of(self) is not None:
+            self._abandoning = True
+            abandon = getattr(self.channel, "abandon_body", None)
+            if abandon is not None:
+                abandon(self)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self._received = True
+        super().requestReceived(command, path, version)
+
     def connectionLost(self, reason: Failure) -> None:
         """A client that goes away mid-upload leaves no temp file behind."""
         content = getattr(self, "content", None)
@@ -139,6 +156,42 @@ class EdgeChannel(http.HTTPChannel):
         expect = req.requestHeaders.getRawHeaders(b"expect")
         if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1":
             self._send100Continue()
+
+    def abandon_body(self, request: EdgeRequest) -> None:
+        """Stop reading `request`'s body half-way and have the request answered now.
+
+        Called from inside the body decoder's own callback, so the decoder is disarmed
+        (its callbacks do nothing, further bytes go to a discarding decoder) and the request
+        is completed on the next reactor turn, outside the decoder. If the body happens to
+        end in the same data, the channel completes the request itself and the scheduled
+        completion does nothing. The connection closes after the answer.
+        """
+        self.persistent = False
+        decoder = self._transferDecoder
+        if decoder is not None:
+            decoder.dataCallback = decoder.finishCallback = _ignore
+        self._transferDecoder = _DiscardingDecoder()
+        self.callLater(0, lambda: self._complete_abandoned(request))
+
+    def _complete_abandoned(self, request: EdgeRequest) -> None:
+        if request._received or request._disconnected or not self.requests:
+            return
+        if self.requests[-1] is request:
+            self.allContentReceived()
+
+
+def _ignore(data: bytes) -> None:
+    pass
+
+
+class _DiscardingDecoder:
+    """Takes the rest of an abandoned body until the request is completed."""
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def noMoreData(self) -> None:
+        pass
 
 
 class EdgeSite(Site):

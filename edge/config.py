@@ -209,8 +209,22 @@ class OriginFetchConfig:
     total_timeout: float = 3600.0
     max_object_size: int = 5 * 1024**3
     dns_cache_ttl: float = 60.0
+    # How long a domain origin's resolution may take: a miss waits at most this long for
+    # an uncached name, then answers 404 NoSuchKey, so a hung resolver never holds misses.
+    dns_timeout: float = 3.0
     shutdown_grace: float = 5.0
     retry_after: float = 10.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Limits on what clients can make the edge hold at once.
+
+    `spool_bytes`: request bodies being written to the store's temp folder at once, across
+    all requests; an upload beyond it is answered 503 SlowDown instead of filling the disk.
+    """
+
+    spool_bytes: int = 10 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -234,6 +248,7 @@ class EdgeConfig:
     extra_origin_cidrs: tuple[str, ...] = ()
     buckets: Mapping[str, BucketConfig] = field(default_factory=lambda: MappingProxyType({}))
     origin_fetch: OriginFetchConfig = OriginFetchConfig()
+    limits: LimitsConfig = LimitsConfig()
     credentials: tuple[Credential, ...] = ()
     workers: int = 1
     log_level: str = "info"
@@ -249,6 +264,7 @@ _TOP_KEYS = {
     "extra_origin_cidrs",
     "buckets",
     "origin_fetch",
+    "limits",
     "credentials",
     "workers",
     "log_level",
@@ -265,6 +281,7 @@ _FETCH_KEYS = {
     "total_timeout": "seconds",
     "max_object_size": "size",
     "dns_cache_ttl": "seconds",
+    "dns_timeout": "seconds",
     "shutdown_grace": "seconds",
     "retry_after": "seconds",
 }
@@ -362,6 +379,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     extra = checked(_check_cidrs, raw.get("extra_origin_cidrs", []), source, default=())
     buckets = checked(_check_buckets, raw.get("buckets", {}), source, default={})
     fetch = checked(_check_fetch, raw.get("origin_fetch", {}), source)
+    limits = checked(_check_limits, raw.get("limits", {}), source)
     credentials = checked(_check_credentials, raw.get("credentials", []), source, default=())
     workers = checked(check_workers, raw.get("workers", 1), "workers", source)
     log_level = checked(_check_log_level, raw.get("log_level", "info"), source)
@@ -374,6 +392,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
         extra_origin_cidrs=extra,
         buckets=MappingProxyType(buckets),
         origin_fetch=fetch,
+        limits=limits,
         credentials=credentials,
         workers=workers,
         log_level=log_level,
@@ -584,6 +603,17 @@ def _check_fetch(value: object, source: str) -> OriginFetchConfig:
         else:
             settings[name] = _parse_size(item, key, source)
     return OriginFetchConfig(**settings)
+
+
+def _check_limits(value: object, source: str) -> LimitsConfig:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, "limits", "must be a mapping")
+    _no_unknown_keys(value, {"spool_bytes"}, "limits.", source)
+    if "spool_bytes" not in value:
+        return LimitsConfig()
+    return LimitsConfig(spool_bytes=_parse_size(value["spool_bytes"], "limits.spool_bytes", source))
 
 
 def _parse_size(value: object, key: str, source: str) -> int:

@@ -108,11 +108,24 @@ class _Collector:
         self.done.callback(self.addresses)
 
 
+class ResolutionTimeout(Exception):
+    """A lookup that gave no answer within `origin_fetch.dns_timeout`."""
+
+
+_NEGATIVE_TTL = 5.0  # how long a failed or empty answer stands, at most
+
+
 class OriginResolver:
     """Domain -> addresses, cached for `ttl` seconds; verdicts are re-judged on each use.
 
     Only the raw addresses are cached, so an ISP table reload (SIGHUP) takes effect on the
-    next miss. Concurrent misses for one domain share a single lookup.
+    next miss. Concurrent misses for one domain share a single lookup, and no miss waits
+    for it longer than `timeout` seconds: a resolver that hangs must not hold the "302 at
+    once" of every miss of that origin. A lookup that times out answers its waiters with a
+    `ResolutionTimeout` (a miss then answers 404 NoSuchKey) and the failure stands for a
+    few seconds, so misses meanwhile are answered at once and start no new lookups: at
+    most one lookup per host is started per such window however many misses arrive. An
+    answer that comes after the timeout is still cached for the next misses.
     """
 
     def __init__(
@@ -121,14 +134,18 @@ class OriginResolver:
         clock: _Clock,
         policy: OriginAddressPolicy,
         ttl: float,
+        timeout: float = 3.0,
     ) -> None:
         self._resolver = name_resolver
         self._clock = clock
         self._policy = policy
         self._ttl = ttl
-        self._cache: dict[str, tuple[float, list[str]]] = {}
+        self._timeout = timeout
+        # host -> (expiry, addresses, why there are none: None for a real answer)
+        self._cache: dict[str, tuple[float, list[str], str | None]] = {}
         self._pending: dict[str, list[Deferred[list[str]]]] = {}
         self._verdicts: dict[str, tuple[Any, AddressVerdict]] = {}
+        self.lookups_started = 0
 
     def resolved_now(self, origin: OriginAddress) -> ResolvedOrigin | None:
         """The answer without waiting, when there is one: an IP literal, or a name whose
@@ -161,6 +178,8 @@ class OriginResolver:
             return ready
         try:
             addresses = await self._addresses(origin.host)
+        except ResolutionTimeout as e:
+            return ResolvedOrigin(origin, (), error=str(e))
         except Exception as e:  # a resolver failure is a refusal, never a crash
             return ResolvedOrigin(origin, (), error=f"resolution failed: {e}")
         if not addresses:
@@ -171,27 +190,57 @@ class OriginResolver:
         now = self._clock.seconds()
         cached = self._cache.get(host)
         if cached is not None and cached[0] > now:
+            if cached[2] is not None:
+                return defer.fail(ResolutionTimeout(cached[2]))
             return defer.succeed(list(cached[1]))
         waiter: Deferred[list[str]] = Deferred()
         waiters = self._pending.get(host)
         if waiters is not None:
             waiters.append(waiter)
             return waiter
-        self._pending[host] = [waiter]
+        waiting = self._pending[host] = [waiter]
         collector = _Collector()
-        self._resolver.resolveHostName(collector, host, 0)
+
+        def give_up() -> None:
+            if self._pending.get(host) is not waiting:
+                return
+            del self._pending[host]
+            reason = f"no answer within {self._timeout:g}s (origin_fetch.dns_timeout)"
+            expiry = self._clock.seconds() + min(self._ttl, _NEGATIVE_TTL)
+            self._cache[host] = (expiry, [], reason)
+            log.warn(
+                "Lookup of origin {domain} timed out after {timeout}s; misses answer 404 "
+                "NoSuchKey until it answers",
+                domain=host,
+                timeout=self._timeout,
+                reason=reason,
+            )
+            for d in waiting:
+                d.errback(ResolutionTimeout(reason))
+
+        timer = self._clock.callLater(self._timeout, give_up)
 
         def finish(result: list[str] | Failure) -> None:
-            waiting = self._pending.pop(host, [])
+            if timer.active():
+                timer.cancel()
             if isinstance(result, list):
                 # An empty answer is cached briefly too, so a dead name cannot cost a lookup
-                # per miss; a good answer lives for the configured TTL.
-                ttl = self._ttl if result else min(self._ttl, 5.0)
-                self._cache[host] = (self._clock.seconds() + ttl, list(result))
+                # per miss; a good answer lives for the configured TTL, even a late one.
+                ttl = self._ttl if result else min(self._ttl, _NEGATIVE_TTL)
+                self._cache[host] = (self._clock.seconds() + ttl, list(result), None)
+            if self._pending.get(host) is not waiting:
+                return  # timed out: its waiters have had their answer
+            del self._pending[host]
             for d in waiting:
                 d.callback(list(result)) if isinstance(result, list) else d.errback(result)
 
         collector.done.addBoth(finish)
+        self.lookups_started += 1
+        try:
+            self._resolver.resolveHostName(collector, host, 0)
+        except Exception:
+            if not collector.done.called:
+                collector.done.errback()
         return waiter
 
 

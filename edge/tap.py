@@ -12,6 +12,7 @@ import os
 import pwd
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LoggingFile
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from edge import __version__
 from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_config
@@ -245,7 +248,15 @@ class ListenerService(StreamServerEndpointService):
 
 
 class TableReloadService(Service):
-    """Reloads the ISP tables on SIGHUP without touching connections or copies."""
+    """Reloads the ISP tables on SIGHUP without touching connections or copies.
+
+    The tables are read and parsed in a thread (a large table takes seconds, and the
+    reader may wait out an update in progress), so the reactor keeps serving meanwhile;
+    the new index is swapped in on the reactor thread when it is ready. SIGHUPs that
+    arrive during a reload are coalesced into one more reload after it, which is enough
+    to pick up whatever changed since the running one started reading. Each outcome is
+    one structured event (`outcome`: "reloaded" or "failed").
+    """
 
     name = "isp-table-reload"  # type: ignore[assignment]
 
@@ -253,6 +264,12 @@ class TableReloadService(Service):
         self._reactor = reactor
         self._policy = policy
         self._previous: Any = None
+        self._running: Deferred[None] | None = None
+        self._again = False
+
+    @property
+    def reloading(self) -> bool:
+        return self._running is not None
 
     def startService(self) -> None:
         super().startService()
@@ -268,13 +285,75 @@ class TableReloadService(Service):
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._reactor.callFromThread(self.reload)
 
-    def reload(self) -> None:
-        try:
+    def reload(self) -> Deferred[None]:
+        """Start a reload (or, if one is running, ask for one more after it); fires when
+        the tables asked for are in force or have been refused."""
+        if self._running is not None:
+            self._again = True
+            return self._running
+        done: Deferred[None] = Deferred()
+        self._running = done
+        self._start(done)
+        return done
+
+    def _start(self, done: Deferred[None]) -> None:
+        self._again = False
+        started = time.monotonic()
+        tables = str(getattr(self._policy, "tables_dir", "?"))
+        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._read)
+        d.addCallbacks(
+            self._loaded,
+            self._failed,
+            callbackArgs=(started, tables),
+            errbackArgs=(started, tables),
+        )
+        d.addBoth(self._next, done)
+
+    def _read(self) -> Any:
+        read_index = getattr(self._policy, "read_index", None)
+        if read_index is None:  # a policy without the split: reload as one step
             self._policy.reload()
-        except Exception:
-            log.failure("ISP tables not reloaded; the previous tables stay in force")
+            return None
+        return read_index()
+
+    def _loaded(self, index: Any, started: float, tables: str) -> None:
+        if index is not None:
+            self._policy.use_index(index)
+        log.info(
+            "ISP tables reloaded on SIGHUP from {tables_dir} in {duration_ms}ms",
+            tables_dir=tables,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            outcome="reloaded",
+        )
+
+    def _failed(self, failure: Failure, started: float, tables: str) -> None:
+        from edge.isp.table import TableError
+
+        if failure.check(TableError, OSError, ValueError):
+            log.error(
+                "ISP tables not reloaded: {reason}; the previous tables stay in force",
+                tables_dir=tables,
+                reason=str(failure.value),
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                outcome="failed",
+            )
             return
-        log.info("ISP tables reloaded on SIGHUP")
+        log.failure(
+            "ISP tables not reloaded; the previous tables stay in force",
+            failure,
+            tables_dir=tables,
+            reason=f"{failure.type.__name__}: {failure.value}",
+            outcome="failed",
+        )
+
+    def _next(self, result: Any, done: Deferred[None]) -> None:
+        if isinstance(result, Failure):
+            log.failure("Swapping in the reloaded ISP tables failed", result, outcome="failed")
+        if self._again:
+            self._start(done)  # coalesced SIGHUPs: one more reload, same waiters
+            return
+        self._running = None
+        done.callback(None)
 
 
 def build_service(
@@ -298,6 +377,7 @@ def build_service(
     from edge.origin import OriginCopier, OriginResolver
     from edge.rules import OriginRules
     from edge.web.api import ManagementAPI
+    from edge.web.bodies import BodySpools, SpoolBudget
     from edge.web.resource import EdgeResource
     from edge.web.site import EdgeSite
     from edge.workers import AdoptedListenerService, WorkerSupervisor
@@ -305,7 +385,11 @@ def build_service(
     top = MultiService()
     copier = OriginCopier(reactor, store, config.origin_fetch)
     resolver = OriginResolver(
-        reactor.nameResolver, reactor, policy, config.origin_fetch.dns_cache_ttl
+        reactor.nameResolver,
+        reactor,
+        policy,
+        config.origin_fetch.dns_cache_ttl,
+        config.origin_fetch.dns_timeout,
     )
 
     def buckets_changed(added: set[str], removed: set[str]) -> None:
@@ -326,9 +410,9 @@ def build_service(
             "Origin rules of {bucket} come from {source}", bucket=name, source=rules.source(name)
         )
     api = ManagementAPI(config.credentials, registry, store, rules, resolver)
-    resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api)
+    spools = BodySpools(store.tmp_dir, SpoolBudget(config.limits.spool_bytes))
+    resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api, spools)
     site = EdgeSite(resource, reactor=reactor)
-    site.upload_dir = store.tmp_dir
     copier.setServiceParent(top)
     listener: Any
     if inherited_fd is not None:

@@ -72,7 +72,18 @@ class OriginAddressPolicy:
 
     def reload(self) -> None:
         """Re-read the tables; on any error the index in force stays and the error rises."""
-        self._index = ISPIndex.from_directory(self.tables_dir)
+        self.use_index(self.read_index())
+
+    def read_index(self) -> ISPIndex:
+        """Read and parse the tables into a new index, touching nothing the policy uses:
+        safe to run in a thread, which is where a SIGHUP reload runs it (a big table takes
+        seconds to parse)."""
+        return ISPIndex.from_directory(self.tables_dir)
+
+    def use_index(self, index: ISPIndex) -> None:
+        """Swap in an index from `read_index`; on the reactor thread, so a lookup sees the
+        old index or the new one, never a mix."""
+        self._index = index
 
     def check(self, address: AnyAddress) -> AddressVerdict:
         text = str(address)

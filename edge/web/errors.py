@@ -80,6 +80,13 @@ INVALID_PART_ORDER = CosError(
     "InvalidPartOrder", 400, "The list of parts was not in ascending order."
 )
 
+# Refusals of a request body before or while it is read (edge.web.bodies).
+INVALID_REQUEST = CosError("InvalidRequest", 400, "This request does not take a body.")
+SLOW_DOWN = CosError("SlowDown", 503, "Please reduce your request rate.")
+SERVICE_UNAVAILABLE = CosError(
+    "ServiceUnavailable", 503, "Service is unable to handle request. Please try again."
+)
+
 
 class CosProblem(Exception):
     """A refusal found below the HTTP layer (signature check, multipart bookkeeping),

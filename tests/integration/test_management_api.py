@@ -337,8 +337,8 @@ async def test_signed_get_miss_still_goes_to_origin(api_edge, origin):
 
 @pytest_twisted.ensureDeferred
 async def test_large_upload_is_spooled_once_and_aborted_upload_leaves_nothing(api_edge):
-    """A large PUT is written straight into .cosedge/tmp and renamed into place; a client
-    that disconnects mid-body leaves no temp file."""
+    """A large PUT is written straight into .cosedge/tmp and renamed into place; a signed
+    client that disconnects mid-body leaves no temp file."""
     import socket
 
     cos = client(api_edge.port)
@@ -353,8 +353,10 @@ async def test_large_upload_is_spooled_once_and_aborted_upload_leaves_nothing(ap
         import time
 
         with socket.create_connection(("127.0.0.1", api_edge.port)) as sock:
+            auth = sign(SECRET_ID, SECRET_KEY, "PUT", "/half.bin", {}, {})
             sock.sendall(
-                b"PUT /half.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"
+                f"PUT /{BUCKET}/half.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+                "Content-Length: 1048576\r\n\r\n".encode()
                 + b"x" * 200_000
             )
             deadline = time.monotonic() + 5

@@ -59,7 +59,7 @@ def test_emfile_opening_the_spool_answers_503_xml(tmp_path):
             idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
             time.sleep(0.02)
         assert _open_fds(proc.pid) == LIMIT - 1, _open_fds(proc.pid)
-        auth = sign("AKIDemfile", "emfile", "PUT", "/k.bin", {}, {})
+        auth = sign("AKIDemfile", "emfile", "PUT", f"/{BUCKET}/k.bin", {}, {})
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(
                 f"PUT /{BUCKET}/k.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n"

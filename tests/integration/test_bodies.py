@@ -36,7 +36,9 @@ def head(method: str, key: str, *headers: str, signed: bool = False, query: str 
             for part in query.lstrip("?").split("&"):
                 name, _, value = part.partition("=")
                 params[name] = value
-        lines.append(f"Authorization: {sign(SECRET_ID, SECRET_KEY, method, '/' + key, params)}")
+        # Path style: the signed path names the bucket, as the edge requires.
+        auth = sign(SECRET_ID, SECRET_KEY, method, f"/{BUCKET}/{key}", params)
+        lines.append(f"Authorization: {auth}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -322,6 +324,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+@pytest.mark.logs_errors
 @pytest_twisted.ensureDeferred
 async def test_disk_full_while_spooling_answers_xml_and_leaves_no_temp_file(
     edges, tiny_disk, captured_events
@@ -344,6 +347,7 @@ async def test_disk_full_while_spooling_answers_xml_and_leaves_no_temp_file(
     assert not any(e.get("log_failure") is not None for e in captured_events)
 
 
+@pytest.mark.logs_errors
 @pytest_twisted.ensureDeferred
 async def test_disk_full_when_opening_the_spool_answers_before_the_body(edges, tiny_disk):
     """ENOSPC when the spool file is created (the filesystem has no free inode) is answered
@@ -385,6 +389,7 @@ async def _wait_for(predicate, timeout: float = 10.0) -> None:
     await wait_until(predicate, timeout)
 
 
+@pytest.mark.logs_errors
 @pytest_twisted.ensureDeferred
 async def test_a_failing_body_sink_answers_500_xml_not_a_dropped_connection():
     """If choosing the sink itself fails (a bug), the request is answered 500 InternalError

@@ -353,7 +353,7 @@ async def test_large_upload_is_spooled_once_and_aborted_upload_leaves_nothing(ap
         import time
 
         with socket.create_connection(("127.0.0.1", api_edge.port)) as sock:
-            auth = sign(SECRET_ID, SECRET_KEY, "PUT", "/half.bin", {}, {})
+            auth = sign(SECRET_ID, SECRET_KEY, "PUT", f"/{BUCKET}/half.bin", {}, {})
             sock.sendall(
                 f"PUT /{BUCKET}/half.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
                 "Content-Length: 1048576\r\n\r\n".encode()

@@ -12,6 +12,7 @@ import random
 import signal
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -93,6 +94,7 @@ async def test_overlapping_sighups_are_coalesced(edges, tmp_path, captured_event
     assert not reloader.reloading
 
 
+@pytest.mark.logs_errors
 @pytest_twisted.ensureDeferred
 async def test_a_bad_table_is_refused_with_a_structured_event(edges, tmp_path, captured_events):
     """A reload that meets a malformed line keeps the tables in force and logs one event

@@ -179,11 +179,10 @@ class ManagementAPI:
             raise Denied(errors.NO_SUCH_BUCKET)
         if "uploads" in query or "uploadid" in query or "partnumber" in query:
             return self._multipart(request, bucket, key, method, query)
+        refuse_object_subresource(query)
         if method == b"PUT":
             if "x-cos-copy-source" in request_headers(request):
                 raise Denied(errors.NOT_IMPLEMENTED, "PUT Object - Copy is not supported")
-            if query.keys() & {"acl", "tagging"}:
-                raise Denied(errors.NOT_IMPLEMENTED, "this object operation is not supported")
             return self._async(request, self._put_object(request, bucket, key))
         if method == b"DELETE":
             try:
@@ -586,6 +585,21 @@ class ManagementAPI:
         request.setHeader(b"content-type", b"application/xml")
         request.setHeader(b"content-length", b"%d" % len(body))
         return body
+
+
+# COS object sub-resources this edge does not implement. Without this check a signed
+# `DELETE /key?tagging` deleted the object and `GET /key?acl` returned its bytes.
+_OBJECT_SUBRESOURCES = frozenset(
+    {"acl", "tagging", "restore", "select", "select-type", "torrent", "append", "versionid",
+     "retention", "legal-hold", "attributes", "symlink", "rename", "policy", "cors"}
+)  # fmt: skip
+
+
+def refuse_object_subresource(query: Mapping[str, str]) -> None:
+    """501 NotImplemented for an object operation named by a sub-resource we lack."""
+    found = sorted(_OBJECT_SUBRESOURCES & query.keys())
+    if found:
+        raise Denied(errors.NOT_IMPLEMENTED, f"?{found[0]} on an object is not supported")
 
 
 _LIST_PARAMS = {"prefix", "delimiter", "marker", "max-keys", "encoding-type"}

@@ -24,7 +24,7 @@ from edge.origin import CopyStart, OriginCopier, OriginResolver, ResolvedOrigin,
 from edge.rules import PROXY, OriginRule, OriginRules
 from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
 from edge.web import errors
-from edge.web.api import Denied, ManagementAPI, request_query
+from edge.web.api import Denied, ManagementAPI, refuse_object_subresource, request_query
 from edge.web.bodies import (
     MAX_OBJECT_BODY,
     MAX_XML_BODY,
@@ -181,6 +181,7 @@ class EdgeResource(Resource):
         credential = api.authenticate(request, target.bucket_name, target.key)
         listing_parts = target.query is not None and b"uploadid=" in target.query.lower()
         if target.key is not None and request.method in _READ_METHODS and not listing_parts:
+            refuse_object_subresource(request_query(request))
             return self._read(request, target)
         return api.render(request, target.bucket_name, target.key, credential)
 

@@ -327,3 +327,23 @@ async def test_namespaced_complete_multipart_and_entities(edge):
     assert done.status == 200, done.body
     assert ET.fromstring(done.body).findtext("Key") == "mp.bin"
     assert (edge.data_dir / BUCKET / "mp.bin").read_bytes() == b"part one"
+
+
+@pytest_twisted.ensureDeferred
+async def test_object_subresources_we_lack_are_refused_not_mistaken_for_the_object(edge):
+    """A signed `DELETE /key?tagging` used to delete the object and `GET /key?acl` to
+    return its bytes: sub-resources this edge lacks are 501 NotImplemented and change
+    nothing, while a plain signed GET with an ordinary query still reads the object."""
+    (edge.data_dir / BUCKET / "kept.txt").write_bytes(b"still here")
+    for method, sub in [("DELETE", "tagging"), ("GET", "acl"), ("HEAD", "acl"), ("PUT", "acl"),
+                        ("POST", "restore"), ("GET", "versionId")]:  # fmt: skip
+        reply = await signed(
+            edge.port, method, "/kept.txt", signed_path="/kept.txt", host=DOMAIN,
+            params={sub: ""}, body=b"" if method in ("PUT", "POST") else None,
+        )  # fmt: skip
+        assert reply.status == 501, (method, sub, reply.status)
+    assert (edge.data_dir / BUCKET / "kept.txt").read_bytes() == b"still here"
+    plain = await signed(
+        edge.port, "GET", "/kept.txt", signed_path="/kept.txt", host=DOMAIN, params={"v": "1"}
+    )
+    assert plain.status == 200 and plain.body == b"still here"

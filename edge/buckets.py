@@ -56,13 +56,21 @@ class BucketRegistry:
             raise ValueError(f"{self._folder}: unreadable bucket folder: {e.strerror}") from None
         created = [n for n in names if BUCKET_NAME_RE.fullmatch(n)]
         before = set(self._buckets)
+        previous = self._buckets
         self._buckets = dict(self._configured)
         for name in created:
-            self._buckets.setdefault(name, BucketConfig(name=name))
+            self._buckets.setdefault(name, previous.get(name) or BucketConfig(name=name))
         after = set(self._buckets)
         if self._on_change is not None and before != after:
             self._on_change(after - before, before - after)
         return created
+
+    def reconfigure(self, configured: Mapping[str, BucketConfig]) -> None:
+        """The config file's buckets after a reload: new ones are served, removed ones
+        are no longer (their folders stay), domains follow; API-made buckets stay."""
+        self._configured = dict(configured)
+        self._by_domain = {d: b for b in configured.values() for d in b.domains}
+        self.load()
 
     def _adopt_legacy_list(self) -> None:
         """Move an older release's `buckets.json` into one file per bucket."""

@@ -105,13 +105,17 @@ class LogLevelService(Service):
 
     def __init__(self, level: str, publisher: LogPublisher = globalLogPublisher) -> None:
         self.level = LogLevel.levelWithName(level)
+        self._predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
         self._publisher = publisher
         self._wrapped: list[tuple[Any, Any]] = []
 
+    def set_level(self, level: str) -> None:
+        """A new `log_level` from a reload: the filters in place read it from now on."""
+        self.level = LogLevel.levelWithName(level)
+        self._predicate.setLogLevelForNamespace("", self.level)  # "": the root namespace
+
     def startService(self) -> None:
         super().startService()
-        if self.level is LogLevel.debug:
-            return
         observers = getattr(self._publisher, "_observers", None)
         if not isinstance(observers, list):
             from twisted.logger import Logger
@@ -121,9 +125,8 @@ class LogLevelService(Service):
                 level=self.level.name,
             )
             return
-        predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
         for observer in list(observers):
-            filtered = FilteringLogObserver(observer, [predicate])
+            filtered = FilteringLogObserver(observer, [self._predicate])
             self._publisher.removeObserver(observer)
             self._publisher.addObserver(filtered)
             self._wrapped.append((observer, filtered))

@@ -147,6 +147,11 @@ class OriginResolver:
         self._verdicts: dict[str, tuple[Any, AddressVerdict]] = {}
         self.lookups_started = 0
 
+    def reconfigure(self, ttl: float, timeout: float) -> None:
+        """New `dns_cache_ttl` / `dns_timeout` from a reload; answers cached stay."""
+        self._ttl = ttl
+        self._timeout = timeout
+
     def resolved_now(self, origin: OriginAddress) -> ResolvedOrigin | None:
         """The answer without waiting, when there is one: an IP literal, or a name whose
         addresses are cached. The miss path then redirects without a Deferred round-trip.
@@ -487,6 +492,11 @@ class OriginCopier(Service):
             "backing_off": 0,
         }
         self._failed: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def reconfigure(self, fetch: OriginFetchConfig) -> None:
+        """New `origin_fetch` limits from a reload: copies started from now on use them,
+        running ones finish under the limits they started with."""
+        self._fetch = fetch
 
     def _pinned_agent(self, address: str, port: int, meter: WireMeter) -> IAgent:
         """A fresh agent per copy, on its own connection to the vetted address.

@@ -235,6 +235,14 @@ def render_origin_xml(rules: Iterable[OriginRule]) -> bytes:
 # --- the per-bucket rule sets ------------------------------------------------------------
 
 
+def _shorthands(buckets: Mapping[str, BucketConfig]) -> dict[str, tuple[OriginRule, ...]]:
+    shorthands: dict[str, tuple[OriginRule, ...]] = {}
+    for bucket in buckets.values():
+        rule = shorthand_rule(bucket)
+        shorthands[bucket.name] = (rule,) if rule else ()
+    return shorthands
+
+
 class OriginRules:
     """Every bucket's rules, in memory for the miss path, on disk for restarts.
 
@@ -246,13 +254,19 @@ class OriginRules:
 
     def __init__(self, state_dir: Path, buckets: Mapping[str, BucketConfig]) -> None:
         self.folder = Path(state_dir) / "origin"
-        self._shorthand: dict[str, tuple[OriginRule, ...]] = {}
-        for bucket in buckets.values():
-            rule = shorthand_rule(bucket)
-            self._shorthand[bucket.name] = (rule,) if rule else ()
+        self._shorthand = _shorthands(buckets)
         self._rules: dict[str, tuple[OriginRule, ...]] = dict(self._shorthand)
         self._stored: set[str] = set()
         self._stamp = ChangeStamp(self.folder / ".stamp")
+
+    def reconfigure(self, buckets: Mapping[str, BucketConfig]) -> None:
+        """The config file's `origin:` shorthands after a reload; a bucket whose rules
+        were set through the API keeps those."""
+        self._shorthand = _shorthands(buckets)
+        rules = {b: r for b, r in self._rules.items() if b in self._stored}
+        for bucket, shorthand in self._shorthand.items():
+            rules.setdefault(bucket, shorthand)
+        self._rules = rules
 
     def refresh(self) -> None:
         """Reload when another process changed a rule set (called on a timer)."""

@@ -10,24 +10,20 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-import signal
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LoggingFile
 from twisted.python import usage
-from twisted.python.failure import Failure
 
 from edge import __version__
 from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_config
@@ -247,113 +243,16 @@ class ListenerService(StreamServerEndpointService):
         return port
 
 
-class TableReloadService(Service):
-    """Reloads the ISP tables on SIGHUP without touching connections or copies.
-
-    The tables are read and parsed in a thread (a large table takes seconds, and the
-    reader may wait out an update in progress), so the reactor keeps serving meanwhile;
-    the new index is swapped in on the reactor thread when it is ready. SIGHUPs that
-    arrive during a reload are coalesced into one more reload after it, which is enough
-    to pick up whatever changed since the running one started reading. Each outcome is
-    one structured event (`outcome`: "reloaded" or "failed").
-    """
-
-    name = "isp-table-reload"  # type: ignore[assignment]
-
-    def __init__(self, reactor: Any, policy: Any) -> None:
-        self._reactor = reactor
-        self._policy = policy
-        self._previous: Any = None
-        self._running: Deferred[None] | None = None
-        self._again = False
-
-    @property
-    def reloading(self) -> bool:
-        return self._running is not None
-
-    def startService(self) -> None:
-        super().startService()
-        if hasattr(signal, "SIGHUP"):
-            self._previous = signal.signal(signal.SIGHUP, self._on_signal)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-            self._previous = None
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._reactor.callFromThread(self.reload)
-
-    def reload(self) -> Deferred[None]:
-        """Start a reload (or, if one is running, ask for one more after it); fires when
-        the tables asked for are in force or have been refused."""
-        if self._running is not None:
-            self._again = True
-            return self._running
-        done: Deferred[None] = Deferred()
-        self._running = done
-        self._start(done)
-        return done
-
-    def _start(self, done: Deferred[None]) -> None:
-        self._again = False
-        started = time.monotonic()
-        tables = str(getattr(self._policy, "tables_dir", "?"))
-        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._read)
-        d.addCallbacks(
-            self._loaded,
-            self._failed,
-            callbackArgs=(started, tables),
-            errbackArgs=(started, tables),
-        )
-        d.addBoth(self._next, done)
-
-    def _read(self) -> Any:
-        read_index = getattr(self._policy, "read_index", None)
-        if read_index is None:  # a policy without the split: reload as one step
-            self._policy.reload()
-            return None
-        return read_index()
-
-    def _loaded(self, index: Any, started: float, tables: str) -> None:
-        if index is not None:
-            self._policy.use_index(index)
-        log.info(
-            "ISP tables reloaded on SIGHUP from {tables_dir} in {duration_ms}ms",
-            tables_dir=tables,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            outcome="reloaded",
-        )
-
-    def _failed(self, failure: Failure, started: float, tables: str) -> None:
-        from edge.isp.table import TableError
-
-        if failure.check(TableError, OSError, ValueError):
-            log.error(
-                "ISP tables not reloaded: {reason}; the previous tables stay in force",
-                tables_dir=tables,
-                reason=str(failure.value),
-                duration_ms=round((time.monotonic() - started) * 1000, 1),
-                outcome="failed",
-            )
-            return
-        log.failure(
-            "ISP tables not reloaded; the previous tables stay in force",
-            failure,
-            tables_dir=tables,
-            reason=f"{failure.type.__name__}: {failure.value}",
-            outcome="failed",
-        )
-
-    def _next(self, result: Any, done: Deferred[None]) -> None:
-        if isinstance(result, Failure):
-            log.failure("Swapping in the reloaded ISP tables failed", result, outcome="failed")
-        if self._again:
-            self._start(done)  # coalesced SIGHUPs: one more reload, same waiters
-            return
-        self._running = None
-        done.callback(None)
+# What a SIGHUP can change (the rest needs a restart: see edge.reload.RESTART_ONLY).
+_RELOADABLE = (
+    "buckets",
+    "credentials",
+    "origin_fetch",
+    "limits",
+    "log_level",
+    "isp_ranges",
+    "extra_origin_cidrs",
+)
 
 
 def build_service(
@@ -364,17 +263,20 @@ def build_service(
     *,
     inherited_fd: int | None = None,
     worker_argv: list[str] | None = None,
+    overrides: Mapping[str, str | None] | None = None,
 ) -> MultiService:
-    """The edge as a service tree: copier, listener, table reloader (and worker processes).
+    """The edge as a service tree: copier, listener, reloader (and worker processes).
 
     Takes the reactor instead of importing it so tests can assemble the real tree on a
     `MemoryReactor`. A worker process (`inherited_fd`) adopts the main process's socket;
-    the main process with `workers > 1` starts the workers once it listens.
+    the main process with `workers > 1` starts the workers once it listens. `overrides`
+    are the command line's `--listen`/`--data-dir`/`--workers`, applied again on a reload.
     """
     from edge.buckets import BucketRegistry
     from edge.changestamp import StateWatcher
     from edge.logs import LogLevelService
     from edge.origin import OriginCopier, OriginResolver
+    from edge.reload import Loaded, ReloadService
     from edge.rules import OriginRules
     from edge.web.api import ManagementAPI
     from edge.web.bodies import BodySpools, SpoolBudget
@@ -421,15 +323,43 @@ def build_service(
         listener = ListenerService(serverFromString(reactor, config.listen), site)
         listener.setName("listener")
     listener.setServiceParent(top)
-    LogLevelService(config.log_level).setServiceParent(top)
-    TableReloadService(reactor, policy).setServiceParent(top)
+    levels = LogLevelService(config.log_level)
+    levels.setServiceParent(top)
     StateWatcher(STATE_CHECK_INTERVAL, [registry.refresh, rules.refresh], reactor).setServiceParent(
         top
     )
+    supervisor = None
     if inherited_fd is None and config.workers > 1 and worker_argv is not None:
-        WorkerSupervisor(
+        supervisor = WorkerSupervisor(
             reactor, listener, worker_argv, config.workers - 1, config.origin_fetch.shutdown_grace
-        ).setServiceParent(top)
+        )
+        supervisor.setServiceParent(top)
+    # An edge assembled from a config with no file behind it (the defaults, or a test's
+    # parsed dict) reloads the ISP tables under the config it runs.
+    path = config.source if os.path.isfile(config.source) else None
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    def load(running: EdgeConfig) -> Loaded:
+        new = load_config(path, **given) if path is not None else running
+        return Loaded(new, build_policy(new))
+
+    def apply(old: EdgeConfig, loaded: Loaded) -> list[str]:
+        """Put a validated config in force, every part in this one reactor turn."""
+        new = loaded.config
+        policy.adopt(loaded.policy)
+        registry.reconfigure(new.buckets)
+        rules.reconfigure(new.buckets)
+        api.set_credentials(new.credentials)
+        copier.reconfigure(new.origin_fetch)
+        resolver.reconfigure(new.origin_fetch.dns_cache_ttl, new.origin_fetch.dns_timeout)
+        spools.budget.capacity = new.limits.spool_bytes
+        levels.set_level(new.log_level)
+        return [f"{k} changed" for k in _RELOADABLE if getattr(old, k) != getattr(new, k)]
+
+    reloader = ReloadService(
+        reactor, config, load, apply, supervisor.hang_up if supervisor is not None else None
+    )
+    reloader.setServiceParent(top)
     log.info(
         "cosedge configured from {source}: {count} bucket(s), data in {data_dir}, {workers}",
         source=config.source,
@@ -455,6 +385,11 @@ def makeService(options: Options) -> IService:
             reactor,
             inherited_fd=options.inherited_fd,
             worker_argv=child_argv(options),
+            overrides={
+                "listen": options["listen"],
+                "data_dir": options["data-dir"],
+                "workers": options["workers"],
+            },
         )
     except StartupError as e:
         _fail(str(e))

@@ -213,6 +213,14 @@ class WorkerSupervisor(Service):
         self._workers[number] = (protocol, process)
         log.info("Started worker {number} (pid {pid})", number=number, pid=process.pid)
 
+    def hang_up(self) -> None:
+        """Pass a SIGHUP on: each worker reloads the config and tables itself."""
+        for _, process in list(self._workers.values()):
+            try:
+                process.signalProcess("HUP")
+            except Exception:  # noqa: BLE001 - already gone; it restarts with fresh config
+                continue
+
     def pids(self) -> list[int]:
         return [p.pid for _, p in self._workers.values() if p.pid is not None]
 

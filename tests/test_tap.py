@@ -83,7 +83,7 @@ def test_service_tree_on_memory_reactor(tmp_path):
     service = tap.build_service(options.edge_config, options.policy, options.store, reactor)
     assert verifyObject(IServiceCollection, service)
     names = {s.name for s in service}
-    assert {"origin-copier", "listener", "isp-table-reload"} <= names
+    assert {"origin-copier", "listener", "reload"} <= names
     for child in service:
         assert verifyObject(IService, child)
     service.privilegedStartService()
@@ -171,10 +171,12 @@ def test_bundled_tables_accept_china_telecom_and_refuse_loopback(tmp_path):
     tap.Options().parseOptions(["--config", str(bad)])
 
 
-def test_sighup_reloads_tables_without_dropping_connections(tmp_path):
-    """SIGHUP makes a running edge re-read its ISP tables: an origin taken out of the tables
-    stops being used at once, and an open keep-alive connection keeps working. (HEAD
-    misses only, so the edge never tries to reach the non-loopback origin.)"""
+def test_sighup_reloads_config_and_tables_whole_or_not_at_all(tmp_path):
+    """SIGHUP re-reads the config file and the ISP tables over a kept-alive connection: a
+    bucket's new origin address applies at once; a config that no longer validates (its
+    IP origin fell out of the new tables) is refused whole, the running one stays in force
+    and the refusal is logged naming file and key. (HEAD misses only: no origin is
+    contacted.)"""
     import http.client
 
     tables = tmp_path / "tables"
@@ -182,36 +184,46 @@ def test_sighup_reloads_tables_without_dropping_connections(tmp_path):
     (tables / "chinatelecom.txt").write_text("# test table\n202.96.128.0/24\n")
     (tmp_path / "data" / "b-1").mkdir(parents=True)
     config = tmp_path / "c.yaml"
-    config.write_text(
-        "listen: 'tcp:0:interface=127.0.0.1'\n"
-        f"data_dir: {tmp_path / 'data'}\n"
-        f"isp_ranges: {tables}\n"
-        "buckets:\n  b-1:\n    origin: {address: '202.96.128.86:9'}\n"
-    )
+
+    def write_config(address: str) -> None:
+        config.write_text(
+            "listen: 'tcp:0:interface=127.0.0.1'\n"
+            f"data_dir: {tmp_path / 'data'}\n"
+            f"isp_ranges: {tables}\n"
+            f"buckets:\n  b-1:\n    origin: {{address: '{address}'}}\n"
+        )
+
+    write_config("202.96.128.86:9")
     proc = start_twistd("--config", str(config), cwd=tmp_path)
     try:
-        port, _ = wait_ready(proc)
+        port, output = wait_ready(proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
-        def head() -> int:
+        def location() -> str | None:
             conn.request("HEAD", "/b-1/x")  # the same connection throughout
             response = conn.getresponse()
             response.read()
-            return response.status
+            return response.getheader("location")
 
-        assert head() == 302
+        def after_sighup(expected: str, text: str) -> None:
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            while text not in output.text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert location() == expected
+
+        assert location() == "http://202.96.128.86:9/x"
+        write_config("202.96.128.87:9")
+        after_sighup("http://202.96.128.87:9/x", "buckets changed")
         (tables / "chinatelecom.txt").write_text("# test table\n1.0.1.0/24\n")
-        proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        status = head()
-        while status != 404 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            status = head()
-        assert status == 404
+        after_sighup("http://202.96.128.87:9/x", "Not reloaded")
         conn.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+    refusal = [line for line in output.finish().splitlines() if "Not reloaded" in line]
+    assert len(refusal) == 1
+    assert f"{config}: buckets.b-1.origin.address: origin 202.96.128.87" in refusal[0]
 
 
 @pytest.mark.parametrize(

@@ -249,3 +249,40 @@ def test_crashed_worker_is_restarted_and_workers_die_with_a_killed_parent(tmp_pa
     while alive(second) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(second)
+
+
+def test_sighup_reaches_every_worker_and_each_logs_its_reload(tmp_path):
+    """SIGHUP to the main process is passed on to the workers: after a changed origin
+    address, every connection, whichever process accepts it, redirects to the new one,
+    and the log shows the main process's reload and the worker's (with its number)."""
+    import http.client
+
+    config = _config(tmp_path, "127.0.0.1:9")
+    proc = start_twistd("--config", str(config), cwd=tmp_path)
+    try:
+        port, output = wait_ready(proc)
+        deadline = time.monotonic() + 20
+        while "cosedge worker" not in output.text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _config(tmp_path, "127.0.0.1:10")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while output.text().count("Reloaded on SIGHUP") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def location(_: int) -> str | None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("HEAD", f"/{BUCKET}/x")
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            return response.getheader("location")
+
+        with ThreadPoolExecutor(8) as pool:
+            locations = set(pool.map(location, range(80)))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert locations == {"http://127.0.0.1:10/x"}
+    reloads = [line for line in output.finish().splitlines() if "Reloaded on SIGHUP" in line]
+    assert len(reloads) == 2 and sum("[worker 1:" in line for line in reloads) == 1, reloads

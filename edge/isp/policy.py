@@ -85,6 +85,13 @@ class OriginAddressPolicy:
         old index or the new one, never a mix."""
         self._index = index
 
+    def adopt(self, other: OriginAddressPolicy) -> None:
+        """Take over another policy's tables and extra CIDRs (a config reload built it in
+        a thread); the index is a new object, so cached verdicts are judged again."""
+        self.tables_dir = other.tables_dir
+        self._extra = other._extra
+        self._index = other._index
+
     def check(self, address: AnyAddress) -> AddressVerdict:
         text = str(address)
         version, value = address_int(address)

@@ -116,6 +116,10 @@ class ManagementAPI:
         self._uploads = MultipartUploads(store)
         self._now = wall_clock
 
+    def set_credentials(self, credentials: Sequence[Credential]) -> None:
+        """The key pairs after a config reload; the next request is judged by them."""
+        self._credentials = tuple(credentials)
+
     # -- authentication ----------------------------------------------------------------------
 
     def authenticate(self, request: Request, bucket: str | None, key: str | None) -> Credential:

@@ -123,6 +123,7 @@ class RunningEdge:
     store: ObjectStore
     copier: OriginCopier
     data_dir: Path
+    policy: Any
     stopped: bool = False
 
     async def get(self, key: str, **kwargs: Any) -> Reply:
@@ -182,6 +183,7 @@ class EdgeFactory:
             store=store,
             copier=service.getServiceNamed("origin-copier"),
             data_dir=Path(store.data_dir),
+            policy=policy,
         )
         self.running.append(edge)
         return edge

@@ -44,6 +44,7 @@ from twisted.web.client import (
     ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
+    _HTTP11ClientFactory,
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -297,6 +298,7 @@ class _MeteredProtocol(ProtocolWrapper):
 
 class _MeteredFactory(WrappingFactory):
     protocol = _MeteredProtocol
+    noisy = False  # one copy is one connection: "Starting factory" per copy is noise
 
     def __init__(self, wrapped: Any, meter: WireMeter) -> None:
         super().__init__(wrapped)
@@ -345,6 +347,17 @@ class PinnedEndpointFactory:
         return endpoint
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+class _QuietPool(HTTPConnectionPool):
+    """A pool whose connection factories do not log "Starting/Stopping factory" (four
+    lines per copy otherwise)."""
+
+    _factory = _QuietClientFactory
+
+
 class CopyStart(enum.Enum):
     STARTED = "started"
     JOINED = "joined"  # a copy of this bucket+key is already running or queued
@@ -365,11 +378,22 @@ class CopyJob:
     key: str
     origin: OriginAddress
     address: str
+    request_id: str | None = None  # the miss that started it, for the log and the status
     started: float | None = None
     received: int = 0
     expected: int | None = None
     deferred: Deferred[None] | None = field(default=None, repr=False)
     lock: KeyLock | None = field(default=None, repr=False)
+
+    def fields(self) -> dict[str, Any]:
+        """The fields every log event about this copy carries."""
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "origin": self.origin.netloc,
+            "address": self.address,
+            "request_id": self.request_id,
+        }
 
     @property
     def url(self) -> bytes:
@@ -492,6 +516,8 @@ class OriginCopier(Service):
             "backing_off": 0,
         }
         self._failed: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._overflowed = 0
+        self._overflow_warned_at = -_OVERFLOW_WARN_INTERVAL
 
     def reconfigure(self, fetch: OriginFetchConfig) -> None:
         """New `origin_fetch` limits from a reload: copies started from now on use them,
@@ -504,7 +530,7 @@ class OriginCopier(Service):
         No pooling across copies: each copy is a whole object, so a reused connection saves
         little, and one connection per copy is what lets `WireMeter` account for it alone.
         """
-        pool = HTTPConnectionPool(self._reactor, persistent=False)
+        pool = _QuietPool(self._reactor, persistent=False)
         factory = PinnedEndpointFactory(
             self._reactor, address, port, self._fetch.connect_timeout, meter
         )
@@ -514,8 +540,16 @@ class OriginCopier(Service):
         """Copies running or queued, for status pages and tests."""
         return list(self._jobs.values())
 
-    def copy(self, bucket: str, key: str, origin: OriginAddress, address: str) -> CopyStart:
-        """Start (or join) the copy of `bucket/key` from `address`; never waits on the origin."""
+    def copy(
+        self,
+        bucket: str,
+        key: str,
+        origin: OriginAddress,
+        address: str,
+        request_id: str | None = None,
+    ) -> CopyStart:
+        """Start (or join) the copy of `bucket/key` from `address`; never waits on the
+        origin. `request_id` is the miss's, so the copy's log events can be found by it."""
         if self._stopping:
             return CopyStart.STOPPING
         job_key = (bucket, key)
@@ -529,25 +563,36 @@ class OriginCopier(Service):
                 self.counters["backing_off"] += 1
                 return CopyStart.BACKING_OFF
             del self._failed[job_key]
-        job = CopyJob(bucket, key, origin, address)
+        job = CopyJob(bucket, key, origin, address, request_id)
         if self._running < self._fetch.concurrency:
             if not self._start(job):
                 return CopyStart.ELSEWHERE
             return CopyStart.STARTED
         if len(self._queue) >= self._fetch.queue_size:
             self.counters["overflow"] += 1
-            log.warn(
-                "Copy of {bucket}/{key} from {origin} skipped: queue full ({queue_size})",
-                bucket=bucket,
-                key=key,
-                origin=origin.netloc,
-                queue_size=self._fetch.queue_size,
-                reason="queue full",
-            )
+            self._warn_overflow(job)
             return CopyStart.OVERFLOW
         self._jobs[job_key] = job
         self._queue.append(job)
         return CopyStart.QUEUED
+
+    def _warn_overflow(self, job: CopyJob) -> None:
+        """One warning per `_OVERFLOW_WARN_INTERVAL` with how many copies were skipped,
+        not one per overflowed miss (a burst would write thousands of lines)."""
+        self._overflowed += 1
+        now = self._clock.seconds()
+        if now - self._overflow_warned_at < _OVERFLOW_WARN_INTERVAL:
+            return
+        log.warn(
+            "{count} cop(ies) skipped since the last warning: queue full ({queue_size}); "
+            "the latest {bucket}/{key} from {origin}",
+            count=self._overflowed,
+            queue_size=self._fetch.queue_size,
+            reason="queue full",
+            **job.fields(),
+        )
+        self._overflowed = 0
+        self._overflow_warned_at = now
 
     def _start(self, job: CopyJob) -> bool:
         """Run `job` now, unless another worker process holds the key's lock."""
@@ -607,21 +652,25 @@ class OriginCopier(Service):
             if result.check(*_EXPECTED_FAILURES):
                 log.warn(
                     "Copy of {bucket}/{key} from {origin} ({address}) failed: {reason}",
-                    bucket=job.bucket,
-                    key=job.key,
-                    origin=job.origin.netloc,
-                    address=job.address,
                     reason=reason,
+                    **job.fields(),
+                )
+            elif result.check(OSError):
+                # The origin was fine; this machine was not (permissions, a full disk):
+                # an operator must act, and misses keep being redirected meanwhile.
+                error = result.value
+                log.error(
+                    "Copy of {bucket}/{key} failed for a local reason: {reason}",
+                    reason=f"{error.filename or ''}: {error.strerror or error}".lstrip(": "),
+                    local=True,
+                    **job.fields(),
                 )
             else:
                 log.failure(
                     "Copy of {bucket}/{key} from {origin} ({address}) failed: {reason}",
                     result,
-                    bucket=job.bucket,
-                    key=job.key,
-                    origin=job.origin.netloc,
-                    address=job.address,
                     reason=reason,
+                    **job.fields(),
                 )
         while self._queue and self._running < self._fetch.concurrency and not self._stopping:
             self._start(self._queue.popleft())
@@ -693,28 +742,21 @@ class OriginCopier(Service):
             self.counters["stored"] += 1
             log.info(
                 "Copied {bucket}/{key} from {origin} ({address}): {size} bytes",
-                bucket=job.bucket,
-                key=job.key,
-                origin=job.origin.netloc,
-                address=job.address,
                 size=pending.size,
+                **job.fields(),
             )
         elif pending.deleted_meanwhile:
             self.counters["deleted"] += 1
             log.info(
                 "Copy of {bucket}/{key} from {origin} dropped: the key was deleted meanwhile",
-                bucket=job.bucket,
-                key=job.key,
-                origin=job.origin.netloc,
                 reason="deleted meanwhile",
+                **job.fields(),
             )
         else:
             self.counters["already_present"] += 1
             log.info(
                 "Copy of {bucket}/{key} from {origin} dropped: the object appeared meanwhile",
-                bucket=job.bucket,
-                key=job.key,
-                origin=job.origin.netloc,
+                **job.fields(),
             )
 
     async def _check_nothing_more(self, meter: WireMeter, expected: int) -> None:
@@ -757,6 +799,7 @@ class OriginCopier(Service):
         return Deferred.fromCoroutine(drain())
 
 
+_OVERFLOW_WARN_INTERVAL = 60.0
 _EXPECTED_FAILURES = (
     CopyFailed,
     CancelledError,

@@ -347,7 +347,13 @@ class EdgeResource(Resource):
         request.finish()
         if request.method != b"GET" or rule.origin_type != PROXY:
             return  # COS: HEAD never triggers a pull; a Redirect rule only redirects
-        started = self._copier.copy(bucket.name, target.key, origin, choose_address(accepted))
+        started = self._copier.copy(
+            bucket.name,
+            target.key,
+            origin,
+            choose_address(accepted),
+            request.request_id,  # type: ignore[attr-defined]
+        )
         if started is CopyStart.STARTED or started is CopyStart.QUEUED:
             log.debug(
                 "Miss on {bucket}/{key}: copy {state} from {origin}",

@@ -225,6 +225,9 @@ class LimitsConfig:
     """
 
     spool_bytes: int = 10 * 1024**3
+    # A multipart upload neither completed nor aborted this long after it began is removed
+    # with its parts (S3/COS lifecycle's AbortIncompleteMultipartUpload; 7 days).
+    abort_incomplete_uploads_after: float = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -610,10 +613,20 @@ def _check_limits(value: object, source: str) -> LimitsConfig:
         value = {}
     if not isinstance(value, Mapping):
         raise ConfigError(source, "limits", "must be a mapping")
-    _no_unknown_keys(value, {"spool_bytes"}, "limits.", source)
-    if "spool_bytes" not in value:
-        return LimitsConfig()
-    return LimitsConfig(spool_bytes=_parse_size(value["spool_bytes"], "limits.spool_bytes", source))
+    _no_unknown_keys(value, {"spool_bytes", "abort_incomplete_uploads_after"}, "limits.", source)
+    settings: dict[str, Any] = {}
+    if "spool_bytes" in value:
+        settings["spool_bytes"] = _parse_size(value["spool_bytes"], "limits.spool_bytes", source)
+    if "abort_incomplete_uploads_after" in value:
+        item = value["abort_incomplete_uploads_after"]
+        if isinstance(item, bool) or not isinstance(item, int | float) or not item > 0:
+            raise ConfigError(
+                source,
+                "limits.abort_incomplete_uploads_after",
+                f"must be a number of seconds > 0, not {item!r}",
+            )
+        settings["abort_incomplete_uploads_after"] = float(item)
+    return LimitsConfig(**settings)
 
 
 def _parse_size(value: object, key: str, source: str) -> int:

@@ -66,3 +66,35 @@ class KeyLocks:
             if same:
                 return KeyLock(path, fd)
             os.close(fd)  # unlinked by its previous holder meanwhile: take the new file
+
+    def sweep(self) -> int:
+        """Remove lock files nobody holds (a process killed mid-copy leaves its file; the
+        kernel already dropped its lock). Each is removed while locked, as `release` does,
+        so a process that opened it meanwhile sees the name change and starts again."""
+        removed = 0
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            if not name.endswith(".lock"):
+                continue
+            path = str(self.folder / name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # a copy is running
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+        return removed

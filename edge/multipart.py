@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.statefiles import write_atomically
 from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
 from edge.web.errors import CosProblem
 
@@ -76,9 +77,7 @@ class MultipartUploads:
             "meta": dict(meta.user),
             "indexed": True,
         }
-        temp = folder / "info.json.tmp"
-        temp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-        os.replace(temp, folder / "info.json")
+        write_atomically(folder / "info.json", json.dumps(record, ensure_ascii=False).encode())
         return info
 
     def get(self, upload_id: str, bucket: str, key: str | None = None) -> UploadInfo:
@@ -226,6 +225,29 @@ class MultipartUploads:
 
     def discard(self, info: UploadInfo) -> None:
         shutil.rmtree(self._folder(info.upload_id), ignore_errors=True)
+
+    def expire(self, older_than: float, now: float) -> list[UploadInfo]:
+        """Remove uploads begun more than `older_than` seconds before `now` and never
+        completed or aborted (lifecycle's AbortIncompleteMultipartUpload); returns them.
+        A folder without a readable `info.json` that old is removed too."""
+        removed = []
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if not _ID.fullmatch(entry.name):
+                continue
+            info = self._read(entry.name)
+            try:
+                began = info.initiated if info is not None else entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if now - began > older_than:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                if info is not None:
+                    removed.append(info)
+        return removed
 
 
 def _unlink_quietly(path: str) -> None:

@@ -660,7 +660,58 @@ class ObjectStore:
             fd = os.open(temp, flags, 0o644, dir_fd=folder_fd)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(record, f, ensure_ascii=False)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(temp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+            os.fsync(folder_fd)  # the rename itself survives a crash only with its folder
+
+    def sweep_meta(self) -> int:
+        """Remove metadata whose object is gone or was replaced by hand (a delete made
+        outside the API, a crash between publish and delete): it would never apply
+        again. Buckets the edge does not serve now are left alone; they may come back."""
+        removed = 0
+        meta_root = self.state_dir / "meta"
+        for bucket in list(self._bucket_dirs):
+            for path in sorted((meta_root / bucket).glob("??/*.json")):
+                try:
+                    raw = json.loads(path.read_text(encoding="utf-8"))
+                    key = raw["key"]
+                    validate_key(key)
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # unreadable now (being written?): judged on the next sweep
+                if self._meta_matches(bucket, key, raw.get("identity")):
+                    continue
+                try:
+                    path.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    def _meta_matches(self, bucket: str, key: str, identity: object) -> bool:
+        try:
+            with self._bucket_parent(bucket, key, create=False) as (parent_fd, name):
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except (OSError, UnsafePath):
+            return False
+        return statmod.S_ISREG(st.st_mode) and list(_identity(st)) == identity
+
+    def sweep_state_temp_files(self, older_than: float, now: float) -> int:
+        """Remove the `*.tmp` files an atomic state write leaves if it dies between
+        writing and renaming (rules, buckets, stamps, metadata, uploads' info.json)."""
+        candidates = list(self.state_dir.glob(".*.tmp"))
+        for folder in ("origin", "buckets", "meta", "uploads"):
+            candidates += (self.state_dir / folder).rglob("*.tmp")
+        removed = 0
+        for path in candidates:
+            try:
+                st = path.lstat()
+                if statmod.S_ISREG(st.st_mode) and now - st.st_mtime > older_than:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def path_for(self, bucket: str, key: str) -> str:
         """The object's file path; `key` must have passed `validate_key`."""

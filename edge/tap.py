@@ -275,9 +275,11 @@ def build_service(
     from edge.buckets import BucketRegistry
     from edge.changestamp import StateWatcher
     from edge.logs import LogLevelService
+    from edge.multipart import MultipartUploads
     from edge.origin import OriginCopier, OriginResolver
     from edge.reload import Loaded, ReloadService
     from edge.rules import OriginRules
+    from edge.sweeper import Sweeper
     from edge.web.api import ManagementAPI
     from edge.web.bodies import BodySpools, SpoolBudget
     from edge.web.resource import EdgeResource
@@ -360,6 +362,13 @@ def build_service(
         reactor, config, load, apply, supervisor.hang_up if supervisor is not None else None
     )
     reloader.setServiceParent(top)
+    if inherited_fd is None:  # one sweeper per data folder: the main process's
+        Sweeper(
+            reactor,
+            store,
+            MultipartUploads(store),
+            lambda: reloader.config.limits.abort_incomplete_uploads_after,
+        ).setServiceParent(top)
     log.info(
         "cosedge configured from {source}: {count} bucket(s), data in {data_dir}, {workers}",
         source=config.source,

@@ -404,7 +404,7 @@ class ManagementAPI:
         except BaseException:
             pending.discard()
             raise
-        self._save_meta(bucket, key, meta)
+        await deferToThread(self._save_meta, bucket, key, meta)  # fsyncs: off the reactor
         log.info(
             "Stored {bucket}/{key}: {size} bytes uploaded",
             bucket=bucket,
@@ -422,19 +422,8 @@ class ManagementAPI:
     ) -> bytes | int:
         try:
             if method == b"POST" and "uploads" in query:
-                headers = request_headers(request)
-                info = self._uploads.create(bucket, key, _meta_from(headers))
-                log.info(
-                    "Multipart upload {upload_id} of {bucket}/{key} started",
-                    upload_id=info.upload_id,
-                    bucket=bucket,
-                    key=key,
-                )
-                root = cosxml.element("InitiateMultipartUploadResult")
-                cosxml.sub(root, "Bucket", bucket)
-                cosxml.sub(root, "Key", key)
-                cosxml.sub(root, "UploadId", info.upload_id)
-                return _xml(request, root)
+                meta = _meta_from(request_headers(request))
+                return self._async(request, self._initiate(request, bucket, key, meta))
             info = self._uploads.get(query.get("uploadid", ""), bucket, key)
             if method == b"PUT" and "partnumber" in query:
                 try:
@@ -457,6 +446,21 @@ class ManagementAPI:
             raise Denied(errors.by_code(e.code), e.message) from None
         raise Denied(errors.METHOD_NOT_ALLOWED)
 
+    async def _initiate(self, request: Request, bucket: str, key: str, meta: ObjectMeta) -> None:
+        # In a thread: the upload's info.json is flushed to disk with its folder.
+        info = await deferToThread(self._uploads.create, bucket, key, meta)
+        log.info(
+            "Multipart upload {upload_id} of {bucket}/{key} started",
+            upload_id=info.upload_id,
+            bucket=bucket,
+            key=key,
+        )
+        root = cosxml.element("InitiateMultipartUploadResult")
+        cosxml.sub(root, "Bucket", bucket)
+        cosxml.sub(root, "Key", key)
+        cosxml.sub(root, "UploadId", info.upload_id)
+        finish_xml(request, root)
+
     async def _complete(self, request: Request, info: UploadInfo) -> None:
         assert request.content is not None
         body = request.content.read(_MAX_COMPLETE_BODY + 1)
@@ -476,7 +480,7 @@ class ManagementAPI:
         except BaseException:
             pending.discard()
             raise
-        self._save_meta(info.bucket, info.key, info.meta)
+        await deferToThread(self._save_meta, info.bucket, info.key, info.meta)
         self._uploads.discard(info)
         log.info(
             "Stored {bucket}/{key}: {size} bytes from {parts} parts",

@@ -1,0 +1,107 @@
+"""The housekeeping sweep over `.cosedge`: what it removes, and what it must leave."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.config import ConfigError, parse_config
+from edge.keylocks import KeyLocks
+from edge.multipart import MultipartUploads
+from edge.store import ObjectMeta, ObjectStore
+from edge.sweeper import Sweeper
+
+BUCKET = "b-1250000000"
+WEEK = 7 * 24 * 3600.0
+
+
+def _store(tmp_path: Path) -> ObjectStore:
+    store = ObjectStore(tmp_path / "data", [BUCKET])
+    store.prepare()
+    return store
+
+
+def _sweeper(store: ObjectStore, expiry: float = WEEK) -> Sweeper:
+    return Sweeper(None, store, MultipartUploads(store), lambda: expiry)
+
+
+def test_stale_lock_files_go_and_held_ones_stay(tmp_path):
+    """A lock file nobody holds (its copier was killed) is removed; one a running copy
+    holds stays, and the copy still owns its key afterwards."""
+    store = _store(tmp_path)
+    locks = KeyLocks(store.state_dir)
+    held = locks.acquire(BUCKET, "running")
+    stale = Path(locks.path_for(BUCKET, "crashed"))
+    stale.write_bytes(b"")
+    counts = _sweeper(store).sweep_now()
+    assert counts["locks"] == 1 and not stale.exists()
+    assert held is not None and Path(held.path).exists()
+    assert locks.acquire(BUCKET, "running") is None  # still held by the running copy
+    held.release()
+
+
+def test_uploads_older_than_the_bound_are_aborted(tmp_path):
+    """An upload begun longer ago than `abort_incomplete_uploads_after` goes with its
+    parts; a younger one stays, and one without a readable info.json goes when old."""
+    store = _store(tmp_path)
+    uploads = MultipartUploads(store)
+    old = uploads.create(BUCKET, "old.bin", ObjectMeta())
+    young = uploads.create(BUCKET, "young.bin", ObjectMeta())
+    info = uploads.root / old.upload_id / "info.json"
+    record = json.loads(info.read_text())
+    record["initiated"] = time.time() - WEEK - 60
+    info.write_text(json.dumps(record))
+    broken = uploads.root / ("f" * 32)
+    broken.mkdir()
+    os.utime(broken, (time.time() - WEEK - 60,) * 2)
+    counts = _sweeper(store).sweep_now()
+    assert counts["uploads"] == 1
+    assert not (uploads.root / old.upload_id).exists() and not broken.exists()
+    assert (uploads.root / young.upload_id).is_dir()
+
+
+def test_metadata_of_objects_gone_or_replaced_is_removed(tmp_path):
+    """Metadata whose object was deleted, or replaced, by hand goes; metadata of an
+    object still as it was uploaded stays."""
+    store = _store(tmp_path)
+    folder = store.data_dir / BUCKET
+    for name in ("kept.txt", "gone.txt", "replaced.txt"):
+        (folder / name).write_bytes(b"v1")
+        store.write_meta(BUCKET, name, ObjectMeta("text/x-test", {}))
+    (folder / "gone.txt").unlink()
+    (folder / "replaced.txt").unlink()
+    (folder / "replaced.txt").write_bytes(b"v2, another inode")
+    counts = _sweeper(store).sweep_now()
+    assert counts["metadata"] == 2
+    remaining = sorted(json.loads(p.read_text())["key"] for p in store.state_dir.rglob("*.json")
+                       if "meta" in p.parts)  # fmt: skip
+    assert remaining == ["kept.txt"]
+
+
+def test_dead_temporary_state_files_go_fresh_ones_stay(tmp_path):
+    """A state write's temp file over an hour old is removed; one just written (a write
+    in progress) is not."""
+    store = _store(tmp_path)
+    (store.state_dir / "origin").mkdir()
+    dead = store.state_dir / "origin" / f".{BUCKET}.json.0123.tmp"
+    fresh = store.state_dir / "origin" / f".{BUCKET}.json.4567.tmp"
+    stamp = store.state_dir / ".buckets.stamp.89ab.tmp"
+    for path in (dead, fresh, stamp):
+        path.write_text("{}")
+    os.utime(dead, (time.time() - 7200,) * 2)
+    os.utime(stamp, (time.time() - 7200,) * 2)
+    assert _sweeper(store).sweep_now()["temp_files"] == 2
+    assert fresh.exists() and not dead.exists() and not stamp.exists()
+
+
+def test_upload_expiry_is_a_config_key_in_seconds():
+    """`limits.abort_incomplete_uploads_after` defaults to 7 days and refuses nonsense."""
+    assert parse_config({}, "c.yaml").limits.abort_incomplete_uploads_after == WEEK
+    config = parse_config({"limits": {"abort_incomplete_uploads_after": 3600}}, "c.yaml")
+    assert config.limits.abort_incomplete_uploads_after == 3600.0
+    with pytest.raises(ConfigError, match="limits.abort_incomplete_uploads_after"):
+        parse_config({"limits": {"abort_incomplete_uploads_after": "soon"}}, "c.yaml")

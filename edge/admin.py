@@ -132,9 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_.add_argument("--code", type=int, default=302, choices=(301, 302, 307))
     set_.add_argument("--drop-query", action="store_true", help="do not repeat the query")
     set_.add_argument("--xml", metavar="FILE", help="an OriginConfiguration XML file")
-    set_.add_argument(
-        "--add", action="store_true", help="keep the rules in force and add this one"
-    )
+    set_.add_argument("--add", action="store_true", help="keep the rules in force and add this one")
     set_.add_argument(
         "--priority", type=int, help="the rule's priority (default: 1, or last with --add)"
     )

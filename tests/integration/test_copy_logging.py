@@ -50,9 +50,7 @@ async def test_queue_full_is_one_warning_with_a_count(edges, origin, captured_ev
 
 @pytest.mark.logs_errors
 @pytest_twisted.ensureDeferred
-async def test_a_copy_failing_for_a_local_reason_is_an_error_event(
-    edges, origin, captured_events
-):
+async def test_a_copy_failing_for_a_local_reason_is_an_error_event(edges, origin, captured_events):
     """A copy the origin answered well but this machine could not store (here a file
     stands where the key needs a folder) is an error event with the reason and the
     request id, not a traceback at critical level; nothing is stored."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import signal
-import sys
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from twisted.logger import Logger, LogLevel, LogPublisher, jsonFileLogObserver
 
 from edge.config import ConfigError, parse_config
 from edge.logs import LogLevelService, WorkerLogRelay
-from tests.process import REPO, twistd_env, wait_ready
+from tests.process import REPO, start_twistd, wait_ready
 
 BUCKET = "b-1250000000"
 
@@ -72,28 +72,10 @@ def test_bad_log_level_is_a_config_error():
         parse_config({"log_level": "verbose"}, "c.yaml")
 
 
-def _start(tmp_path: Path, config: str, *twistd_args: str):
-    import subprocess
-
+def _start(tmp_path: Path, config: str, *twistd_args: str) -> subprocess.Popen[bytes]:
     path = tmp_path / "c.yaml"
     path.write_text(config)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            *twistd_args,
-            "cosedge",
-            "--config",
-            str(path),
-        ],
-        cwd=tmp_path,
-        env=twistd_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    return start_twistd("--config", str(path), cwd=tmp_path, twistd_args=twistd_args)
 
 
 def _records(text: str) -> list[dict]:

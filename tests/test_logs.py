@@ -15,7 +15,7 @@ from twisted.logger import Logger, LogLevel, LogPublisher, jsonFileLogObserver
 
 from edge.config import ConfigError, parse_config
 from edge.logs import LogLevelService, WorkerLogRelay
-from tests.process import REPO, start_twistd, wait_ready
+from tests.process import start_twistd, wait_ready
 
 BUCKET = "b-1250000000"
 
@@ -136,4 +136,3 @@ def test_log_level_applies_to_the_access_log(tmp_path, level, logged):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert ("marker-key" in output.finish()) is logged
-    assert REPO.is_dir()

@@ -68,9 +68,14 @@ class BucketRegistry:
     def reconfigure(self, configured: Mapping[str, BucketConfig]) -> None:
         """The config file's buckets after a reload: new ones are served, removed ones
         are no longer (their folders stay), domains follow; API-made buckets stay."""
+        previous = self._configured, self._by_domain
         self._configured = dict(configured)
         self._by_domain = {d: b for b in configured.values() for d in b.domains}
-        self.load()
+        try:
+            self.load()
+        except ValueError:
+            self._configured, self._by_domain = previous  # the reload is refused whole
+            raise
 
     def _adopt_legacy_list(self) -> None:
         """Move an older release's `buckets.json` into one file per bucket."""

@@ -121,7 +121,11 @@ class ReloadService(Service):
         if kept:
             new = replace(new, **{k: getattr(self.config, k) for k in kept})
             loaded = Loaded(new, loaded.policy)
-        changes = self._apply(self.config, loaded)
+        try:
+            changes = self._apply(self.config, loaded)
+        except Exception:
+            self._failed(Failure(), started)
+            return
         self.config = new
         log.info(
             "Reloaded on SIGHUP: {source} and the ISP tables in {tables_dir} in "

@@ -348,8 +348,8 @@ def build_service(
     def apply(old: EdgeConfig, loaded: Loaded) -> list[str]:
         """Put a validated config in force, every part in this one reactor turn."""
         new = loaded.config
+        registry.reconfigure(new.buckets)  # first: the one step that can fail (a folder read)
         policy.adopt(loaded.policy)
-        registry.reconfigure(new.buckets)
         rules.reconfigure(new.buckets)
         api.set_credentials(new.credentials)
         copier.reconfigure(new.origin_fetch)

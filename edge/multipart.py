@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.problems import CosProblem
 from edge.statefiles import write_atomically
 from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
-from edge.web.errors import CosProblem
 
 MAX_PARTS = 10_000
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -262,7 +262,7 @@ def parse_complete(body: bytes) -> list[tuple[int, str]]:
 
     Parsed without DTDs or entities, by local names (S3's namespace is accepted).
     """
-    from edge.web import cosxml
+    from edge import cosxml
 
     try:
         root = cosxml.parse(body)

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from edge.config import Credential
-from edge.web.errors import CosProblem
+from edge.problems import CosProblem
 
 ALGORITHM = "sha1"
 # Clock skew tolerated at the start of a signature's validity (COS allows some too).

@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from edge import cosxml
 from edge.multipart import MultipartError, parse_complete
 from edge.rules import MalformedRuleXML, parse_origin_xml, render_origin_xml
-from edge.web import cosxml
 from edge.web.errors import INVALID_ARGUMENT, error_body
 
 

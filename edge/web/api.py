@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
-from edge import signature
+from edge import cosxml, signature
 from edge.buckets import BucketExists, BucketRegistry
 from edge.config import Credential
 from edge.multipart import (
@@ -51,7 +51,7 @@ from edge.store import (
     UploadSpool,
     validate_prefix,
 )
-from edge.web import cosxml, errors
+from edge.web import errors
 from edge.web.errors import CosError
 from edge.web.headers import is_safe_value, is_token
 

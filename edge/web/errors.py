@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from twisted.web.server import Request
 
-from edge.web import cosxml
+from edge import cosxml
+from edge.problems import CosProblem as CosProblem  # re-exported for the web layer
 from edge.web.headers import send_as_is
 
 
@@ -86,16 +87,6 @@ SLOW_DOWN = CosError("SlowDown", 503, "Please reduce your request rate.")
 SERVICE_UNAVAILABLE = CosError(
     "ServiceUnavailable", 503, "Service is unable to handle request. Please try again."
 )
-
-
-class CosProblem(Exception):
-    """A refusal found below the HTTP layer (signature check, multipart bookkeeping),
-    carrying the COS error code the response should have."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 _BY_CODE = {e.code: e for e in list(globals().values()) if isinstance(e, CosError)}

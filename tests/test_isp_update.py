@@ -131,6 +131,9 @@ def test_ip2region_structure_3_ipv6(tmp_path):
     ],
 )
 def test_ip2region_damaged_file_refused(tmp_path, damage, words):
+    """A damaged ip2region xdb file is refused with a SourceError saying what is wrong: a file
+    cut to 1000 bytes is too short, structure version 7 is named as unknown, and a segment
+    index pointer past the end of the file lies outside the file."""
     path = write_xdb(tmp_path / "r.xdb", XDB_ROWS)
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(SourceError, match=words):
@@ -158,6 +161,9 @@ def test_update_combines_routing_and_registration(inputs, capsys):
 
 
 def test_tables_carry_header_and_one_generation(inputs):
+    """Every table an update writes carries the same generation stamp (none lacks one); the
+    chinatelecom table opens with `# cosedge ISP range table: chinatelecom`, has a `# date:`
+    line in its first six lines and names the CC BY 4.0 licence."""
     assert update(inputs, f"asn-csv:{inputs['csv']}") == 0
     texts = read_table_texts(inputs["out"])
     generations = {table_generation(t or "") for t in texts.values()}
@@ -201,6 +207,9 @@ def test_cidr_source_with_comments_no_final_newline_and_special_space(inputs, tm
     ],
 )
 def test_bad_cidr_line_stops_the_update_and_writes_nothing(inputs, tmp_path, capsys, line, words):
+    """A CIDR list whose second line is not a network (a /33, host bits set, no prefix length,
+    a host name) fails the update with exit code 2 and an error naming `FILE:2:` and the
+    fault, and no table folder is created."""
     listing = tmp_path / "bad.txt"
     listing.write_text(f"36.0.0.0/16\n{line}\n")
     assert update(inputs, f"cidr:chinatelecom={listing}") == 2
@@ -210,6 +219,8 @@ def test_bad_cidr_line_stops_the_update_and_writes_nothing(inputs, tmp_path, cap
 
 
 def test_bad_csv_row_names_file_and_line(inputs, capsys):
+    """An ASN CSV row whose range ends before it starts fails the update with exit code 2, and
+    stderr names the file, line 10 and the row (`1.2.3.4-1.2.3.0 is not a range`)."""
     inputs["csv"].write_text(CSV + "1.2.3.4,1.2.3.0,4134,Chinanet\n")
     assert update(inputs, f"asn-csv:{inputs['csv']}") == 2
     assert f"{inputs['csv']}:10: 1.2.3.4-1.2.3.0 is not a range" in capsys.readouterr().err
@@ -220,6 +231,8 @@ def test_bad_csv_row_names_file_and_line(inputs, capsys):
     ["cidr:telecom=x.txt", "cidr:chinatelecom", "geoip:x", "nothing"],
 )
 def test_bad_source_spec(inputs, capsys, spec):
+    """A malformed `--from` (an ISP name not among the four, `cidr:` without `=PATH`, an unknown
+    kind, no kind at all) ends the update with exit code 2 and a `cosedge-isp update:` error."""
     assert update(inputs, spec) == 2
     assert "cosedge-isp update:" in capsys.readouterr().err
 
@@ -242,6 +255,8 @@ def test_shrink_guard_refuses_then_force_writes(inputs, tmp_path, capsys):
 
 
 def test_small_loss_passes_the_guard(inputs, tmp_path):
+    """An update that takes 6.25 % of chinatelecom's IPv4 addresses away, less than the shrink
+    guard's 10 %, is accepted without --force (exit code 0)."""
     assert update(inputs, f"asn-csv:{inputs['csv']}") == 0
     trimmed = tmp_path / "trimmed.csv"
     trimmed.write_text(CSV.replace("36.0.255.255", "36.0.239.255"))  # -6.25 %
@@ -249,6 +264,7 @@ def test_small_loss_passes_the_guard(inputs, tmp_path):
 
 
 def test_dry_run_writes_nothing(inputs):
+    """`--dry-run` runs the whole update to exit code 0 but creates no table folder."""
     assert update(inputs, f"asn-csv:{inputs['csv']}", extra=("--dry-run",)) == 0
     assert not inputs["out"].exists()
 
@@ -293,6 +309,8 @@ def test_readers_never_see_a_mix_while_updates_run(tmp_path):
 
 
 def test_asn_map_validation(tmp_path):
+    """The ASN map is refused with a SourceError when an entry's isp is not one of the four ISP
+    names (the message points at `asns[0]`) and when one ASN is listed twice."""
     path = tmp_path / "asns.yaml"
     path.write_text("asns:\n  - {asn: 4134, isp: chinanet, name: Chinanet}\n")
     with pytest.raises(SourceError, match=r"asns\[0\]: isp must be one of"):

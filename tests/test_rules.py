@@ -26,6 +26,9 @@ def rule_xml(inner: str = "", host: str = "202.96.128.86", extra: str = "") -> b
 
 
 def test_defaults_and_round_trip():
+    """A minimal rule (priority, Proxy, host) parses to an OriginRule with the defaults: no
+    prefix, query string followed, redirect code 302; rendering it back to XML and parsing
+    that again gives the same rule."""
     (rule,) = parse_origin_xml(rule_xml())
     assert rule == OriginRule(1, "Proxy", OriginAddress.parse("202.96.128.86"))
     assert parse_origin_xml(render_origin_xml([rule])) == [rule]
@@ -57,17 +60,25 @@ def test_defaults_and_round_trip():
     ],
 )
 def test_refusals_name_the_element(body, words):
+    """Each malformed OriginConfiguration (bad XML, wrong root, no rule, Mirror or unknown type,
+    HTTPS, a 308 redirect, an unknown or unsupported element, a status other than 404, a bad
+    or missing HostName, a non-numeric priority) raises a RuleError naming what is wrong."""
     with pytest.raises(RuleError, match=words):
         parse_origin_xml(body)
 
 
 def test_duplicate_priorities_refused():
+    """Two rules with the same RulePriority are refused with a RuleError saying priorities must
+    be unique."""
     one = rule_xml().decode().split("<OriginConfiguration>")[1].split("</OriginConfiguration>")[0]
     with pytest.raises(RuleError, match="unique"):
         parse_origin_xml(f"<OriginConfiguration>{one}{one}</OriginConfiguration>".encode())
 
 
 def test_order_is_priority_then_longest_prefix():
+    """Rules are ordered by priority, then longest prefix first within a priority; `first_match`
+    returns the first rule in that order whose prefix the key starts with (priority 1 with no
+    prefix beats priority 2 `a/b/`, which beats `a/`), or None when no prefix matches."""
     origin = OriginAddress.parse("202.96.128.86")
     rules = ordered(
         [
@@ -83,6 +94,9 @@ def test_order_is_priority_then_longest_prefix():
 
 
 def test_yaml_shorthand_then_api_rules_persist(tmp_path):
+    """A YAML `origin:` acts as a rule matching every key (none when it is disabled); rules set
+    through the API replace it and are still in force after a reload from the folder, and an
+    empty rule set from the API reloads as empty instead of falling back to the YAML origin."""
     address = OriginAddress.parse("202.96.128.86:8080")
     buckets = {
         "b-1": BucketConfig("b-1", (), OriginConfig(True, address)),

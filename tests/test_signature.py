@@ -69,11 +69,16 @@ def check(request, key, *, now=None, headers=None, credentials=CREDS):
     ],
 )
 def test_sdk_signatures_verify(method, key, params, headers):
+    """Requests signed by the official SDK's `CosS3Auth` (object and bucket requests, a
+    non-ASCII key with a space and `+`, signed headers, query parameters, a bucket Host)
+    verify and yield the credential of the signing SecretId."""
     request = sdk_signed(method, key, params, headers)
     assert check(request, key).secret_id == SECRET_ID
 
 
 def test_tampered_request_is_refused():
+    """A signed request whose x-cos-meta-owner header is changed after signing, or that is
+    checked against another key's path, is refused with SignatureDoesNotMatch."""
     request = sdk_signed("PUT", "a.txt", {}, {"x-cos-meta-owner": "alice"})
     with pytest.raises(SignatureProblem) as info:
         check(request, "a.txt", headers={"x-cos-meta-owner": "mallory"})
@@ -84,6 +89,9 @@ def test_tampered_request_is_refused():
 
 
 def test_wrong_secret_unknown_id_and_times():
+    """Checked against a different secret key a signature is SignatureDoesNotMatch, and with an
+    unknown SecretId InvalidAccessKeyId; an hour later, past its 600 s window, it is
+    AccessDenied (expired), and two hours early, beyond the allowed skew, RequestTimeTooSkewed."""
     request = sdk_signed("GET", "a.txt")
     with pytest.raises(SignatureProblem) as info:
         check(request, "a.txt", credentials=(Credential(SECRET_ID, "other"),))
@@ -125,6 +133,8 @@ def test_host_with_port_matches_signed_host_name():
 
 
 def test_presigned_query_form():
+    """A signature from `sign()` carried in the query string, with no Authorization header, is
+    read as the query form and verifies for GET /a.txt."""
     auth = sign(SECRET_ID, SECRET_KEY, "GET", "/a.txt", {}, {})
     query = dict(urllib.parse.parse_qsl(auth))
     parts = parse_parts(None, query)
@@ -143,6 +153,8 @@ def test_presigned_query_form():
     ],
 )
 def test_malformed_authorization(header):
+    """An Authorization header that is not a COS signature (`Bearer`), names an algorithm other
+    than sha1 or lacks required fields is refused while parsing with AccessDenied."""
     with pytest.raises(SignatureProblem) as info:
         parse_parts(header, {})
     assert info.value.code == "AccessDenied"

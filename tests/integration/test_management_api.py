@@ -129,6 +129,8 @@ async def test_objects_put_get_head_list_delete(api_edge):
 
 @pytest_twisted.ensureDeferred
 async def test_bad_content_md5_stores_nothing(api_edge):
+    """A PUT whose Content-MD5 does not match the body is refused with BadDigest: no object
+    appears at the key and no temp file is left in .cosedge/tmp."""
     cos = client(api_edge.port)
     error = await service_error(
         cos.put_object,
@@ -144,6 +146,9 @@ async def test_bad_content_md5_stores_nothing(api_edge):
 
 @pytest_twisted.ensureDeferred
 async def test_wrong_credentials_are_refused(api_edge):
+    """A wrong secret key is refused with 403 SignatureDoesNotMatch, an unknown SecretId with 403
+    InvalidAccessKeyId and a key limited to another bucket with 403 AccessDenied, and these
+    signed PUTs store nothing; an unsigned PUT is refused with 403 AccessDenied."""
     wrong = client(api_edge.port, secret_key="not-the-key")
     error = await service_error(wrong.put_object, Bucket=BUCKET, Key="w.txt", Body=b"x")
     assert (error.get_status_code(), error.get_error_code()) == (403, "SignatureDoesNotMatch")
@@ -160,6 +165,10 @@ async def test_wrong_credentials_are_refused(api_edge):
 
 @pytest_twisted.ensureDeferred
 async def test_buckets_create_head_delete(api_edge):
+    """A bucket made through the API gets a folder and answers HEAD; a second create is
+    BucketAlreadyExists, deleting it while it holds an object is 409 BucketNotEmpty, and once
+    emptied it is deleted and HEAD answers 404. Deleting a configured bucket is AccessDenied,
+    and a signed GET Service then lists the configured bucket only."""
     cos = client(api_edge.port)
     await call(cos.create_bucket, Bucket="made-1250000000")
     assert (api_edge.data_dir / "made-1250000000").is_dir()
@@ -271,6 +280,9 @@ async def test_refused_origins_get_400(edges):
 
 @pytest_twisted.ensureDeferred
 async def test_rules_and_buckets_survive_restart(edges, origin, tmp_path: Path):
+    """Origin rules, buckets and object metadata set through the API outlive a restart on the
+    same data folder: the object keeps its Content-Type, a miss under the rule's `p/` prefix
+    still gets 302 while one outside it gets 404, and the API-made bucket answers HEAD."""
     config = edges.config(None, credentials=CREDENTIALS)
     first = await edges.start(config)
     cos = client(first.port)
@@ -322,6 +334,9 @@ async def test_presigned_url_reads_private_listing_and_expires(api_edge):
 
 @pytest_twisted.ensureDeferred
 async def test_signed_get_miss_still_goes_to_origin(api_edge, origin):
+    """With a Proxy rule set through the API, a signed SDK GET of a missing key is answered with
+    a redirect whose Location is the origin's URL for the key, and the object is then copied
+    into the bucket's folder."""
     cos = client(api_edge.port)
     await call(
         cos.put_bucket_origin,

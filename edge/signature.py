@@ -207,6 +207,14 @@ def verify(
             "AccessDenied",
             f"the signature must cover the {', '.join(missing)} header (it names the bucket)",
         )
+    # The query chooses the operation (`?origin`, `?uploadId=`, `?prefix=`): a parameter
+    # the signature does not cover would let a captured signature for `DELETE /` delete
+    # `/?origin`. The COS SDKs sign every parameter they send.
+    unsigned = sorted(n for n in query if not n.startswith("q-") and n not in parts.param_list)
+    if unsigned:
+        raise SignatureProblem(
+            "AccessDenied", f"the query parameter {unsigned[0]!r} is not covered by the signature"
+        )
     credential = next((c for c in credentials if c.secret_id == parts.access_key), None)
     if credential is None:
         raise SignatureProblem(

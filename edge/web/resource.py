@@ -221,6 +221,12 @@ class EdgeResource(Resource):
             authority, remainder = (rest, b"") if cut < 0 else (rest[:cut], rest[cut:])
             host_header = authority.rpartition(b"@")[2]
             uri = remainder if remainder.startswith(b"/") else b"/" + remainder
+            # The Host header is replaced, not just ignored here: the signature check, the
+            # errors' <Resource> and every other reader of Host must see the same bucket
+            # (a signature for bucket A sent as `http://B/...` with `Host: A` was accepted).
+            if request.getHeader(b"host") != host_header:
+                request.requestHeaders.setRawHeaders(b"host", [host_header])
+                request.__dict__.pop("_cos_headers", None)
         raw_path, sep, query = uri.partition(b"?")
         query_or_none = query if sep else None
         host = split_host(host_header)

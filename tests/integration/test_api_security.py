@@ -347,3 +347,44 @@ async def test_object_subresources_we_lack_are_refused_not_mistaken_for_the_obje
         edge.port, "GET", "/kept.txt", signed_path="/kept.txt", host=DOMAIN, params={"v": "1"}
     )
     assert plain.status == 200 and plain.body == b"still here"
+
+
+@pytest_twisted.ensureDeferred
+async def test_absolute_form_cannot_carry_a_signature_to_another_bucket(edge):
+    """A signature for `DELETE /k` on bucket A (its Host signed) sent as
+    `DELETE http://<B's host>/k` with `Host: <A's host>` used to delete B's object: the
+    target's authority now replaces the Host header, so the signature is checked against
+    B and refused, and B's object stays."""
+    from twisted.internet.threads import deferToThread
+
+    from tests.process import raw_request
+
+    (edge.data_dir / OTHER / "k").write_bytes(b"B's object")
+    auth = sign(SECRET_ID, SECRET_KEY, "DELETE", "/k", {}, {"host": api_host(BUCKET)})
+    status, _, body = await deferToThread(
+        raw_request,
+        edge.port,
+        "DELETE",
+        f"http://{api_host(OTHER)}/k",
+        {"Host": api_host(BUCKET), "Authorization": auth},
+    )
+    assert status == 403 and b"SignatureDoesNotMatch" in body
+    assert (edge.data_dir / OTHER / "k").read_bytes() == b"B's object"
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_parameters_the_signature_does_not_cover_are_refused(edge):
+    """A signature for `DELETE /` (delete bucket) replayed as `DELETE /?origin` used to
+    delete the bucket's origin rules: every parameter that is not `q-*` must be signed."""
+    put = await signed(
+        edge.port, "PUT", "/", signed_path="/", host=DOMAIN, params={"origin": ""},
+        body=ORIGIN_XML.format(host=ORIGIN_HOST).encode(),
+    )  # fmt: skip
+    assert put.status == 200
+    auth = sign(SECRET_ID, SECRET_KEY, "DELETE", "/", {}, {"host": DOMAIN})
+    replay = await request(
+        edge.port, "/?origin", method="DELETE", host=DOMAIN, headers={"Authorization": auth}
+    )
+    assert replay.status == 403 and b"'origin' is not covered" in replay.body
+    kept = await signed(edge.port, "GET", "/", signed_path="/", host=DOMAIN, params={"origin": ""})
+    assert kept.status == 200 and ORIGIN_HOST.encode() in kept.body

@@ -124,6 +124,7 @@ def validate_prefix(prefix: str, what: str = "prefix") -> str:
     return prefix
 
 
+STATE_FOLDERS = ("tmp", "meta", "uploads", "locks", "origin", "buckets")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -343,6 +344,11 @@ class ObjectStore:
         with self._state_folder(create=True) as state_fd:
             st = os.fstat(state_fd)
             self._state_identity = (st.st_dev, st.st_ino)
+        # Every state folder is made here, by whoever prepares the data folder (the user
+        # twistd drops to): made later, by the still-root assembly, they stayed root's.
+        for folder in STATE_FOLDERS:
+            with self._state_folder(folder, create=True):
+                pass
         for path in self._bucket_dirs.values():
             _make_folder(path)
         self._bucket_real = {name: os.path.realpath(p) for name, p in self._bucket_dirs.items()}

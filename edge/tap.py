@@ -111,7 +111,7 @@ class Options(usage.Options):
         get their 302s. So the work is done with that user's effective ids, and a folder
         that user cannot write stops start-up naming both.
         """
-        from edge.store import ObjectStore
+        from edge.store import STATE_FOLDERS, ObjectStore, UnsafePath
 
         store = ObjectStore(config.data_dir, config.buckets)
         user = RunAs.from_twistd(getattr(self, "parent", None))
@@ -119,12 +119,15 @@ class Options(usage.Options):
         try:
             with switched_to(user):
                 store.prepare(sweep=self.inherited_fd is None)
-                for folder in [store.tmp_dir, *(config.data_dir / b for b in config.buckets)]:
+                state = [store.state_dir / name for name in STATE_FOLDERS]
+                for folder in [*state, *(config.data_dir / b for b in config.buckets)]:
                     if not os.access(folder, os.W_OK | os.X_OK, effective_ids=True):
                         raise PermissionError(errno.EACCES, "Permission denied", str(folder))
         except OSError as e:
             reason = f"cannot prepare {e.filename}{as_whom}: {e.strerror}"
             _fail(str(config.error("data_dir", reason)))
+        except UnsafePath as e:
+            _fail(str(config.error("data_dir", str(e))))
         self.store = store
 
 

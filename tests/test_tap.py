@@ -343,10 +343,30 @@ def test_uid_drop_prepares_folders_as_that_user_or_refuses_naming_both(tmp_path)
                 time.sleep(0.05)
             assert stored.read_bytes() == b"hello as nobody"
             assert stored.stat().st_uid == nobody
-            assert (data / ".cosedge" / "tmp").stat().st_uid == nobody
+            for folder in ("tmp", "origin", "buckets", "locks", "meta", "uploads"):
+                assert (data / ".cosedge" / folder).stat().st_uid == nobody, folder
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
     finally:
         origin.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_linked_state_folder_stops_start_up_with_one_line(tmp_path):
+    """`.cosedge` as a symbolic link to elsewhere stops start-up with one `cosedge:` line
+    (it used to be a traceback); nothing is swept or created behind the link."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.part").write_bytes(b"not ours")
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / ".cosedge").symlink_to(elsewhere)
+    proc = start_twistd(
+        "--data-dir", str(data), "--listen", "tcp:0:interface=127.0.0.1", cwd=tmp_path
+    )
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    lines = [line for line in out.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("cosedge: ") and "link" in lines[0], lines
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.part"]

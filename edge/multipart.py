@@ -90,17 +90,17 @@ class MultipartUploads:
     def _read(self, upload_id: str) -> UploadInfo | None:
         try:
             raw = json.loads((self._folder(upload_id) / "info.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        meta = ObjectMeta(str(raw.get("content_type") or ""), dict(raw.get("meta") or {}))
-        return UploadInfo(
-            upload_id,
-            raw["bucket"],
-            raw["key"],
-            float(raw["initiated"]),
-            meta,
-            indexed=bool(raw.get("indexed")),
-        )
+            meta = ObjectMeta(str(raw.get("content_type") or ""), dict(raw.get("meta") or {}))
+            return UploadInfo(
+                upload_id,
+                str(raw["bucket"]),
+                str(raw["key"]),
+                float(raw["initiated"]),
+                meta,
+                indexed=bool(raw.get("indexed")),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # damaged: as good as absent (the sweeper removes it when old)
 
     def uploads(self, bucket: str, prefix: str = "") -> list[UploadInfo]:
         if not self.root.is_dir():

@@ -55,6 +55,10 @@ class InvalidKey(ValueError):
     """A key that could address something outside its bucket, or no file at all."""
 
 
+class BucketNotEmpty(Exception):
+    """A bucket still holds something: it is not removed."""
+
+
 class UnsafePath(Exception):
     """A write, delete or listing whose folder path goes through a symbolic link.
 
@@ -393,10 +397,24 @@ class ObjectStore:
         self._bucket_real.pop(bucket, None)
 
     def remove_bucket(self, bucket: str) -> None:
-        """Forget an empty bucket and remove its folder and its metadata."""
+        """Remove an empty bucket's folders and metadata, then forget it.
+
+        Only empty folders are removed, deepest first: an object that arrived since the
+        emptiness check (another worker's PUT, a copy) or one the listing could not see (a
+        folder it failed to open) stops the removal with `BucketNotEmpty`, and nothing of
+        it is lost. A recursive delete here would have taken whatever was there.
+        """
         path = self._bucket_dirs[bucket]
+        for folder, _subfolders, files in os.walk(path, topdown=False):
+            if files:
+                raise BucketNotEmpty(bucket)
+            try:
+                os.rmdir(folder)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                raise BucketNotEmpty(bucket) from None  # a link, or something new in it
         self.forget_bucket(bucket)
-        shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(self.state_dir / "meta" / bucket, ignore_errors=True)
         self._meta_buckets.discard(bucket)
 

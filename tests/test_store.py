@@ -124,3 +124,29 @@ def test_content_types(store):
     assert store.content_type("x.tar.gz") == "application/octet-stream"
     assert store.content_type("noext") == "application/octet-stream"
     assert store.content_type("P.JPG") == "image/jpeg"
+
+
+def test_removing_a_bucket_never_removes_what_is_in_it(tmp_path):
+    """DELETE Bucket removes only empty folders: a file that arrived after the emptiness
+    check, or a link, stops it with BucketNotEmpty and stays (a recursive delete used to
+    take them); an empty tree of folders goes."""
+    from edge.store import BucketNotEmpty
+
+    store = ObjectStore(tmp_path / "data", ["b-1"])
+    store.prepare()
+    bucket = tmp_path / "data" / "b-1"
+    (bucket / "a" / "b").mkdir(parents=True)
+    (bucket / "a" / "b" / "late.txt").write_bytes(b"arrived late")
+    with pytest.raises(BucketNotEmpty):
+        store.remove_bucket("b-1")
+    assert (bucket / "a" / "b" / "late.txt").read_bytes() == b"arrived late"
+    (bucket / "a" / "b" / "late.txt").unlink()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (bucket / "link").symlink_to(outside)
+    with pytest.raises(BucketNotEmpty):
+        store.remove_bucket("b-1")
+    assert outside.is_dir() and store.has_bucket("b-1")
+    (bucket / "link").unlink()
+    store.remove_bucket("b-1")
+    assert not bucket.exists() and not store.has_bucket("b-1")

@@ -105,3 +105,18 @@ def test_upload_expiry_is_a_config_key_in_seconds():
     assert config.limits.abort_incomplete_uploads_after == 3600.0
     with pytest.raises(ConfigError, match="limits.abort_incomplete_uploads_after"):
         parse_config({"limits": {"abort_incomplete_uploads_after": "soon"}}, "c.yaml")
+
+
+def test_a_damaged_upload_record_is_skipped_not_fatal(tmp_path):
+    """An upload whose info.json lacks its fields is treated as absent (it used to raise
+    KeyError and end the whole sweep, and list-uploads with it); once old it is swept."""
+    store = _store(tmp_path)
+    uploads = MultipartUploads(store)
+    good = uploads.create(BUCKET, "good.bin", ObjectMeta())
+    damaged = uploads.root / ("e" * 32)
+    damaged.mkdir()
+    (damaged / "info.json").write_text("{}")
+    assert [u.upload_id for u in uploads.uploads(BUCKET)] == [good.upload_id]
+    os.utime(damaged, (time.time() - WEEK - 60,) * 2)
+    counts = _sweeper(store).sweep_now()
+    assert not damaged.exists() and counts["locks"] == 0

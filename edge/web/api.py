@@ -44,6 +44,7 @@ from edge.rules import (
     render_origin_xml,
 )
 from edge.store import (
+    BucketNotEmpty,
     InvalidKey,
     ObjectMeta,
     ObjectStore,
@@ -288,9 +289,12 @@ class ManagementAPI:
             )
         if not self._store.bucket_is_empty(bucket):
             raise Denied(errors.BUCKET_NOT_EMPTY)
+        try:
+            self._store.remove_bucket(bucket)  # first: it refuses if anything is left
+        except BucketNotEmpty:
+            raise Denied(errors.BUCKET_NOT_EMPTY) from None
         self._registry.delete(bucket)
         self._rules.forget(bucket)
-        self._store.remove_bucket(bucket)
         log.info("Bucket {bucket} deleted", bucket=bucket)
         request.setResponseCode(204)
         return b""
@@ -539,10 +543,16 @@ class ManagementAPI:
         return _xml(request, root)
 
     def _save_meta(self, bucket: str, key: str, meta: ObjectMeta) -> None:
-        if meta.content_type or meta.user:
-            self._store.write_meta(bucket, key, meta)
-        else:
-            self._store.clear_meta(bucket, key)
+        try:
+            if meta.content_type or meta.user:
+                self._store.write_meta(bucket, key, meta)
+            else:
+                self._store.clear_meta(bucket, key)
+        except (FileNotFoundError, NotADirectoryError, UnsafePath):
+            # A DELETE took the object between its publishing and this: nothing to describe.
+            log.info(
+                "Metadata of {bucket}/{key} not saved: deleted meanwhile", bucket=bucket, key=key
+            )
 
     # -- origin rules --------------------------------------------------------------------------
 

@@ -438,8 +438,15 @@ def _decode(raw: bytes) -> str:
 
 
 def _origin_query(query: bytes | None) -> bytes | None:
-    """The query string to repeat to the origin, without a pre-signed URL's signature."""
-    if not query or b"q-sign" not in query.lower():
+    """The query string to repeat to the origin, without a pre-signed URL's signature or
+    its temporary-credential token: the origin (a third party's server) must never see
+    them."""
+    if not query:
         return query
-    kept = [p for p in query.split(b"&") if not p.lower().startswith(b"q-")]
+    lowered = query.lower()
+    if b"q-sign" not in lowered and b"x-cos-security-token" not in lowered:
+        return query
+    kept = [
+        p for p in query.split(b"&") if not p.lower().startswith((b"q-", b"x-cos-security-token"))
+    ]
     return b"&".join(kept) or None

@@ -30,6 +30,16 @@ async def test_miss_redirects_with_exact_location(edges, origin):
 
 
 @pytest_twisted.ensureDeferred
+async def test_miss_never_forwards_a_security_token_to_the_origin(edges, origin):
+    """A temporary-credential token in the query (`x-cos-security-token`) is a secret: the
+    302's Location keeps the other parameters and drops it (it used to go to the origin)."""
+    edge = await edges.start(edges.config(origin.address))
+    reply = await edge.get("a.txt?v=2&x-cos-security-token=SECRET&w=3")
+    assert reply.status == 302
+    assert reply.header("location") == f"http://{origin.address}/a.txt?v=2&w=3"
+
+
+@pytest_twisted.ensureDeferred
 async def test_copy_then_hit_serves_same_bytes_and_etag(edges, origin):
     """After the background copy, the next request is a 200 hit with the origin's bytes and
     the MD5 ETag; the origin saw the request with Host = the configured address."""

@@ -73,7 +73,7 @@ class BucketRegistry:
         self._by_domain = {d: b for b in configured.values() for d in b.domains}
         try:
             self.load()
-        except ValueError:
+        except Exception:
             self._configured, self._by_domain = previous  # the reload is refused whole
             raise
 

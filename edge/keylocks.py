@@ -17,7 +17,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import time
 from pathlib import Path
+
+_TOMBSTONE_AGE = 24 * 3600.0  # far longer than any copy runs (total_timeout)
 
 
 class KeyLock:
@@ -76,7 +79,11 @@ class KeyLocks:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             return 0
+        now = time.time()
         for name in names:
+            if name.endswith((".deleted", ".tmp")):
+                removed += self._sweep_tombstone(name, now)
+                continue
             if not name.endswith(".lock"):
                 continue
             path = str(self.folder / name)
@@ -98,3 +105,30 @@ class KeyLocks:
             finally:
                 os.close(fd)
         return removed
+
+    def _sweep_tombstone(self, name: str, now: float) -> int:
+        """A DELETE's tombstone (or its temp file) a day old whose key no copy holds: it
+        has told every copy that could have cared."""
+        path = self.folder / name
+        lock = self.folder / (name.split(".", 1)[0] + ".lock")
+        try:
+            if now - path.lstat().st_mtime < _TOMBSTONE_AGE:
+                return 0
+        except FileNotFoundError:
+            return 0
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            fd = None  # no copy of the key at all
+        except OSError:
+            return 0
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink()
+            return 1
+        except (BlockingIOError, FileNotFoundError):
+            return 0
+        finally:
+            if fd is not None:
+                os.close(fd)

@@ -356,9 +356,7 @@ class ObjectStore:
         for path in self._bucket_dirs.values():
             _make_folder(path)
         self._bucket_real = {name: os.path.realpath(p) for name, p in self._bucket_dirs.items()}
-        meta_root = self.state_dir / "meta"
-        if meta_root.is_dir():
-            self._meta_buckets = {e.name for e in os.scandir(meta_root) if e.is_dir()}
+        self.refresh_meta_buckets()
         removed = 0
         with self._state_folder("tmp", create=True) as tmp_fd:
             for entry in os.scandir(tmp_fd) if sweep else ():
@@ -377,15 +375,27 @@ class ObjectStore:
             )
         return removed
 
+    def refresh_meta_buckets(self) -> None:
+        """Learn which buckets have upload metadata (hits elsewhere skip the lookup). Run
+        on the state timer too: with workers, another process's first PUT with a
+        Content-Type into a bucket must reach this one's hits."""
+        try:
+            with os.scandir(self.state_dir / "meta") as entries:
+                self._meta_buckets |= {e.name for e in entries if e.is_dir()}
+        except FileNotFoundError:
+            pass
+
     def has_bucket(self, bucket: str) -> bool:
         return bucket in self._bucket_dirs
 
     def add_bucket(self, bucket: str) -> None:
         """Create a bucket folder (PUT Bucket); an existing folder is adopted as it is."""
         path = str(self.data_dir / bucket)
-        _make_folder(path)
+        # Known before its folder is made: should making it fail, the bucket answers as an
+        # empty one (misses, failed copies logged) rather than with errors about its name.
         self._bucket_dirs[bucket] = path
         self._bucket_real[bucket] = os.path.realpath(path)
+        _make_folder(path)
 
     def bucket_is_empty(self, bucket: str) -> bool:
         """No object in the bucket (empty folders left by deletes do not count)."""
@@ -665,12 +675,23 @@ class ObjectStore:
         except (FileNotFoundError, NotADirectoryError):
             pass
 
-    def write_meta(self, bucket: str, key: str, meta: ObjectMeta) -> None:
-        """Save a PUT's metadata, writing only below `.cosedge/meta` (reached without links)
-        and stating the object without following any link."""
+    def write_meta(
+        self,
+        bucket: str,
+        key: str,
+        meta: ObjectMeta,
+        identity: tuple[int, int, int, int, int] | None = None,
+    ) -> None:
+        """Save a PUT's metadata, writing only below `.cosedge/meta` (reached without links).
+
+        `identity` is the published file's (`PendingObject.identity`): two PUTs racing
+        must each describe their own file, so the object is stated (without following a
+        link) only when the caller has none."""
         folders, name = self._meta_location(bucket, key)
-        with self._bucket_parent(bucket, key, create=False) as (parent_fd, object_name):
-            identity = _identity(os.stat(object_name, dir_fd=parent_fd, follow_symlinks=False))
+        if identity is None:
+            with self._bucket_parent(bucket, key, create=False) as (parent_fd, object_name):
+                st = os.stat(object_name, dir_fd=parent_fd, follow_symlinks=False)
+            identity = _identity(st)
         record = {
             "key": key,
             "identity": list(identity),
@@ -698,6 +719,7 @@ class ObjectStore:
         for bucket in list(self._bucket_dirs):
             for path in sorted((meta_root / bucket).glob("??/*.json")):
                 try:
+                    read = path.stat()
                     raw = json.loads(path.read_text(encoding="utf-8"))
                     key = raw["key"]
                     validate_key(key)
@@ -706,8 +728,11 @@ class ObjectStore:
                 if self._meta_matches(bucket, key, raw.get("identity")):
                     continue
                 try:
-                    path.unlink()
-                    removed += 1
+                    # A PUT may have renamed a fresh record into place since it was read:
+                    # only the record that was judged is removed.
+                    if path.stat().st_ino == read.st_ino:
+                        path.unlink()
+                        removed += 1
                 except FileNotFoundError:
                     pass
         return removed
@@ -722,8 +747,13 @@ class ObjectStore:
 
     def sweep_state_temp_files(self, older_than: float, now: float) -> int:
         """Remove the `*.tmp` files an atomic state write leaves if it dies between
-        writing and renaming (rules, buckets, stamps, metadata, uploads' info.json)."""
+        writing and renaming (rules, buckets, stamps, metadata, uploads' info.json), and
+        the temp files of uploads and copies whose process died."""
         candidates = list(self.state_dir.glob(".*.tmp"))
+        # Spools and copies write all the time (idle timeouts are seconds): an hour-old
+        # part is what a worker killed mid-upload left; only the main process's restart
+        # swept those before.
+        candidates += self.tmp_dir.glob("*.part")
         for folder in ("origin", "buckets", "meta", "uploads"):
             candidates += (self.state_dir / folder).rglob("*.tmp")
         removed = 0
@@ -1020,6 +1050,9 @@ class PendingObject:
         self.key = key
         self.watch: DeleteWatch | None = None
         self.deleted_meanwhile = False
+        # The published file's identity: its metadata is recorded against this, not a later
+        # stat that could see another PUT's file.
+        self.identity: tuple[int, int, int, int, int] | None = None
         if spool is not None:
             # An upload that already sits in the temp folder: take it over as it is.
             self.size = spool.size
@@ -1112,11 +1145,13 @@ class PendingObject:
                 st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
                 if self._deleted():
                     # The DELETE came between the check above and the link (another worker):
-                    # it may have found nothing to remove, so take back what was linked.
-                    if statmod.S_ISREG(st.st_mode):
+                    # it may have found nothing to remove, so take back what was linked,
+                    # if the name still is what this copy linked (not a PUT since).
+                    if statmod.S_ISREG(st.st_mode) and _same_file(parent_fd, name, st):
                         os.unlink(name, dir_fd=parent_fd)
                     return False
-                store.etags.put(_identity(st), self.etag)
+                self.identity = _identity(st)
+                store.etags.put(self.identity, self.etag)
                 folder_fd = os.dup(parent_fd)
         finally:
             _unlink_quietly(self.temp_path)
@@ -1152,6 +1187,14 @@ def _unlink_quietly(path: str) -> None:
 
 def _published(_: object) -> bool:
     return True
+
+
+def _same_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    try:
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _fsync_and_close(fd: int) -> None:

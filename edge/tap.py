@@ -301,7 +301,14 @@ def build_service(
 
     def buckets_changed(added: set[str], removed: set[str]) -> None:
         for name in added:
-            store.add_bucket(name)
+            try:
+                store.add_bucket(name)
+            except OSError as e:
+                log.error(
+                    "Bucket {bucket} is served, but its folder cannot be made: {reason}",
+                    bucket=name,
+                    reason=f"{e.filename}: {e.strerror}",
+                )
         for name in removed:
             store.forget_bucket(name)
 
@@ -330,9 +337,8 @@ def build_service(
     listener.setServiceParent(top)
     levels = LogLevelService(config.log_level)
     levels.setServiceParent(top)
-    StateWatcher(STATE_CHECK_INTERVAL, [registry.refresh, rules.refresh], reactor).setServiceParent(
-        top
-    )
+    refreshers = [registry.refresh, rules.refresh, store.refresh_meta_buckets]
+    StateWatcher(STATE_CHECK_INTERVAL, refreshers, reactor).setServiceParent(top)
     supervisor = None
     if inherited_fd is None and config.workers > 1 and worker_argv is not None:
         supervisor = WorkerSupervisor(

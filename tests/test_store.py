@@ -150,3 +150,55 @@ def test_removing_a_bucket_never_removes_what_is_in_it(tmp_path):
     (bucket / "link").unlink()
     store.remove_bucket("b-1")
     assert not bucket.exists() and not store.has_bucket("b-1")
+
+
+def test_metadata_is_recorded_against_the_file_its_put_published(tmp_path):
+    """Two PUTs racing: the first's metadata, saved after the second replaced the file,
+    names the first file's identity, so it is not served with the second's bytes (a
+    re-stat used to attach it to whatever file was there)."""
+    from edge.store import ObjectMeta
+
+    store = ObjectStore(tmp_path / "data", ["b-1"])
+    store.prepare()
+    path = tmp_path / "data" / "b-1" / "k.txt"
+    path.write_bytes(b"first")
+    first = os.stat(path)
+    first_identity = (
+        first.st_dev,
+        first.st_ino,
+        first.st_size,
+        first.st_mtime_ns,
+        first.st_ctime_ns,
+    )
+    path.unlink()
+    path.write_bytes(b"second, another inode")
+    store.write_meta("b-1", "k.txt", ObjectMeta("text/html"), first_identity)
+    obj = store.open_object("b-1", "k.txt")
+    assert obj is not None
+    try:
+        assert store.read_meta("b-1", "k.txt", obj) is None
+    finally:
+        obj.file.close()
+
+
+def test_another_process_first_upload_metadata_reaches_this_one(tmp_path):
+    """With workers, a bucket's first PUT with a Content-Type in one process reaches the
+    other's hits once its state timer refreshes (each process used to learn which buckets
+    have metadata only at start-up)."""
+    from edge.store import ObjectMeta
+
+    one = ObjectStore(tmp_path / "data", ["b-1"])
+    one.prepare()
+    two = ObjectStore(tmp_path / "data", ["b-1"])
+    two.prepare(sweep=False)
+    (tmp_path / "data" / "b-1" / "k.txt").write_bytes(b"x")
+    one.write_meta("b-1", "k.txt", ObjectMeta("text/x-custom"))
+    obj = two.open_object("b-1", "k.txt")
+    assert obj is not None
+    try:
+        assert two.read_meta("b-1", "k.txt", obj) is None  # not known yet
+        two.refresh_meta_buckets()
+        meta = two.read_meta("b-1", "k.txt", obj)
+        assert meta is not None and meta.content_type == "text/x-custom"
+    finally:
+        obj.file.close()

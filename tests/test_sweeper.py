@@ -86,7 +86,7 @@ def test_dead_temporary_state_files_go_fresh_ones_stay(tmp_path):
     """A state write's temp file over an hour old is removed; one just written (a write
     in progress) is not."""
     store = _store(tmp_path)
-    (store.state_dir / "origin").mkdir()
+    (store.state_dir / "origin").mkdir(exist_ok=True)
     dead = store.state_dir / "origin" / f".{BUCKET}.json.0123.tmp"
     fresh = store.state_dir / "origin" / f".{BUCKET}.json.4567.tmp"
     stamp = store.state_dir / ".buckets.stamp.89ab.tmp"
@@ -120,3 +120,27 @@ def test_a_damaged_upload_record_is_skipped_not_fatal(tmp_path):
     os.utime(damaged, (time.time() - WEEK - 60,) * 2)
     counts = _sweeper(store).sweep_now()
     assert not damaged.exists() and counts["locks"] == 0
+
+
+def test_dead_parts_and_old_free_tombstones_go(tmp_path):
+    """A `.cosedge/tmp/*.part` untouched for an hour (a worker killed mid-upload) and a
+    day-old tombstone whose key no copy holds are swept; a fresh part and a tombstone
+    whose copy still runs stay."""
+    store = _store(tmp_path)
+    old, fresh = store.tmp_dir / "dead.part", store.tmp_dir / "live.part"
+    for path in (old, fresh):
+        path.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200,) * 2)
+    locks = KeyLocks(store.state_dir)
+    free = Path(locks.path_for(BUCKET, "free")).with_suffix(".deleted")
+    busy_lock = locks.acquire(BUCKET, "busy")
+    assert busy_lock is not None
+    busy = Path(busy_lock.path).with_suffix(".deleted")
+    for path in (free, busy):
+        path.write_bytes(b"")
+        os.utime(path, (time.time() - 2 * 86400,) * 2)
+    counts = _sweeper(store).sweep_now()
+    assert not old.exists() and fresh.exists()
+    assert not free.exists() and busy.exists()
+    assert counts["temp_files"] == 1 and counts["locks"] == 1
+    busy_lock.release()

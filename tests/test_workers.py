@@ -118,7 +118,9 @@ def test_copy_runs_unlocked_when_the_locks_folder_is_broken(tmp_path):
     flight."""
     agent = HangingAgent()
     copier, clock = _copier(tmp_path, agent)
-    (tmp_path / "data" / ".cosedge" / "locks").write_text("not a folder")
+    locks = tmp_path / "data" / ".cosedge" / "locks"
+    locks.rmdir()  # made by prepare(); broken here on purpose
+    locks.write_text("not a folder")
     origin = OriginAddress.parse("203.0.113.7")
     assert copier.copy("b-1", "k", origin, "203.0.113.7") is CopyStart.STARTED
     assert agent.requests == [b"http://203.0.113.7/k"]

@@ -408,7 +408,8 @@ class ManagementAPI:
         except BaseException:
             pending.discard()
             raise
-        await deferToThread(self._save_meta, bucket, key, meta)  # fsyncs: off the reactor
+        # fsyncs: off the reactor
+        await deferToThread(self._save_meta, bucket, key, meta, pending.identity)
         log.info(
             "Stored {bucket}/{key}: {size} bytes uploaded",
             bucket=bucket,
@@ -484,7 +485,7 @@ class ManagementAPI:
         except BaseException:
             pending.discard()
             raise
-        await deferToThread(self._save_meta, info.bucket, info.key, info.meta)
+        await deferToThread(self._save_meta, info.bucket, info.key, info.meta, pending.identity)
         self._uploads.discard(info)
         log.info(
             "Stored {bucket}/{key}: {size} bytes from {parts} parts",
@@ -542,10 +543,16 @@ class ManagementAPI:
             cosxml.sub(upload, "Initiated", _iso(u.initiated))
         return _xml(request, root)
 
-    def _save_meta(self, bucket: str, key: str, meta: ObjectMeta) -> None:
+    def _save_meta(
+        self,
+        bucket: str,
+        key: str,
+        meta: ObjectMeta,
+        identity: tuple[int, int, int, int, int] | None,
+    ) -> None:
         try:
             if meta.content_type or meta.user:
-                self._store.write_meta(bucket, key, meta)
+                self._store.write_meta(bucket, key, meta, identity)
             else:
                 self._store.clear_meta(bucket, key)
         except (FileNotFoundError, NotADirectoryError, UnsafePath):

@@ -63,6 +63,11 @@ class WorkerLogRelay:
         if self._partial.endswith(b"\n") and self._partial.lstrip().startswith(b"{"):
             records.append(self._partial)
             self._partial = b""
+        elif not self._partial.lstrip().startswith(b"{") and b"\n" in self._partial:
+            # Plain text (a crash before logging started, stderr of a library): its
+            # complete lines go now, not when the next record or the worker's end comes.
+            lines, _, self._partial = self._partial.rpartition(b"\n")
+            records.append(lines)
         for record in records:
             self._relay(record)
 
@@ -72,7 +77,8 @@ class WorkerLogRelay:
         self._relay(partial)
 
     def _relay(self, record: bytes) -> None:
-        text = record.decode("utf-8", "replace").strip()
+        raw = record.decode("utf-8", "replace")
+        text = raw.strip()
         if not text:
             return
         if text.startswith("{"):
@@ -87,7 +93,7 @@ class WorkerLogRelay:
                 event["log_system"] = f"worker {self.number}: {namespace}#{level_name}"
                 self._emit(event)
                 return
-        for line in text.splitlines():
+        for line in raw.splitlines():  # indentation kept: tracebacks stay readable
             if line.strip() and self._text is not None:
                 self._text(self.number, line.rstrip())
 

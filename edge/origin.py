@@ -536,6 +536,17 @@ class OriginCopier(Service):
         )
         return Agent.usingEndpointFactory(self._reactor, factory, pool=pool)
 
+    def drop_queued(self, bucket: str, key: str) -> bool:
+        """Forget a copy of `bucket/key` still waiting for a slot (a DELETE came: the copy
+        would bring the object back). A running copy is dropped by the store's tombstone
+        instead, since it already holds the key's lock."""
+        job = self._jobs.get((bucket, key))
+        if job is None or job.started is not None:
+            return False
+        self._queue.remove(job)
+        del self._jobs[(bucket, key)]
+        return True
+
     def in_flight(self) -> list[CopyJob]:
         """Copies running or queued, for status pages and tests."""
         return list(self._jobs.values())

@@ -323,7 +323,7 @@ def build_service(
         log.info(
             "Origin rules of {bucket} come from {source}", bucket=name, source=rules.source(name)
         )
-    api = ManagementAPI(config.credentials, registry, store, rules, resolver)
+    api = ManagementAPI(config.credentials, registry, store, rules, resolver, copier=copier)
     spools = BodySpools(store.tmp_dir, SpoolBudget(config.limits.spool_bytes))
     resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api, spools)
     site = EdgeSite(resource, reactor=reactor)

@@ -50,6 +50,17 @@ def test_relay_re_emits_worker_events_with_their_fields_and_number():
         assert lines == [(2, "a line printed before logging started")]
 
 
+def test_plain_text_lines_are_relayed_as_they_complete():
+    """Text a worker prints outside its JSON records (a traceback before logging starts)
+    is relayed line by line as it arrives, not held until the worker's next record."""
+    lines: list[tuple[int, str]] = []
+    relay = WorkerLogRelay(1, emit=lambda e: None, text=lambda n, t: lines.append((n, t)))
+    relay.received(b"Traceback (most recent call last):\n  File")
+    assert lines == [(1, "Traceback (most recent call last):")]
+    relay.received(b' "x.py"\n')
+    assert lines[-1] == (1, '  File "x.py"')
+
+
 def test_log_level_filters_every_observer_and_is_undone_on_stop():
     """`log_level: warn` drops info events for each observer already on the publisher and
     lets warnings through; stopping the service puts the observers back as they were."""

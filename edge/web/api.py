@@ -34,7 +34,7 @@ from edge.multipart import (
     UploadInfo,
     parse_complete,
 )
-from edge.origin import OriginResolver
+from edge.origin import OriginCopier, OriginResolver
 from edge.rules import (
     MalformedRuleXML,
     OriginRule,
@@ -108,8 +108,10 @@ class ManagementAPI:
         rules: OriginRules,
         resolver: OriginResolver,
         wall_clock: Callable[[], float] = time.time,
+        copier: OriginCopier | None = None,
     ) -> None:
         self._credentials = tuple(credentials)
+        self._copier = copier
         self._registry = registry
         self._store = store
         self._rules = rules
@@ -190,6 +192,8 @@ class ManagementAPI:
                 raise Denied(errors.NOT_IMPLEMENTED, "PUT Object - Copy is not supported")
             return self._async(request, self._put_object(request, bucket, key))
         if method == b"DELETE":
+            if self._copier is not None:
+                self._copier.drop_queued(bucket, key)  # a copy waiting for a slot: not now
             try:
                 self._store.delete_object(bucket, key)
             except UnsafePath as e:

@@ -222,6 +222,25 @@ async def test_delete_wins_over_a_running_copy(linked_edge, origin):
 
 
 @pytest_twisted.ensureDeferred
+async def test_delete_wins_over_a_copy_still_queued(edges, origin):
+    """With every copy slot busy, a miss's copy waits in the queue; a DELETE of its key
+    meanwhile drops it, so it never fetches nor brings the object back (the tombstone
+    only reaches copies that already run)."""
+    origin.serve("/busy.txt", b"slow", headers_delay=1.0)
+    origin.serve("/queued.txt", b"resurrected")
+    edge = await edges.start(
+        edges.config(origin.address, credentials=CREDENTIALS, fetch={"concurrency": 1})
+    )
+    assert (await edge.get("busy.txt")).status == 302
+    assert (await edge.get("queued.txt")).status == 302
+    assert [j.key for j in edge.copier.in_flight()] == ["busy.txt", "queued.txt"]
+    assert (await signed(edge.port, "DELETE", "queued.txt")).status == 204
+    await edge.copies_done()
+    assert not (edge.data_dir / BUCKET / "queued.txt").exists()
+    assert origin.requests_for("/queued.txt") == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_listing_hashes_small_files_off_the_reactor(linked_edge, monkeypatch):
     """A listing of many small, never-hashed files computes their ETags in a thread, not
     on the reactor thread, and still lists the right MD5s."""

@@ -624,6 +624,11 @@ _OBJECT_SUBRESOURCES = frozenset(
 )  # fmt: skip
 
 
+def is_object_subresource(query: Mapping[str, str]) -> bool:
+    """Whether the query names an object sub-resource (`?acl`, `?tagging`, ...)."""
+    return not _OBJECT_SUBRESOURCES.isdisjoint(query)
+
+
 def refuse_object_subresource(query: Mapping[str, str]) -> None:
     """501 NotImplemented for an object operation named by a sub-resource we lack."""
     found = sorted(_OBJECT_SUBRESOURCES & query.keys())

@@ -24,7 +24,13 @@ from edge.origin import CopyStart, OriginCopier, OriginResolver, ResolvedOrigin,
 from edge.rules import PROXY, OriginRule, OriginRules
 from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
 from edge.web import errors
-from edge.web.api import Denied, ManagementAPI, refuse_object_subresource, request_query
+from edge.web.api import (
+    Denied,
+    ManagementAPI,
+    is_object_subresource,
+    refuse_object_subresource,
+    request_query,
+)
 from edge.web.bodies import (
     MAX_OBJECT_BODY,
     MAX_XML_BODY,
@@ -144,6 +150,9 @@ class EdgeResource(Resource):
             if target.bucket_name is not None and target.bucket is None:
                 return self._error(request, errors.NO_SUCH_BUCKET)
             # The bucket root or the service root: listing is the signed API's, not ours.
+            return self._error(request, errors.ACCESS_DENIED)
+        if target.query is not None and is_object_subresource(request_query(request)):
+            # `GET /key?acl` asks for the object's ACL, not its bytes: not for anonymous eyes.
             return self._error(request, errors.ACCESS_DENIED)
         return self._read(request, target)
 

@@ -111,8 +111,10 @@ class EdgeRequest(Request):
             if self.channel is not None:
                 self.channel.loseConnection()
             return
+        # The same <Resource> as every other error: host and path, never the query (a
+        # pre-signed URL's signature is in it).
         body = errors.write_error(
-            self, errors.INTERNAL_ERROR, self.uri.decode("latin-1"), self.request_id
+            self, errors.INTERNAL_ERROR, errors.resource_of(self), self.request_id
         )
         if body:
             self.write(body)

@@ -347,6 +347,8 @@ async def test_object_subresources_we_lack_are_refused_not_mistaken_for_the_obje
         edge.port, "GET", "/kept.txt", signed_path="/kept.txt", host=DOMAIN, params={"v": "1"}
     )
     assert plain.status == 200 and plain.body == b"still here"
+    anonymous = await request(edge.port, "/kept.txt?acl", host=DOMAIN)
+    assert anonymous.status == 403 and b"still here" not in anonymous.body
 
 
 @pytest_twisted.ensureDeferred

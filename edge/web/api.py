@@ -134,6 +134,13 @@ class ManagementAPI:
         the path signed is the whole path as requested, bucket included. Without this a
         signature captured for one bucket could be replayed against another.
         """
+        verified: tuple[str | None, str | None, Credential] | None = getattr(
+            request, "_cos_verified", None
+        )
+        if verified is not None and verified[:2] == (bucket, key):
+            # Verified when its headers arrived, before the body was let in: a signature
+            # that expires while a large body uploads must not refuse it at the end.
+            return verified[2]
         query = request_query(request)
         headers = request_headers(request)
         required: tuple[str, ...] = ()
@@ -157,6 +164,7 @@ class ManagementAPI:
             raise Denied(errors.by_code(e.code), e.message) from None
         if bucket is not None and not credential.allows(bucket):
             raise Denied(errors.ACCESS_DENIED, f"key {credential.secret_id} may not use {bucket}")
+        request._cos_verified = (bucket, key, credential)  # type: ignore[attr-defined]
         return credential
 
     def _host_bucket(self, request: Request) -> str | None:

@@ -390,3 +390,29 @@ async def test_query_parameters_the_signature_does_not_cover_are_refused(edge):
     assert replay.status == 403 and b"'origin' is not covered" in replay.body
     kept = await signed(edge.port, "GET", "/", signed_path="/", host=DOMAIN, params={"origin": ""})
     assert kept.status == 200 and ORIGIN_HOST.encode() in kept.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_signature_that_expires_while_the_body_uploads_still_stores_it(edge):
+    """The signature is checked when the headers arrive, before the body is let in; one
+    that expires while a slow body is still coming no longer refuses the upload at the
+    end (it used to be checked a second time then)."""
+    import socket
+    import time
+
+    from twisted.internet.threads import deferToThread
+
+    def slow_put() -> bytes:
+        auth = sign(SECRET_ID, SECRET_KEY, "PUT", "/slow.bin", {}, {"host": DOMAIN}, expires=2)
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=15) as sock:
+            sock.sendall(
+                f"PUT /slow.bin HTTP/1.1\r\nHost: {DOMAIN}\r\nAuthorization: {auth}\r\n"
+                "Content-Length: 10\r\n\r\nhello".encode()
+            )
+            time.sleep(3)  # the signature's window ends meanwhile
+            sock.sendall(b"world")
+            return sock.recv(65536)
+
+    answer = await deferToThread(slow_put)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert (edge.data_dir / BUCKET / "slow.bin").read_bytes() == b"helloworld"

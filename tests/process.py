@@ -156,3 +156,15 @@ def status_of(url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as e:
         return e.code
+
+
+def fd_table(pid: int | str = "self") -> dict[int, str]:
+    """A process's open descriptors and what each points at (this process by default):
+    leak checks compare it before and after."""
+    table = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            table[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except FileNotFoundError:  # the listing's own descriptor, closed by now
+            continue
+    return table

@@ -14,7 +14,6 @@ and DNS cache lifetimes go by.
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections.abc import Iterator
@@ -25,17 +24,15 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
-from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IHostnameResolver, IHostResolution
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
-from zope.interface import implementer
 
 from edge.origin import OriginCopier
 from edge.store import ObjectStore
 from edge.tap import build_service, load_policy
-from edge.testing import FakeOrigin
+from edge.testing import FakeOrigin, ScriptedResolver
 from tests.integration.conftest import BUCKET, request, wait_until
+from tests.process import fd_table
 
 # Twisted's reactor stubs are stricter than its runtime (factories, addresses).
 reactor: Any = _reactor
@@ -119,17 +116,6 @@ FAULTS: dict[str, Fault] = {
         redirect=True,
     ),
 }
-
-
-def fd_table() -> dict[int, str]:
-    """This process's open descriptors and what they point at."""
-    table = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            table[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:  # the directory's own descriptor, closed by now
-            continue
-    return table
 
 
 async def settled_fd_table(quiet: float = 0.25, timeout: float = 5.0) -> dict[int, str]:
@@ -271,46 +257,6 @@ async def test_header_timeout_is_reported_as_a_timeout(edges, origin, captured_e
 # -- DNS rebinding -----------------------------------------------------------------------
 
 
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        """Scripted answers are immediate: there is nothing to cancel."""
-
-
-@implementer(IHostnameResolver)
-class ScriptedResolver:
-    """Answers lookups of `name` from a script: answer N is `answers[min(N, last)]`; any
-    other name does not resolve. Records every lookup."""
-
-    def __init__(self, name: str, answers: list[list[str]]) -> None:
-        self.name = name
-        self.answers = answers
-        self.lookups: list[str] = []
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: Any,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: Any = None,
-        transportSemantics: str = "TCP",
-    ) -> IHostResolution:
-        resolution = _Resolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        if hostName == self.name:
-            answer = self.answers[min(len(self.lookups), len(self.answers) - 1)]
-            self.lookups.append(hostName)
-            for address in answer:
-                resolutionReceiver.addressResolved(IPv4Address("TCP", address, portNumber))
-        else:
-            self.lookups.append(hostName)
-        resolutionReceiver.resolutionComplete()
-        return resolution
-
-
 class ReactorWithResolver:
     """The test reactor, except for `nameResolver`: what the edge under test resolves
     with. Anything in the edge that resolved a name by itself (a HostnameEndpoint, say)
@@ -382,7 +328,7 @@ async def test_dns_rebinding_to_unlisted_address_is_never_connected(edges, twins
     and every copy that ran reached .2 with Host naming the configured domain."""
     for n in range(6):
         twins.serve(f"/k{n}.txt", b"object %d" % n)
-    resolver = ScriptedResolver(REBIND_HOST, [["127.0.0.2"], ["127.0.0.3"]])
+    resolver = ScriptedResolver({REBIND_HOST: [["127.0.0.2"], ["127.0.0.3"]]})
     service, port, copier = await _start_edge(edges, resolver, twins.port)
     data = Path(tmp_path / "data" / BUCKET)
     try:
@@ -422,7 +368,7 @@ async def test_dns_answer_mixing_refused_and_admitted_addresses_uses_admitted_on
     127.0.0.3 never gets a connection."""
     for n in range(4):
         twins.serve(f"/m{n}.txt", b"mixed %d" % n)
-    resolver = ScriptedResolver(REBIND_HOST, [["127.0.0.3", "127.0.0.2"]])
+    resolver = ScriptedResolver({REBIND_HOST: [["127.0.0.3", "127.0.0.2"]]})
     service, port, copier = await _start_edge(edges, resolver, twins.port)
     data = Path(tmp_path / "data" / BUCKET)
     try:

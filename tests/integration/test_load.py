@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.integration.conftest import BUCKET
-from tests.process import start_twistd, wait_ready
+from tests.process import fd_table, start_twistd, wait_ready
 
 CLIENTS = 200
 SECONDS = float(os.environ.get("COSEDGE_LOAD_SECONDS", "10"))
@@ -75,16 +75,6 @@ server.serve_forever()
 
 def origin_body(n: int) -> bytes:
     return (b"origin object %d\n" % n) * (1 + n % 97)
-
-
-def fd_table(pid: int) -> dict[int, str]:
-    table = {}
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            table[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
-        except FileNotFoundError:
-            continue
-    return table
 
 
 def settled_fd_table(pid: int, target: dict[int, str], timeout: float = 15) -> dict[int, str]:

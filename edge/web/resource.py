@@ -6,6 +6,7 @@ side does (miss: 302 now, copy in the background). Nothing here waits on an orig
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from edge.config import BucketConfig
 from edge.origin import CopyStart, OriginCopier, OriginResolver, ResolvedOrigin, choose_address
 from edge.rules import PROXY, OriginRule, OriginRules
 from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
-from edge.web import errors
+from edge.web import errors, sendfile
 from edge.web.api import Denied, ManagementAPI, refuse_object_subresource, request_query
 from edge.web.bodies import (
     MAX_OBJECT_BODY,
@@ -56,6 +57,23 @@ class _WholeFile(NoRangeStaticProducer):
 
 class _FileRange(SingleRangeStaticProducer):
     bufferSize = 256 * 1024
+
+
+# A body up to this size is read and written in the reactor turn that answers the request:
+# no producer, no Cooperator tick (measured: a 4 KiB hit spent a third of its time there).
+INLINE_MAX = 128 * 1024
+
+
+def _write_inline(request: Request, file: Any, first: int, length: int) -> None:
+    try:
+        data = os.pread(file.fileno(), length, first)
+    finally:
+        file.close()
+    request.write(data)
+    channel = request.channel
+    request.finish()
+    if len(data) < length and channel is not None:
+        channel.loseConnection()  # the file shrank under us: the length cannot be kept
 
 
 @dataclass(frozen=True)
@@ -308,7 +326,11 @@ class EdgeResource(Resource):
             obj.file.close()
             request.finish()
             return
-        if isinstance(byte_range, tuple):
+        if length <= INLINE_MAX:
+            _write_inline(request, obj.file, first, length)
+        elif sendfile.usable(request):
+            sendfile.SendfileBody(request, obj.file, first, length).start()
+        elif isinstance(byte_range, tuple):
             _FileRange(request, obj.file, first, length).start()
         else:
             _WholeFile(request, obj.file).start()

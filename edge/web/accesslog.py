@@ -50,8 +50,8 @@ def _iso_time(second: int) -> str:
 class AccessLogFile:
     """Buffered, append-only access-log lines to `path`.
 
-    `add` takes the fields of one request; lines go to the file when the buffer reaches
-    `buffer_size` bytes, `flush_interval` seconds after the first buffered line, on
+    `add` takes the fields of one request (bytes, as the request has them); lines go to
+    the file when the buffer reaches `buffer_size` bytes, `flush_interval` seconds after the first buffered line, on
     `flush()`, and on `close()`. `reopen()` (SIGUSR1) flushes and opens the path anew, so a
     file renamed by logrotate is closed and a fresh one started.
     """
@@ -74,11 +74,11 @@ class AccessLogFile:
         self._clock = clock
         self._now = now
         self._fd: int | None = None
-        self._lines: list[str] = []
+        self._lines: list[bytes] = []
         self._size = 0
         self._timer: Any = None
         self._second = -1
-        self._stamp = ""
+        self._stamp = b""
         self._warned_at: float | None = None
         self._closed = False
         self.add = self._add_json if fmt == "json" else self._add_combined
@@ -113,65 +113,79 @@ class AccessLogFile:
 
     # -- lines -----------------------------------------------------------------------------
 
-    def _time(self) -> str:
+    def _time(self) -> bytes:
         second = int(self._now())
         if second != self._second:
             self._second = second
-            self._stamp = _iso_time(second) if self.format == "json" else _clf_time(second)
+            text = _iso_time(second) if self.format == "json" else _clf_time(second)
+            self._stamp = text.encode("ascii")
         return self._stamp
 
     def _add_combined(
         self,
-        remote: str,
-        method: str,
-        uri: str,
-        protocol: str,
+        remote: bytes,
+        method: bytes,
+        uri: bytes,
+        protocol: bytes,
         code: int,
         length: int,
-        referer: str,
-        user_agent: str,
-        request_id: str,
+        referer: bytes,
+        user_agent: bytes,
+        request_id: bytes,
         duration_ms: float,
     ) -> None:
+        """One line, formatted as bytes: the request's fields are bytes already."""
         self._append(
-            f'{remote} - - [{self._time()}] "{method} {uri} {protocol}" {code} {length} '
-            f'"{referer}" "{user_agent}" {request_id} {duration_ms}ms\n'
+            b'%s - - [%s] "%s %s %s" %d %d "%s" "%s" %s %.1fms\n'
+            % (
+                remote,
+                self._time(),
+                method,
+                uri,
+                protocol,
+                code,
+                length,
+                referer,
+                user_agent,
+                request_id,
+                duration_ms,
+            )
         )
 
     def _add_json(
         self,
-        remote: str,
-        method: str,
-        uri: str,
-        protocol: str,
+        remote: bytes,
+        method: bytes,
+        uri: bytes,
+        protocol: bytes,
         code: int,
         length: int,
-        referer: str,
-        user_agent: str,
-        request_id: str,
+        referer: bytes,
+        user_agent: bytes,
+        request_id: bytes,
         duration_ms: float,
     ) -> None:
         self._append(
             json.dumps(
                 {
-                    "time": self._time(),
-                    "remote": remote,
-                    "method": method,
-                    "uri": uri,
-                    "protocol": protocol,
+                    "time": self._time().decode("ascii"),
+                    "remote": remote.decode("latin-1"),
+                    "method": method.decode("latin-1"),
+                    "uri": uri.decode("latin-1"),
+                    "protocol": protocol.decode("latin-1"),
                     "code": code,
                     "length": length,
-                    "referer": referer,
-                    "user_agent": user_agent,
-                    "request_id": request_id,
-                    "duration_ms": duration_ms,
+                    "referer": referer.decode("latin-1"),
+                    "user_agent": user_agent.decode("latin-1"),
+                    "request_id": request_id.decode("latin-1"),
+                    "duration_ms": round(duration_ms, 1),
                 },
                 ensure_ascii=False,
-            )
-            + "\n"
+            ).encode("utf-8")
+            + b"\n"
         )
 
-    def _append(self, line: str) -> None:
+    def _append(self, line: bytes) -> None:
         if self._closed:
             return  # a request finishing after the stop
         self._lines.append(line)
@@ -192,7 +206,7 @@ class AccessLogFile:
             self._timer = None
         if not self._lines:
             return
-        data = "".join(self._lines).encode("utf-8", "surrogateescape")
+        data = b"".join(self._lines)
         self._lines = []
         self._size = 0
         if self._fd is None:

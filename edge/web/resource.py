@@ -137,6 +137,7 @@ class EdgeResource(Resource):
         self._copier = copier
         self._clock = clock
         self._warned: dict[tuple[str, str], float] = {}
+        self._locations: dict[Any, bytes] = {}  # origin -> the 302 Location's prefix
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -359,10 +360,17 @@ class EdgeResource(Resource):
             self._warn_refused(bucket.name, resolved)
             self._finish_error(request, errors.NO_SUCH_KEY)
             return
-        location = b"http://" + origin.netloc.encode("ascii") + b"/" + target.raw_key
-        query = _origin_query(target.query)
+        prefix = self._locations.get(origin)
+        if prefix is None:  # once per origin: b"http://host:port/"
+            if len(self._locations) > 1000:
+                self._locations.clear()
+            prefix = self._locations[origin] = b"http://%s/" % origin.netloc.encode("ascii")
+        query = target.query
         if query and rule.follow_query_string:
-            location += b"?" + query
+            query = _origin_query(query)
+            location = prefix + target.raw_key + b"?" + query if query else prefix + target.raw_key
+        else:
+            location = prefix + target.raw_key
         request.setResponseCode(rule.redirect_code)
         request.setHeader(b"location", location)
         request.setHeader(b"content-length", b"0")

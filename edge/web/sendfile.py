@@ -3,13 +3,13 @@ pass through Python.
 
 Twisted has no sendfile support of its own. The shape is asyncio's `loop.sendfile`: once
 the response headers have left the transport's buffer, the body goes by `os.sendfile`
-from the open file on a non-blocking socket, resuming when the socket is writable again.
-Writability is watched on a duplicate of the socket's descriptor, registered with the
-reactor as a writer of its own, so the transport's own registration (reading, and its
-buffer) is never touched. The transport's write buffer is read through
+from the open file on the non-blocking socket, resuming when the socket is writable again.
+When the socket is full, writability is watched on a duplicate of its descriptor,
+registered with the reactor as a writer of its own, so the transport's own registration
+(reading, and its buffer) is never touched. The transport's write buffer is read through
 `twisted.internet.abstract.FileDescriptor`'s `dataBuffer`/`offset`/`_tempDataLen`; the
-tests in tests/test_sendfile.py check the wire bytes, so a Twisted upgrade that moves
-them shows there.
+tests in tests/integration/test_sendfile.py check the wire bytes, so a Twisted upgrade
+that moves them shows there.
 
 Only plain TCP connections qualify (`usable`); TLS, HTTP/2 and UNIX sockets keep the
 producer. A client that goes away mid-body closes the file and the duplicate at once.
@@ -78,7 +78,6 @@ class SendfileBody:
             return
         request.write(b"")  # the status line and headers, into the transport's buffer
         request.notifyFinish().addErrback(self._lost)
-        self._fd = os.dup(self._transport.fileno())
         self._send()
 
     # -- IWriteDescriptor, for the reactor -----------------------------------------------
@@ -104,12 +103,15 @@ class SendfileBody:
         if self._done:
             return
         transport = self._transport
+        if transport.disconnected or transport.disconnecting:
+            self._stop()  # lost, or being closed: the request hears of it from the channel
+            return
         if _buffered(transport):
             # Headers first: flush what the transport holds, as its own doWrite would.
             if transport.doWrite() is not None or _buffered(transport):
                 self._watch()  # the socket is full (or broken: the reactor will see it)
                 return
-        out, src = self._fd, self.file.fileno()
+        out, src = self._transport.fileno(), self.file.fileno()
         sent_now = 0
         try:
             while self.remaining > 0:
@@ -147,6 +149,8 @@ class SendfileBody:
 
     def _watch(self) -> None:
         if not self._watching and not self._done:
+            if self._fd < 0:  # only a body that does not fit the socket at once needs one
+                self._fd = os.dup(self._transport.fileno())
             self._watching = True
             self._reactor.addWriter(self)
 

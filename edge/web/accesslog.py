@@ -51,8 +51,9 @@ class AccessLogFile:
     """Buffered, append-only access-log lines to `path`.
 
     `add` takes the fields of one request (bytes, as the request has them); lines go to
-    the file when the buffer reaches `buffer_size` bytes, `flush_interval` seconds after the first buffered line, on
-    `flush()`, and on `close()`. `reopen()` (SIGUSR1) flushes and opens the path anew, so a
+    the file when the buffer reaches `buffer_size` bytes, `flush_interval` seconds after
+    the first buffered line, on `flush()`, and on `close()`. `reopen()` (SIGUSR1) flushes
+    and opens the path anew, so a
     file renamed by logrotate is closed and a fresh one started.
     """
 

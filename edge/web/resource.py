@@ -76,6 +76,19 @@ def _write_inline(request: Request, file: Any, first: int, length: int) -> None:
         channel.loseConnection()  # the file shrank under us: the length cannot be kept
 
 
+_dates: dict[float, bytes] = {}
+
+
+def _last_modified(mtime: float) -> bytes:
+    """`http_date(mtime)`, remembered: formatting a date was 2 % of a hit."""
+    date = _dates.get(mtime)
+    if date is None:
+        if len(_dates) > 10_000:
+            _dates.clear()
+        date = _dates[mtime] = http_date(mtime)
+    return date
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a request points: a bucket (by name; None for the service root), whether it
@@ -287,7 +300,7 @@ class EdgeResource(Resource):
             return
         etag = b'"' + etag_hex.encode("ascii") + b'"'
         request.setHeader(b"etag", etag)
-        request.setHeader(b"last-modified", http_date(obj.mtime))
+        request.setHeader(b"last-modified", _last_modified(obj.mtime))
         request.setHeader(b"accept-ranges", b"bytes")
         status = precondition_status(
             etag=etag,

@@ -15,6 +15,7 @@ import hashlib
 import json
 import mimetypes
 import os
+import re
 import shutil
 import stat as statmod
 import uuid
@@ -65,6 +66,9 @@ class UnsafePath(Exception):
     """
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def validate_key(key: str) -> str:
     """Refuse keys the filesystem would interpret: `.`/`..`/empty segments, NUL, backslash.
 
@@ -77,7 +81,7 @@ def validate_key(key: str) -> str:
         raise InvalidKey("key contains NUL")
     if "\\" in key:
         raise InvalidKey("key contains a backslash")
-    if any(c < " " or c == "\x7f" for c in key):
+    if _CONTROL.search(key):
         raise InvalidKey("key contains a control character")
     encoded = key.encode("utf-8", "surrogatepass")
     if len(encoded) > MAX_KEY_BYTES:

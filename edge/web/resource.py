@@ -290,6 +290,13 @@ class EdgeResource(Resource):
                 if not (is_token(name) and is_safe_value(value)):
                     continue
                 request.setHeader(send_as_is(name.encode("latin-1")), value.encode("utf-8"))
+        cached = self._store.etags.get(obj.identity)
+        if cached is not None:  # the usual case: answered now, no Deferred
+            try:
+                self._respond_hit(cached, request, obj)
+            except Exception:
+                self._hit_failed(Failure(), request, obj)
+            return
         d = self._store.etag(target.bucket.name, target.key, obj)
         d.addCallback(self._respond_hit, request, obj)
         d.addErrback(self._hit_failed, request, obj)

@@ -79,6 +79,26 @@ def start(argv: Sequence[str], ready: re.Pattern[bytes], cwd: Path, timeout: flo
     return Server(proc, found[0], lines)
 
 
+def start_logging_to(
+    argv: Sequence[str], logfile: Path, ready: re.Pattern[bytes], cwd: Path, timeout: float = 30
+) -> Server:
+    """Start a server that logs to `logfile` (twistd `--logfile`, as in production: no pipe
+    to this process) and wait for the line naming its port to appear there."""
+    proc = subprocess.Popen(
+        list(argv), cwd=cwd, env=env(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = logfile.read_bytes() if logfile.exists() else b""
+        match = ready.search(text)
+        if match:
+            return Server(proc, int(match.group(1)), [])
+        time.sleep(0.1)
+    proc.kill()
+    text = logfile.read_bytes() if logfile.exists() else b""
+    raise RuntimeError(f"{argv[0]} did not start:\n" + text.decode(errors="replace"))
+
+
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
 EDGE_READY = re.compile(rb"cosedge ready: listening on 127\.0\.0\.1:(\d+)")
 
@@ -149,9 +169,11 @@ def _mb(text: str) -> float:
     return value * {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[unit]
 
 
-def wrk(url: str, seconds: float, connections: int, method: str = "GET") -> LoadResult:
+def wrk(
+    url: str, seconds: float, connections: int, method: str = "GET", threads: int = 2
+) -> LoadResult:
     script = None
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
     if method != "GET":
         script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
         script.write(f'wrk.method = "{method}"\n')
@@ -215,9 +237,11 @@ def builtin_load(url: str, seconds: float, connections: int, method: str = "GET"
     )
 
 
-def load(url: str, seconds: float, connections: int, method: str = "GET") -> LoadResult:
+def load(
+    url: str, seconds: float, connections: int, method: str = "GET", threads: int = 2
+) -> LoadResult:
     if have_wrk():
-        return wrk(url, seconds, connections, method)
+        return wrk(url, seconds, connections, method, threads)
     return builtin_load(url, seconds, connections, method)
 
 

@@ -243,6 +243,20 @@ class Credential:
 
 
 @dataclass(frozen=True)
+class AccessLogConfig:
+    """`access_log`: a file of its own (`path`), or off (`path` None). Unset, the access
+    lines stay events in the twistd log (`EdgeConfig.access_log` is None)."""
+
+    path: Path | None
+    format: str = "combined"  # or "json": one object per line, the same fields
+    buffer: int = 64 * 1024  # bytes buffered before a write
+    flush: float = 1.0  # seconds a buffered line waits at most
+
+
+_ACCESS_LOG_FORMATS = ("combined", "json")
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     source: str = "<defaults>"
     listen: str = DEFAULT_LISTEN
@@ -255,6 +269,7 @@ class EdgeConfig:
     credentials: tuple[Credential, ...] = ()
     workers: int = 1
     log_level: str = "info"
+    access_log: AccessLogConfig | None = None
 
     def error(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.source, key, reason)
@@ -271,6 +286,7 @@ _TOP_KEYS = {
     "credentials",
     "workers",
     "log_level",
+    "access_log",
 }
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 _CREDENTIAL_KEYS = {"secret_id", "secret_key", "buckets"}
@@ -386,6 +402,9 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     credentials = checked(_check_credentials, raw.get("credentials", []), source, default=())
     workers = checked(check_workers, raw.get("workers", 1), "workers", source)
     log_level = checked(_check_log_level, raw.get("log_level", "info"), source)
+    access_log = (
+        checked(_check_access_log, raw["access_log"], source) if "access_log" in raw else None
+    )
     raise_problems(problems)
     return EdgeConfig(
         source=source,
@@ -399,7 +418,40 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
         credentials=credentials,
         workers=workers,
         log_level=log_level,
+        access_log=access_log,
     )
+
+
+def _check_access_log(value: object, source: str) -> AccessLogConfig:
+    """`access_log: PATH`, `access_log: null` (off), or a mapping with `path` and
+    optionally `format`, `buffer` and `flush`."""
+    if value is None:
+        return AccessLogConfig(path=None)
+    if isinstance(value, str):
+        return AccessLogConfig(path=_check_path(value, "access_log", source))
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, "access_log", "must be a path, null (off) or a mapping")
+    _no_unknown_keys(value, {"path", "format", "buffer", "flush"}, "access_log.", source)
+    path = value.get("path")
+    settings: dict[str, Any] = {
+        "path": None if path is None else _check_path(path, "access_log.path", source)
+    }
+    if "format" in value:
+        if value["format"] not in _ACCESS_LOG_FORMATS:
+            raise ConfigError(
+                source, "access_log.format", f"must be one of {', '.join(_ACCESS_LOG_FORMATS)}"
+            )
+        settings["format"] = value["format"]
+    if "buffer" in value:
+        settings["buffer"] = _parse_size(value["buffer"], "access_log.buffer", source)
+    if "flush" in value:
+        item = value["flush"]
+        if isinstance(item, bool) or not isinstance(item, int | float) or not item > 0:
+            raise ConfigError(
+                source, "access_log.flush", f"must be a number of seconds > 0, not {item!r}"
+            )
+        settings["flush"] = float(item)
+    return AccessLogConfig(**settings)
 
 
 def _check_log_level(value: object, source: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import signal
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -328,6 +329,10 @@ def build_service(
     resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api, spools)
     site = EdgeSite(resource, reactor=reactor)
     copier.setServiceParent(top)
+    supervisor: Any = None
+    access_service = _access_log(config, site, reactor, lambda: supervisor)
+    if access_service is not None:  # before the listener: it stops after it, flushing last
+        access_service.setServiceParent(top)
     listener: Any
     if inherited_fd is not None:
         listener = AdoptedListenerService(reactor, inherited_fd, site)
@@ -386,6 +391,33 @@ def build_service(
         workers=f"{config.workers} process(es)" if inherited_fd is None else "worker process",
     )
     return top
+
+
+def _access_log(config: EdgeConfig, site: Any, reactor: Any, supervisor: Any) -> IService | None:
+    """`access_log`: unset keeps the access events in the twistd log; null turns them off;
+    a path gets its own buffered file, reopened on SIGUSR1 (passed on to the workers, which
+    each append to the same file)."""
+    from edge.web.accesslog import AccessLogFile, AccessLogService
+    from edge.web.site import OFF
+
+    settings = config.access_log
+    if settings is None:
+        return None
+    if settings.path is None:
+        site.access = OFF
+        return None
+    access = AccessLogFile(settings.path, reactor, settings.format, settings.buffer, settings.flush)
+    site.access = access
+
+    def forward() -> None:
+        workers = supervisor()
+        for pid in workers.pids() if workers is not None else ():
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except OSError:
+                continue  # already gone; a restarted worker opens the file anew
+
+    return AccessLogService(access, reactor, forward)
 
 
 def makeService(options: Options) -> IService:

@@ -6,6 +6,7 @@ side does (miss: 302 now, copy in the background). Nothing here waits on an orig
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from edge.config import BucketConfig
 from edge.origin import CopyStart, OriginCopier, OriginResolver, ResolvedOrigin, choose_address
 from edge.rules import PROXY, OriginRule, OriginRules
 from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
-from edge.web import errors
+from edge.web import errors, sendfile
 from edge.web.api import (
     Denied,
     ManagementAPI,
@@ -62,6 +63,36 @@ class _WholeFile(NoRangeStaticProducer):
 
 class _FileRange(SingleRangeStaticProducer):
     bufferSize = 256 * 1024
+
+
+# A body up to this size is read and written in the reactor turn that answers the request:
+# no producer, no Cooperator tick (measured: a 4 KiB hit spent a third of its time there).
+INLINE_MAX = 128 * 1024
+
+
+def _write_inline(request: Request, file: Any, first: int, length: int) -> None:
+    try:
+        data = os.pread(file.fileno(), length, first)
+    finally:
+        file.close()
+    request.write(data)
+    channel = request.channel
+    request.finish()
+    if len(data) < length and channel is not None:
+        channel.loseConnection()  # the file shrank under us: the length cannot be kept
+
+
+_dates: dict[float, bytes] = {}
+
+
+def _last_modified(mtime: float) -> bytes:
+    """`http_date(mtime)`, remembered: formatting a date was 2 % of a hit."""
+    date = _dates.get(mtime)
+    if date is None:
+        if len(_dates) > 10_000:
+            _dates.clear()
+        date = _dates[mtime] = http_date(mtime)
+    return date
 
 
 @dataclass(frozen=True)
@@ -125,6 +156,7 @@ class EdgeResource(Resource):
         self._copier = copier
         self._clock = clock
         self._warned: dict[tuple[str, str], float] = {}
+        self._locations: dict[Any, bytes] = {}  # origin -> the 302 Location's prefix
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -273,6 +305,13 @@ class EdgeResource(Resource):
                 if not (is_token(name) and is_safe_value(value)):
                     continue
                 request.setHeader(send_as_is(name.encode("latin-1")), value.encode("utf-8"))
+        cached = self._store.etags.get(obj.identity)
+        if cached is not None:  # the usual case: answered now, no Deferred
+            try:
+                self._respond_hit(cached, request, obj)
+            except Exception:
+                self._hit_failed(Failure(), request, obj)
+            return
         d = self._store.etag(target.bucket.name, target.key, obj)
         d.addCallback(self._respond_hit, request, obj)
         d.addErrback(self._hit_failed, request, obj)
@@ -283,7 +322,7 @@ class EdgeResource(Resource):
             return
         etag = b'"' + etag_hex.encode("ascii") + b'"'
         request.setHeader(b"etag", etag)
-        request.setHeader(b"last-modified", http_date(obj.mtime))
+        request.setHeader(b"last-modified", _last_modified(obj.mtime))
         request.setHeader(b"accept-ranges", b"bytes")
         status = precondition_status(
             etag=etag,
@@ -323,7 +362,11 @@ class EdgeResource(Resource):
             obj.file.close()
             request.finish()
             return
-        if isinstance(byte_range, tuple):
+        if length <= INLINE_MAX:
+            _write_inline(request, obj.file, first, length)
+        elif sendfile.usable(request):
+            sendfile.SendfileBody(request, obj.file, first, length).start()
+        elif isinstance(byte_range, tuple):
             _FileRange(request, obj.file, first, length).start()
         else:
             _WholeFile(request, obj.file).start()
@@ -352,10 +395,17 @@ class EdgeResource(Resource):
             self._warn_refused(bucket.name, resolved)
             self._finish_error(request, errors.NO_SUCH_KEY)
             return
-        location = b"http://" + origin.netloc.encode("ascii") + b"/" + target.raw_key
-        query = _origin_query(target.query)
+        prefix = self._locations.get(origin)
+        if prefix is None:  # once per origin: b"http://host:port/"
+            if len(self._locations) > 1000:
+                self._locations.clear()
+            prefix = self._locations[origin] = b"http://%s/" % origin.netloc.encode("ascii")
+        query = target.query
         if query and rule.follow_query_string:
-            location += b"?" + query
+            query = _origin_query(query)
+            location = prefix + target.raw_key + b"?" + query if query else prefix + target.raw_key
+        else:
+            location = prefix + target.raw_key
         request.setResponseCode(rule.redirect_code)
         request.setHeader(b"location", location)
         request.setHeader(b"content-length", b"0")

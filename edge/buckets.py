@@ -124,20 +124,38 @@ class BucketRegistry:
         """Remember a new bucket; `BucketExists` if any process made it first."""
         if name in self._buckets:
             raise BucketExists(name)
-        self._write_marker(name)
+        self.write_marker(name)
+        return self.adopt(name)
+
+    def adopt(self, name: str) -> BucketConfig:
+        """Serve a bucket whose marker `write_marker` made (the in-memory half of
+        `create`, on the reactor thread; the marker's fsyncs may run in a thread)."""
         bucket = BucketConfig(name=name)
         self._buckets[name] = bucket
         self._stamp.touch()
         return bucket
 
     def delete(self, name: str) -> None:
-        del self._buckets[name]
+        self.remove_marker(name)
+        self.forget(name)
+
+    def forget(self, name: str) -> None:
+        """Stop serving a bucket whose marker is gone (the in-memory half of `delete`)."""
+        self._buckets.pop(name, None)
+        self._stamp.touch()
+
+    def remove_marker(self, name: str) -> None:
+        """Remove the bucket's marker durably (blocking: fsyncs the folder)."""
         try:
             os.unlink(self._folder / name)
         except FileNotFoundError:
             pass
         fsync_dir(self._folder)
-        self._stamp.touch()
+
+    def write_marker(self, name: str) -> None:
+        """The bucket's marker, made with O_EXCL and flushed with its folder (blocking);
+        `BucketExists` if another process made it first."""
+        self._write_marker(name)
 
     def _write_marker(self, name: str) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)

@@ -306,8 +306,16 @@ class OriginRules:
     def replace(self, bucket: str, rules: Iterable[OriginRule]) -> None:
         """Save then apply: a crash between the two leaves the new rules on disk."""
         new = ordered(rules)
-        self._save(bucket, new)
-        self._rules[bucket] = new
+        self.save(bucket, new)
+        self.apply(bucket, new)
+
+    def save(self, bucket: str, rules: tuple[OriginRule, ...]) -> None:
+        """Write a bucket's rule set durably (blocking: the API runs it in a thread)."""
+        self._save(bucket, rules)
+
+    def apply(self, bucket: str, rules: tuple[OriginRule, ...]) -> None:
+        """Put a saved rule set in force (on the reactor thread) and tell other workers."""
+        self._rules[bucket] = rules
         self._stored.add(bucket)
         self._stamp.touch()
 

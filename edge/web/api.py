@@ -40,6 +40,7 @@ from edge.rules import (
     OriginRule,
     OriginRules,
     RuleError,
+    ordered,
     parse_origin_xml,
     render_origin_xml,
 )
@@ -234,19 +235,19 @@ class ManagementAPI:
         if "uploads" in query and method == b"GET":
             if bucket not in self._registry:
                 raise Denied(errors.NO_SUCH_BUCKET)
-            return self._list_uploads(request, bucket, query)
+            return self._async(request, self._list_uploads(request, bucket, query))
         subresources = [q for q in query if not q.startswith("q-") and q not in _LIST_PARAMS]
         if subresources:
             raise Denied(errors.NOT_IMPLEMENTED, f"?{subresources[0]} is not supported")
         if method == b"PUT":
-            return self._create_bucket(request, bucket)
+            return self._async(request, self._create_bucket(request, bucket))
         if bucket not in self._registry:
             raise Denied(errors.NO_SUCH_BUCKET)
         if method == b"HEAD":
             request.setResponseCode(200)
             return b""
         if method == b"DELETE":
-            return self._delete_bucket(request, bucket)
+            return self._async(request, self._delete_bucket(request, bucket))
         if method == b"GET":
             return self._async(request, self._list_objects(request, bucket, query))
         raise Denied(errors.METHOD_NOT_ALLOWED)
@@ -280,36 +281,44 @@ class ManagementAPI:
             cosxml.sub(item, "CreationDate", _iso(_mtime(self._store.data_dir / name)))
         return _xml(request, root)
 
-    def _create_bucket(self, request: Request, bucket: str) -> bytes:
+    async def _create_bucket(self, request: Request, bucket: str) -> None:
         from edge.config import BUCKET_NAME_RE
 
         if not BUCKET_NAME_RE.fullmatch(bucket):
             raise Denied(errors.INVALID_BUCKET_NAME)
+        if bucket in self._registry:
+            raise Denied(errors.BUCKET_ALREADY_EXISTS)
         try:
-            self._registry.create(bucket)
+            await deferToThread(self._registry.write_marker, bucket)  # fsyncs: off the reactor
         except BucketExists:
             raise Denied(errors.BUCKET_ALREADY_EXISTS) from None
+        self._registry.adopt(bucket)
         self._store.add_bucket(bucket)
         log.info("Bucket {bucket} created", bucket=bucket)
         request.setHeader(b"content-length", b"0")
-        return b""
+        request.finish()
 
-    def _delete_bucket(self, request: Request, bucket: str) -> bytes:
+    async def _delete_bucket(self, request: Request, bucket: str) -> None:
         if self._registry.is_configured(bucket):
             raise Denied(
                 errors.ACCESS_DENIED, "bucket is defined in the config file; remove it there"
             )
-        if not self._store.bucket_is_empty(bucket):
+        # The listing walk goes to a thread (a big bucket must not hold other requests);
+        # the removal stays here, in one turn with forgetting the bucket, so no request
+        # finds a bucket the store no longer knows.
+        empty = await deferToThread(self._store.bucket_is_empty, bucket)
+        if not empty:
             raise Denied(errors.BUCKET_NOT_EMPTY)
         try:
             self._store.remove_bucket(bucket)  # first: it refuses if anything is left
         except BucketNotEmpty:
             raise Denied(errors.BUCKET_NOT_EMPTY) from None
-        self._registry.delete(bucket)
+        await deferToThread(self._registry.remove_marker, bucket)
+        self._registry.forget(bucket)
         self._rules.forget(bucket)
         log.info("Bucket {bucket} deleted", bucket=bucket)
         request.setResponseCode(204)
-        return b""
+        request.finish()
 
     async def _list_objects(self, request: Request, bucket: str, query: Mapping[str, str]) -> None:
         """List a bucket; a prefix or marker no key could have (`..` segments, NUL, ...) is
@@ -454,11 +463,9 @@ class ManagementAPI:
             if method == b"POST":
                 return self._async(request, self._complete(request, info))
             if method == b"DELETE":
-                self._uploads.discard(info)
-                request.setResponseCode(204)
-                return b""
+                return self._async(request, self._abort(request, info))
             if method == b"GET":
-                return self._list_parts(request, info)
+                return self._async(request, self._list_parts(request, info))
         except MultipartError as e:
             raise Denied(errors.by_code(e.code), e.message) from None
         raise Denied(errors.METHOD_NOT_ALLOWED)
@@ -498,7 +505,7 @@ class ManagementAPI:
             pending.discard()
             raise
         await deferToThread(self._save_meta, info.bucket, info.key, info.meta, pending.identity)
-        self._uploads.discard(info)
+        await deferToThread(self._uploads.discard, info)  # up to 10,000 part files
         log.info(
             "Stored {bucket}/{key}: {size} bytes from {parts} parts",
             bucket=info.bucket,
@@ -514,7 +521,13 @@ class ManagementAPI:
         cosxml.sub(root, "ETag", f'"{pending.etag}"')
         finish_xml(request, root)
 
-    def _list_parts(self, request: Request, info: UploadInfo) -> bytes:
+    async def _abort(self, request: Request, info: UploadInfo) -> None:
+        await deferToThread(self._uploads.discard, info)  # up to 10,000 part files
+        request.setResponseCode(204)
+        request.finish()
+
+    async def _list_parts(self, request: Request, info: UploadInfo) -> None:
+        parts = await deferToThread(self._uploads.parts, info)  # a stat per part
         root = cosxml.element("ListPartsResult")
         cosxml.sub(root, "Bucket", info.bucket)
         cosxml.sub(root, "Key", info.key)
@@ -524,15 +537,15 @@ class ManagementAPI:
         cosxml.sub(root, "PartNumberMarker", 0)
         cosxml.sub(root, "MaxParts", MAX_PARTS)
         cosxml.sub(root, "IsTruncated", "false")
-        for p in self._uploads.parts(info):
+        for p in parts:
             part = cosxml.sub(root, "Part")
             cosxml.sub(part, "PartNumber", p.number)
             cosxml.sub(part, "LastModified", _iso(p.modified))
             cosxml.sub(part, "ETag", f'"{p.etag}"')
             cosxml.sub(part, "Size", p.size)
-        return _xml(request, root)
+        finish_xml(request, root)
 
-    def _list_uploads(self, request: Request, bucket: str, query: Mapping[str, str]) -> bytes:
+    async def _list_uploads(self, request: Request, bucket: str, query: Mapping[str, str]) -> None:
         encode = query.get("encoding-type", "") == "url"
         prefix = query.get("prefix", "")
 
@@ -546,14 +559,15 @@ class ManagementAPI:
         cosxml.sub(root, "Prefix", out(prefix))
         cosxml.sub(root, "MaxUploads", 1000)
         cosxml.sub(root, "IsTruncated", "false")
-        for u in self._uploads.uploads(bucket, prefix):
+        uploads = await deferToThread(self._uploads.uploads, bucket, prefix)  # a read each
+        for u in uploads:
             upload = cosxml.sub(root, "Upload")
             cosxml.sub(upload, "Key", out(u.key))
             cosxml.sub(upload, "UploadId", u.upload_id)
             cosxml.sub(upload, "StorageClass", "STANDARD")
             _owner(upload)
             cosxml.sub(upload, "Initiated", _iso(u.initiated))
-        return _xml(request, root)
+        finish_xml(request, root)
 
     def _save_meta(
         self,
@@ -586,7 +600,9 @@ class ManagementAPI:
             raise Denied(code, str(e)) from None
         for rule in rules:
             await self._vet(rule)
-        self._rules.replace(bucket, rules)
+        in_order = ordered(rules)
+        await deferToThread(self._rules.save, bucket, in_order)  # fsyncs: off the reactor
+        self._rules.apply(bucket, in_order)
         log.info(
             "Origin rules of {bucket} set: {rules}",
             bucket=bucket,

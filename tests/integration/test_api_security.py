@@ -416,3 +416,56 @@ async def test_a_signature_that_expires_while_the_body_uploads_still_stores_it(e
     answer = await deferToThread(slow_put)
     assert answer.startswith(b"HTTP/1.1 200"), answer
     assert (edge.data_dir / BUCKET / "slow.bin").read_bytes() == b"helloworld"
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_writes_and_multipart_walks_run_off_the_reactor(edge, monkeypatch):
+    """The fsyncs of PUT ?origin and PUT/DELETE Bucket, and the part-file walks of abort,
+    list parts and list uploads, run in a thread, not on the reactor thread that serves
+    every other request."""
+    import threading
+
+    from edge.buckets import BucketRegistry
+    from edge.multipart import MultipartUploads
+    from edge.rules import OriginRules
+
+    threads: dict[str, str] = {}
+
+    def recorded(cls: type, name: str) -> None:
+        original = getattr(cls, name)
+
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            threads[name] = threading.current_thread().name
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, wrapper)
+
+    for cls, name in [(OriginRules, "save"), (BucketRegistry, "write_marker"),
+                      (BucketRegistry, "remove_marker"), (MultipartUploads, "discard"),
+                      (MultipartUploads, "parts"), (MultipartUploads, "uploads")]:  # fmt: skip
+        recorded(cls, name)
+    origin = await signed(
+        edge.port, "PUT", "/", signed_path="/", host=DOMAIN, params={"origin": ""},
+        body=ORIGIN_XML.format(host=ORIGIN_HOST).encode(),
+    )  # fmt: skip
+    assert origin.status == 200
+    made = await signed(edge.port, "PUT", "/new-1250000000/", signed_path="/new-1250000000/",
+                        host="127.0.0.1", body=b"")  # fmt: skip
+    assert made.status == 200
+    gone = await signed(edge.port, "DELETE", "/new-1250000000/",
+                        signed_path="/new-1250000000/", host="127.0.0.1")  # fmt: skip
+    assert gone.status == 204
+    init = await signed(edge.port, "POST", "/big.bin", signed_path="/big.bin", host=DOMAIN,
+                        params={"uploads": ""}, body=b"")  # fmt: skip
+    upload_id = ET.fromstring(init.body).findtext("UploadId")
+    assert upload_id
+    listed = await signed(edge.port, "GET", "/", signed_path="/", host=DOMAIN,
+                          params={"uploads": ""})  # fmt: skip
+    parts = await signed(edge.port, "GET", "/big.bin", signed_path="/big.bin", host=DOMAIN,
+                         params={"uploadId": upload_id})  # fmt: skip
+    aborted = await signed(edge.port, "DELETE", "/big.bin", signed_path="/big.bin",
+                           host=DOMAIN, params={"uploadId": upload_id})  # fmt: skip
+    assert (listed.status, parts.status, aborted.status) == (200, 200, 204)
+    assert set(threads) == {"save", "write_marker", "remove_marker", "discard", "parts",
+                            "uploads"}  # fmt: skip
+    assert "MainThread" not in threads.values(), threads

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.problems import CosProblem
-from edge.statefiles import write_atomically
+from edge.statefiles import unlink_quietly, write_atomically
 from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
 
 MAX_PARTS = 10_000
@@ -141,11 +141,11 @@ class MultipartUploads:
         try:
             os.replace(source, folder / name)
         except FileNotFoundError:
-            _unlink_quietly(source)
+            unlink_quietly(source)
             raise MultipartError("NoSuchUpload", "The specified upload does not exist.") from None
         for stale in old:
             if stale != name:
-                _unlink_quietly(str(folder / stale))
+                unlink_quietly(str(folder / stale))
         temp = folder / f"{number:05d}.etag.{uuid.uuid4().hex}.tmp"
         try:
             temp.write_text(etag, "ascii")
@@ -248,13 +248,6 @@ class MultipartUploads:
                 if info is not None:
                     removed.append(info)
         return removed
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def parse_complete(body: bytes) -> list[tuple[int, str]]:

@@ -19,12 +19,26 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return
+    fsync_and_close(fd)
+
+
+def fsync_and_close(fd: int) -> None:
+    """Flush an open folder (or file) and close it; a flush the filesystem refuses is not
+    an error here: the write it follows already succeeded."""
     try:
         os.fsync(fd)
     except OSError:
         pass
     finally:
         os.close(fd)
+
+
+def unlink_quietly(path: str | os.PathLike[str]) -> None:
+    """Remove a temporary or stale file that may already be gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
@@ -47,10 +61,7 @@ def write_atomically(path: str | os.PathLike[str], data: bytes, *, durable: bool
             os.close(fd)
         os.replace(temp, final)
     except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+        unlink_quietly(temp)
         raise
     if durable:
         fsync_dir(final.parent)

@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from edge.keylocks import KeyLock, KeyLocks
+from edge.statefiles import fsync_and_close, unlink_quietly
 
 log = Logger()
 
@@ -561,7 +562,7 @@ class ObjectStore:
             os.close(fd)
             os.replace(temp, os.path.join(folder, name))
         except OSError as e:
-            _unlink_quietly(temp)
+            unlink_quietly(temp)
             log.warn(
                 "Could not tell the running copy of {bucket}/{key} it was deleted: {reason}",
                 bucket=bucket,
@@ -585,7 +586,7 @@ class ObjectStore:
     def forget_deletes(self, bucket: str, key: str) -> None:
         """Remove the key's tombstone; only by the copy holding the key's lock, when done."""
         folder, name = self._tombstone(bucket, key)
-        _unlink_quietly(os.path.join(folder, name))
+        unlink_quietly(os.path.join(folder, name))
 
     def refuse_unsafe(self, bucket: str, key: str) -> None:
         """Raise `UnsafePath` when a folder on the key's way is a symbolic link, before a
@@ -1045,7 +1046,7 @@ class UploadSpool:
             self._file.close()
             self._file = None
         if not self.adopted:
-            _unlink_quietly(self.path)
+            unlink_quietly(self.path)
 
 
 class PendingObject:
@@ -1163,8 +1164,8 @@ class PendingObject:
                 store.etags.put(self.identity, self.etag)
                 folder_fd = os.dup(parent_fd)
         finally:
-            _unlink_quietly(self.temp_path)
-        flushed: Deferred[None] = deferToThread(_fsync_and_close, folder_fd)
+            unlink_quietly(self.temp_path)
+        flushed: Deferred[None] = deferToThread(fsync_and_close, folder_fd)  # can take long
         return flushed.addCallback(_published)
 
     def _deleted(self) -> bool:
@@ -1173,7 +1174,7 @@ class PendingObject:
         return self.deleted_meanwhile
 
     def _discard_after_failure(self, failure):  # type: ignore[no-untyped-def]
-        _unlink_quietly(self.temp_path)
+        unlink_quietly(self.temp_path)
         return failure
 
     def discard(self) -> None:
@@ -1184,14 +1185,7 @@ class PendingObject:
             except OSError:
                 pass
             self._fd = None
-        _unlink_quietly(self.temp_path)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        unlink_quietly(self.temp_path)
 
 
 def _published(_: object) -> bool:
@@ -1204,13 +1198,3 @@ def _same_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
     except FileNotFoundError:
         return False
     return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
-
-
-def _fsync_and_close(fd: int) -> None:
-    """Make a link or rename in the folder durable; runs in a thread (it can take long)."""
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

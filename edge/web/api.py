@@ -372,7 +372,7 @@ class ManagementAPI:
         entries = await self._store.describe(bucket, contents)
 
         def out(text: str) -> str:
-            return urllib.parse.quote(text, safe="/") if encode else text
+            return _listed(text, encode)
 
         root = cosxml.element("ListBucketResult")
         cosxml.sub(root, "Name", bucket)
@@ -550,7 +550,7 @@ class ManagementAPI:
         prefix = query.get("prefix", "")
 
         def out(text: str) -> str:
-            return urllib.parse.quote(text, safe="/") if encode else text
+            return _listed(text, encode)
 
         root = cosxml.element("ListMultipartUploadsResult")
         cosxml.sub(root, "Bucket", bucket)
@@ -718,6 +718,11 @@ def _request_path(request: Request) -> str:
         uri = b"/" + uri.split(b"/", 3)[3] if uri.count(b"/") >= 3 else b"/"
     raw = uri.partition(b"?")[0]
     return urllib.parse.unquote_to_bytes(raw).decode("utf-8", "replace")
+
+
+def _listed(text: str, encode: bool) -> str:
+    """A key or prefix as a listing shows it: percent-encoded with `encoding-type=url`."""
+    return urllib.parse.quote(text, safe="/") if encode else text
 
 
 def _xml(request: Request, root: ET.Element) -> bytes:

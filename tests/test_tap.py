@@ -334,13 +334,14 @@ def test_uid_drop_prepares_folders_as_that_user_or_refuses_naming_both(tmp_path)
         os.chown(data, nobody, nobody)
         proc = start()
         try:
-            port, _ = wait_ready(proc)
+            port, output = wait_ready(proc)
             url = f"http://127.0.0.1:{port}/b-1250000000/hello.txt"
             assert status_of(url) == 302
             stored = data / "b-1250000000" / "hello.txt"
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 20
             while not stored.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
+            assert stored.exists(), output.text()  # the edge's log says why it did not land
             assert stored.read_bytes() == b"hello as nobody"
             assert stored.stat().st_uid == nobody
             for folder in ("tmp", "origin", "buckets", "locks", "meta", "uploads"):

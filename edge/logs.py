@@ -38,7 +38,7 @@ class WorkerLogRelay:
     """Reads one worker's stdout and stderr and re-emits what it logged in this process.
 
     JSON records become events again, with `worker` (its number) added and `log_system`
-    naming it, so the text log reads `[worker 2: edge.origin#warn] ...`. Anything else a
+    naming it, so the text log reads `[worker 2: edge.origin.copier#warn] ...`. Anything else a
     worker prints (a crash before its logging starts, a C library's complaint) is relayed
     as one text event per line.
     """

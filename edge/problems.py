@@ -1,7 +1,7 @@
 """Refusals found below the HTTP layer, as plain exceptions carrying a COS error code.
 
 The signature check, multipart bookkeeping and the XML codec decide *that* a request is
-refused and with which COS code; only the web layer (`edge.web.errors`) turns the code into
+refused and with which COS code; only `edge.api.errors` turns the code into
 a status and an XML body. Keeping the exception here lets those modules stay free of any
 import from `edge.web`, so requests flow one way: web -> api/store/origin, never back.
 """

@@ -259,7 +259,7 @@ async def test_sigusr1_reopens_the_file(tmp_path):
 )
 def test_fast_redaction_agrees_with_redact_uri(params):
     """The access file's shortcut never keeps a secret `errors.redact_uri` would hide."""
-    from edge.web import errors
+    from edge.api import errors
     from edge.web.site import _redacted
 
     uri = ("/k?" + "&".join(f"{k}={v}" for k, v in params)).encode()

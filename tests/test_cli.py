@@ -11,7 +11,7 @@ from tests.process import twistd_env
 
 def cosedge(*args: str, cwd: Path) -> tuple[int, list[str]]:
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args],
+        [sys.executable, "-m", "edge.process.cli", *args],
         cwd=cwd,
         env=twistd_env(),
         capture_output=True,

@@ -23,7 +23,7 @@ BUCKET = "b-1250000000"
 def _worker_output() -> bytes:
     """What a worker writes on stdout: RFC 7464 JSON records from twistd's JSON observer."""
     out = io.StringIO()
-    log = Logger(namespace="edge.origin", observer=jsonFileLogObserver(out))
+    log = Logger(namespace="edge.origin.copier", observer=jsonFileLogObserver(out))
     log.warn("Copy of {bucket}/{key} failed: {reason}", bucket="b", key="k/x", reason="reset")
     log.info("Stored {bucket}/{key}", bucket="b", key="k/y")
     return out.getvalue().encode()
@@ -46,7 +46,7 @@ def test_relay_re_emits_worker_events_with_their_fields_and_number():
         first = events[0]
         assert first["bucket"] == "b" and first["reason"] == "reset" and first["worker"] == 2
         assert first["log_level"] is LogLevel.warn
-        assert first["log_system"] == "worker 2: edge.origin#warn"
+        assert first["log_system"] == "worker 2: edge.origin.copier#warn"
         assert lines == [(2, "a line printed before logging started")]
 
 
@@ -120,7 +120,7 @@ def test_worker_events_reach_the_main_process_as_events(tmp_path):
         proc.wait(timeout=30)
     configured = [r for r in worker if r.get("workers") == "worker process"]
     assert configured, output.text()
-    assert configured[0]["log_namespace"] == "edge.tap"
+    assert configured[0]["log_namespace"] == "edge.process.tap"
     assert configured[0]["data_dir"] == str(tmp_path / "data")
     assert not any("worker {number}: {line}" == r.get("log_format") for r in worker)
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-import edge.multipart as multipart_module
-import edge.store as store_module
-from edge.multipart import MultipartError, MultipartUploads
-from edge.store import ObjectMeta, ObjectStore, UploadSpool
+import edge.store.files as store_module
+import edge.store.multipart as multipart_module
+from edge.store.files import ObjectMeta, ObjectStore, UploadSpool
+from edge.store.multipart import MultipartError, MultipartUploads
 
 BUCKET = "b-1"
 

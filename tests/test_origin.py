@@ -13,14 +13,14 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from edge.config import OriginAddress, OriginFetchConfig
-from edge.origin import (
+from edge.origin.copier import (
     CopyStart,
     OriginCopier,
     OriginResolver,
     PinnedEndpointFactory,
 )
-from edge.store import ObjectStore
-from edge.testing import ScriptedResolver
+from edge.store.files import ObjectStore
+from edge.testing.origin import ScriptedResolver
 
 
 @dataclass(frozen=True)

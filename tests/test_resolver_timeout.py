@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from edge.config import OriginAddress
-from edge.origin import OriginResolver
+from edge.origin.copier import OriginResolver
 from tests.test_origin import AllowList
 
 HOST = "slow-origin.example"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.config import BucketConfig, OriginAddress, OriginConfig
-from edge.rules import (
+from edge.api.rules import (
     OriginRule,
     OriginRules,
     RuleError,
@@ -14,6 +13,7 @@ from edge.rules import (
     parse_origin_xml,
     render_origin_xml,
 )
+from edge.config import BucketConfig, OriginAddress, OriginConfig
 
 
 def rule_xml(inner: str = "", host: str = "202.96.128.86", extra: str = "") -> bytes:
@@ -156,7 +156,7 @@ def test_rules_set_in_one_process_reach_another(tmp_path):
 def test_buckets_made_in_one_process_reach_another(tmp_path):
     """A bucket created or deleted by one process reaches another on its next refresh,
     and the store hears of each change once."""
-    from edge.buckets import BucketRegistry
+    from edge.api.buckets import BucketRegistry
 
     changes = []
     one = BucketRegistry({}, tmp_path)
@@ -176,7 +176,7 @@ def test_two_processes_creating_different_buckets_keep_both(tmp_path):
     """Two processes that each create a bucket from a view that lacks the other's keep
     both (a whole-list rewrite from a stale view used to lose the first); creating the
     same bucket twice has one winner."""
-    from edge.buckets import BucketExists, BucketRegistry
+    from edge.api.buckets import BucketExists, BucketRegistry
 
     one, two = BucketRegistry({}, tmp_path), BucketRegistry({}, tmp_path)
     one.load()
@@ -193,7 +193,7 @@ def test_bucket_list_of_an_older_release_is_taken_over(tmp_path):
     """`.cosedge/buckets.json` of an earlier release becomes one file per bucket."""
     import json
 
-    from edge.buckets import BucketRegistry
+    from edge.api.buckets import BucketRegistry
 
     (tmp_path / "buckets.json").write_text(json.dumps({"created": ["old-1250000000"]}))
     registry = BucketRegistry({}, tmp_path)
@@ -208,7 +208,7 @@ def test_state_watcher_survives_a_failing_refresh():
     on its callable's first exception): the others still run, and so does the next tick."""
     from twisted.internet.testing import MemoryReactorClock
 
-    from edge.changestamp import StateWatcher
+    from edge.store.changestamp import StateWatcher
 
     calls = []
 

@@ -11,8 +11,8 @@ import requests
 from qcloud_cos import CosConfig
 from qcloud_cos.cos_auth import CosS3Auth
 
+from edge.api.signature import SignatureProblem, parse_parts, sign, verify
 from edge.config import Credential
-from edge.signature import SignatureProblem, parse_parts, sign, verify
 
 SECRET_ID = "AKIDcosedgeTEST"
 SECRET_KEY = "s3cr3t-key-for-tests"

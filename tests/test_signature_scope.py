@@ -8,8 +8,8 @@ import urllib.parse
 
 import pytest
 
-from edge.config import Credential
-from edge.signature import (
+from edge.api.errors import redact_uri
+from edge.api.signature import (
     ALLOWED_SKEW,
     MAX_SIGN_WINDOW,
     SignatureParts,
@@ -18,7 +18,7 @@ from edge.signature import (
     sign,
     verify,
 )
-from edge.web.errors import redact_uri
+from edge.config import Credential
 
 SECRET_ID = "AKIDscope"
 SECRET_KEY = "scope-secret"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.signature import sign
+from edge.api.signature import sign
 from tests.process import twistd_env, wait_ready
 
 BUCKET = "emfile-1250000000"

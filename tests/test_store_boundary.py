@@ -19,9 +19,9 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import gatherResults
 
-import edge.store as store_module
-from edge.keylocks import KeyLocks
-from edge.store import ObjectMeta, ObjectStore, UploadSpool
+import edge.store.files as store_module
+from edge.store.files import ObjectMeta, ObjectStore, UploadSpool
+from edge.store.keylocks import KeyLocks
 
 BUCKET = "b-1"
 

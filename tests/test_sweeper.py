@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from edge.config import ConfigError, parse_config
-from edge.keylocks import KeyLocks
-from edge.multipart import MultipartUploads
-from edge.store import ObjectMeta, ObjectStore
-from edge.sweeper import Sweeper
+from edge.process.sweeper import Sweeper
+from edge.store.files import ObjectMeta, ObjectStore
+from edge.store.keylocks import KeyLocks
+from edge.store.multipart import MultipartUploads
 
 BUCKET = "b-1250000000"
 WEEK = 7 * 24 * 3600.0

@@ -19,7 +19,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
-from edge import tap
+from edge.process import tap
 from tests.process import (
     http_get,
     start_twistd,
@@ -31,7 +31,7 @@ from tests.process import (
 
 
 def test_plugin_is_discovered():
-    """`twistd cosedge` exists: the plugin provides IServiceMaker pointing at edge.tap."""
+    """`twistd cosedge` exists: the plugin provides IServiceMaker pointing at edge.process.tap."""
     from twisted.application.service import IServiceMaker
 
     makers = {p.tapname: p for p in getPlugins(IServiceMaker)}

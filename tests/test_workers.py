@@ -16,12 +16,12 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
-from edge import tap
 from edge.config import ConfigError, OriginAddress, OriginFetchConfig, parse_config
-from edge.keylocks import KeyLocks
-from edge.origin import CopyStart, OriginCopier
-from edge.store import ObjectStore
-from edge.testing import FakeOrigin
+from edge.origin.copier import CopyStart, OriginCopier
+from edge.process import tap
+from edge.store.files import ObjectStore
+from edge.store.keylocks import KeyLocks
+from edge.testing.origin import FakeOrigin
 from tests.process import http_get, start_twistd, wait_ready
 from tests.test_origin import HangingAgent
 

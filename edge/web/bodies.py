@@ -20,9 +20,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from edge.store import UploadSpool
-from edge.web import errors
-from edge.web.errors import CosError
+from edge.api import errors
+from edge.api.errors import CosError
+from edge.store.files import UploadSpool
 
 log = Logger()
 

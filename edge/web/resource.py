@@ -18,20 +18,28 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer
 
-from edge import signature
-from edge.buckets import BucketRegistry
-from edge.config import BucketConfig
-from edge.origin import CopyStart, OriginCopier, OriginResolver, ResolvedOrigin, choose_address
-from edge.rules import PROXY, OriginRule, OriginRules
-from edge.store import InvalidKey, ObjectStore, StoredObject, validate_key
-from edge.web import errors, sendfile
-from edge.web.api import (
+from edge.api import errors, signature
+from edge.api.buckets import BucketRegistry, split_host
+from edge.api.errors import CosError
+from edge.api.headers import is_safe_value, is_token, send_as_is
+from edge.api.management import (
     Denied,
     ManagementAPI,
     is_object_subresource,
     refuse_object_subresource,
     request_query,
 )
+from edge.api.rules import PROXY, OriginRule, OriginRules
+from edge.config import BucketConfig
+from edge.origin.copier import (
+    CopyStart,
+    OriginCopier,
+    OriginResolver,
+    ResolvedOrigin,
+    choose_address,
+)
+from edge.store.files import InvalidKey, ObjectStore, StoredObject, validate_key
+from edge.web import sendfile
 from edge.web.bodies import (
     MAX_OBJECT_BODY,
     MAX_XML_BODY,
@@ -41,8 +49,6 @@ from edge.web.bodies import (
     SpoolBudget,
     refusal_of,
 )
-from edge.web.errors import CosError
-from edge.web.headers import is_safe_value, is_token, send_as_is
 from edge.web.http import (
     RangeResult,
     http_date,
@@ -111,19 +117,6 @@ class _BadTarget(Exception):
     def __init__(self, error: CosError) -> None:
         super().__init__(error.code)
         self.error = error
-
-
-def split_host(host: bytes | None) -> str:
-    """Host header -> lowercase name without port; handles `[v6]:port` itself, since
-    `twisted.web.vhost` splits those at the wrong colon."""
-    if not host:
-        return ""
-    text = host.decode("latin-1").strip().lower()
-    if text.startswith("["):
-        end = text.find("]")
-        return text[1:end] if end > 0 else text
-    name = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
-    return name.rstrip(".")
 
 
 class EdgeResource(Resource):

@@ -14,8 +14,8 @@ from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from edge.store import UploadSpool
-from edge.web import errors
+from edge.api import errors
+from edge.store.files import UploadSpool
 from edge.web.accesslog import AccessLogFile
 from edge.web.bodies import BodyRefused, refusal_of
 

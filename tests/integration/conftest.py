@@ -21,10 +21,10 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from edge.config import EdgeConfig, parse_config
-from edge.origin import OriginCopier
-from edge.store import ObjectStore
-from edge.tap import build_service, load_policy
-from edge.testing import FakeOrigin
+from edge.origin.copier import OriginCopier
+from edge.process.tap import build_service, load_policy
+from edge.store.files import ObjectStore
+from edge.testing.origin import FakeOrigin
 
 # Twisted's reactor stubs are stricter than its runtime (factories, addresses).
 reactor: Any = _reactor

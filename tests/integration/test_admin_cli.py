@@ -20,7 +20,7 @@ async def admin(port: int, *args: str, key: str = SECRET_KEY) -> tuple[str, str,
     env.update(COSEDGE_SECRET_ID=SECRET_ID, COSEDGE_SECRET_KEY=key)
     out, err, code = await getProcessOutputAndValue(
         sys.executable,
-        ["-m", "edge.admin", "--endpoint", f"http://127.0.0.1:{port}", *args],
+        ["-m", "edge.admin.cli", "--endpoint", f"http://127.0.0.1:{port}", *args],
         env=env,
         path=os.getcwd(),
     )

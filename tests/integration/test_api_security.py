@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest_twisted
 
+from edge.api.signature import sign
 from edge.config import parse_config
-from edge.signature import sign
-from edge.store import ObjectMeta
+from edge.store.files import ObjectMeta
 from tests.integration.conftest import BUCKET, DOMAIN, request
 
 OTHER = "other-1250000000"
@@ -425,9 +425,9 @@ async def test_admin_writes_and_multipart_walks_run_off_the_reactor(edge, monkey
     every other request."""
     import threading
 
-    from edge.buckets import BucketRegistry
-    from edge.multipart import MultipartUploads
-    from edge.rules import OriginRules
+    from edge.api.buckets import BucketRegistry
+    from edge.api.rules import OriginRules
+    from edge.store.multipart import MultipartUploads
 
     threads: dict[str, str] = {}
 

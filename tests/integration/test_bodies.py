@@ -19,7 +19,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from edge.signature import sign
+from edge.api.signature import sign
 from tests.integration.conftest import BUCKET
 
 SECRET_ID = "AKIDbodies"
@@ -407,7 +407,7 @@ async def test_a_failing_body_sink_answers_500_xml_not_a_dropped_connection():
             raise RuntimeError("bug")
 
         def render(self, request):
-            from edge.web import errors
+            from edge.api import errors
             from edge.web.bodies import refusal_of
 
             refused = refusal_of(request)

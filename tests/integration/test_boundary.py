@@ -17,8 +17,8 @@ import pytest
 import pytest_twisted
 from qcloud_cos.cos_exception import CosServiceError
 
-import edge.store as store_module
-from edge.signature import sign
+import edge.store.files as store_module
+from edge.api.signature import sign
 from tests.integration.conftest import BUCKET, DOMAIN, Reply, request
 from tests.integration.test_management_api import (
     CREDENTIALS,

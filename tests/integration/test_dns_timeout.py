@@ -6,8 +6,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from edge.store import ObjectStore
-from edge.tap import build_service, load_policy
+from edge.process.tap import build_service, load_policy
+from edge.store.files import ObjectStore
 from tests.integration.conftest import BUCKET, request
 from tests.integration.test_faults import ReactorWithResolver
 from tests.test_resolver_timeout import HOST, HeldResolver

@@ -27,10 +27,10 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
-from edge.origin import OriginCopier
-from edge.store import ObjectStore
-from edge.tap import build_service, load_policy
-from edge.testing import FakeOrigin, ScriptedResolver
+from edge.origin.copier import OriginCopier
+from edge.process.tap import build_service, load_policy
+from edge.store.files import ObjectStore
+from edge.testing.origin import FakeOrigin, ScriptedResolver
 from tests.integration.conftest import BUCKET, request, wait_until
 from tests.process import fd_table
 

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.signature import sign
+from edge.api.signature import sign
 from tests.integration.conftest import BUCKET, DOMAIN
 from tests.process import start_twistd, wait_ready
 

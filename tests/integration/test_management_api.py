@@ -17,7 +17,7 @@ from qcloud_cos import CosConfig, CosS3Client
 from qcloud_cos.cos_exception import CosServiceError
 from twisted.internet.threads import deferToThread
 
-from edge.signature import sign
+from edge.api.signature import sign
 from tests.integration.conftest import BUCKET, DOMAIN, request, wait_until
 
 SECRET_ID = "AKIDcosedgeIntegration"
@@ -392,7 +392,7 @@ async def test_prefix_rules_choose_between_two_origins(api_edge, origin):
     (priority 2, no prefix) from the other; each origin sees only its own keys."""
     from twisted.internet import reactor
 
-    from edge.testing import FakeOrigin
+    from edge.testing.origin import FakeOrigin
 
     second = FakeOrigin(reactor)
     port = reactor.listenTCP(0, second.factory(), interface="127.0.0.1")

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 cosedge = ServiceMaker(
     "cosedge",
-    "edge.tap",
+    "edge.process.tap",
     "Edge server for object-storage buckets with back-to-origin (302 + background copy).",
     "cosedge",
 )

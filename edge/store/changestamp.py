@@ -19,7 +19,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.logger import Logger
 
-from edge.statefiles import write_atomically
+from edge.store.statefiles import write_atomically
 
 log = Logger()
 

@@ -11,23 +11,20 @@ import errno
 import os
 import pwd
 import signal
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
-from twisted.logger import Logger, LoggingFile
+from twisted.logger import Logger
 from twisted.python import usage
 
 from edge import __version__
 from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_config
+from edge.process.listener import ListenerService, fail
 
 log = Logger()
 
@@ -38,17 +35,6 @@ STATE_CHECK_INTERVAL = 0.5
 
 class StartupError(Exception):
     """Something found while assembling the edge that must stop start-up with one line."""
-
-
-def _fail(message: str) -> NoReturn:
-    # Once twistd's logging has started, sys.stderr is a LoggingFile: a message written
-    # there would come out as a log event; the process's real stderr gets the one line.
-    stream = sys.stderr
-    if isinstance(stream, LoggingFile) and sys.__stderr__ is not None:
-        stream = sys.__stderr__
-    stream.write(f"cosedge: {message}\n")
-    stream.flush()
-    raise SystemExit(1)
 
 
 class Options(usage.Options):
@@ -94,11 +80,11 @@ class Options(usage.Options):
                 workers=self["workers"],
             )
         except ConfigError as e:
-            _fail(e.first_line())
+            fail(e.first_line())
         self.inherited_fd: int | None = None
         if self["inherited-fd"] is not None:
             if not str(self["inherited-fd"]).isdigit():
-                _fail("--inherited-fd: must be a file descriptor number")
+                fail("--inherited-fd: must be a file descriptor number")
             self.inherited_fd = int(self["inherited-fd"])
         self.edge_config = config
         self.policy = load_policy(config)
@@ -112,7 +98,7 @@ class Options(usage.Options):
         get their 302s. So the work is done with that user's effective ids, and a folder
         that user cannot write stops start-up naming both.
         """
-        from edge.store import STATE_FOLDERS, ObjectStore, UnsafePath
+        from edge.store.files import STATE_FOLDERS, ObjectStore, UnsafePath
 
         store = ObjectStore(config.data_dir, config.buckets)
         user = RunAs.from_twistd(getattr(self, "parent", None))
@@ -126,9 +112,9 @@ class Options(usage.Options):
                         raise PermissionError(errno.EACCES, "Permission denied", str(folder))
         except OSError as e:
             reason = f"cannot prepare {e.filename}{as_whom}: {e.strerror}"
-            _fail(str(config.error("data_dir", reason)))
+            fail(str(config.error("data_dir", reason)))
         except UnsafePath as e:
-            _fail(str(config.error("data_dir", str(e))))
+            fail(str(config.error("data_dir", str(e))))
         self.store = store
 
 
@@ -177,7 +163,7 @@ def load_policy(config: EdgeConfig) -> Any:
     try:
         return build_policy(config)
     except ConfigError as e:
-        _fail(e.first_line())
+        fail(e.first_line())
 
 
 def build_policy(config: EdgeConfig) -> Any:
@@ -209,45 +195,7 @@ def _verdict(policy: Any, ip: str) -> tuple[bool, str]:
     return verdict.accepted, verdict.reason
 
 
-def describe_address(address: Any) -> str:
-    """`host:port` for TCP, the socket's path for a UNIX socket."""
-    if hasattr(address, "port"):
-        return f"{address.host}:{address.port}"
-    name = getattr(address, "name", None)
-    return name.decode() if isinstance(name, bytes) else str(name or address)
-
-
-class ListenerService(StreamServerEndpointService):
-    """The public listener; a port it cannot bind stops start-up instead of being logged.
-
-    Once bound it logs a readiness event carrying the real port, which is what tests and
-    supervisors wait for when the config asks for port 0.
-    """
-
-    _raiseSynchronously = True
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            where = f"{e.interface or '*'}:{e.port}"
-            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
-            _fail(f"listen: cannot listen on {where}: {reason}")
-        self._waitingForPort.addCallback(self._ready)
-
-    def stopService(self) -> Deferred[None]:
-        d: Deferred[None] = super().stopService()
-        close = getattr(self.factory, "close_connections", None)
-        if close is not None:
-            close()
-        return d
-
-    def _ready(self, port: Any) -> Any:
-        log.info("cosedge ready: listening on {where}", where=describe_address(port.getHost()))
-        return port
-
-
-# What a SIGHUP can change (the rest needs a restart: see edge.reload.RESTART_ONLY).
+# What a SIGHUP can change (the rest needs a restart: see edge.process.reload.RESTART_ONLY).
 _RELOADABLE = (
     "buckets",
     "credentials",
@@ -276,19 +224,19 @@ def build_service(
     the main process with `workers > 1` starts the workers once it listens. `overrides`
     are the command line's `--listen`/`--data-dir`/`--workers`, applied again on a reload.
     """
-    from edge.buckets import BucketRegistry
-    from edge.changestamp import StateWatcher
+    from edge.api.buckets import BucketRegistry
+    from edge.api.management import ManagementAPI
+    from edge.api.rules import OriginRules
     from edge.logs import LogLevelService
-    from edge.multipart import MultipartUploads
-    from edge.origin import OriginCopier, OriginResolver
-    from edge.reload import Loaded, ReloadService
-    from edge.rules import OriginRules
-    from edge.sweeper import Sweeper
-    from edge.web.api import ManagementAPI
+    from edge.origin.copier import OriginCopier, OriginResolver
+    from edge.process.reload import Loaded, ReloadService
+    from edge.process.sweeper import Sweeper
+    from edge.process.workers import AdoptedListenerService, WorkerSupervisor
+    from edge.store.changestamp import StateWatcher
+    from edge.store.multipart import MultipartUploads
     from edge.web.bodies import BodySpools, SpoolBudget
     from edge.web.resource import EdgeResource
     from edge.web.site import EdgeSite
-    from edge.workers import AdoptedListenerService, WorkerSupervisor
 
     top = MultiService()
     copier = OriginCopier(reactor, store, config.origin_fetch)
@@ -423,7 +371,7 @@ def _access_log(config: EdgeConfig, site: Any, reactor: Any, supervisor: Any) ->
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from edge.workers import child_argv, die_with_parent
+    from edge.process.workers import child_argv, die_with_parent
 
     if options.inherited_fd is not None:
         die_with_parent()
@@ -442,5 +390,5 @@ def makeService(options: Options) -> IService:
             },
         )
     except StartupError as e:
-        _fail(str(e))
+        fail(str(e))
         raise  # not reached: _fail exits

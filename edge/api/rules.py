@@ -19,10 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge import cosxml
-from edge.changestamp import ChangeStamp
+from edge.api import cosxml
 from edge.config import BucketConfig, OriginAddress
-from edge.statefiles import fsync_dir, write_atomically
+from edge.store.changestamp import ChangeStamp
+from edge.store.statefiles import fsync_dir, write_atomically
 
 PROXY = "Proxy"
 REDIRECT = "Redirect"

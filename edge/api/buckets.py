@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from edge.changestamp import ChangeStamp
 from edge.config import BUCKET_NAME_RE, BucketConfig
-from edge.statefiles import fsync_dir
+from edge.store.changestamp import ChangeStamp
+from edge.store.statefiles import fsync_dir
 
 # SPEC §7: `<bucket>.<anything>.myqcloud.com`, as the COS SDKs send when given an IP.
 _API_HOST = re.compile(r"^(?P<bucket>[a-z0-9-]+-\d+)\.(?:[a-z0-9-]+\.)+myqcloud\.com$")
@@ -169,3 +169,16 @@ class BucketRegistry:
         finally:
             os.close(fd)
         fsync_dir(self._folder)
+
+
+def split_host(host: bytes | None) -> str:
+    """Host header -> lowercase name without port; handles `[v6]:port` itself, since
+    `twisted.web.vhost` splits those at the wrong colon."""
+    if not host:
+        return ""
+    text = host.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        end = text.find("]")
+        return text[1:end] if end > 0 else text
+    name = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    return name.rstrip(".")

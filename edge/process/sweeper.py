@@ -19,9 +19,9 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from edge.keylocks import KeyLocks
-from edge.multipart import MultipartUploads
-from edge.store import ObjectStore
+from edge.store.files import ObjectStore
+from edge.store.keylocks import KeyLocks
+from edge.store.multipart import MultipartUploads
 
 log = Logger()
 

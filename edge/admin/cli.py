@@ -28,10 +28,17 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from edge import cosxml
+from edge.api import cosxml
+from edge.api.rules import (
+    PROXY,
+    REDIRECT,
+    OriginRule,
+    RuleError,
+    parse_origin_xml,
+    render_origin_xml,
+)
+from edge.api.signature import sign
 from edge.config import OriginAddress
-from edge.rules import PROXY, REDIRECT, OriginRule, RuleError, parse_origin_xml, render_origin_xml
-from edge.signature import sign
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 

@@ -22,7 +22,7 @@ from edge.config import ConfigError, EdgeConfig, load_config
 
 def check_config(path: str) -> tuple[EdgeConfig | None, list[str]]:
     """The config and every problem found with it, as the lines an operator reads."""
-    from edge.tap import build_policy
+    from edge.process.tap import build_policy
 
     try:
         config = load_config(path)

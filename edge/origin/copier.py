@@ -54,8 +54,8 @@ from zope.interface import implementer
 from edge import __version__
 from edge.config import OriginAddress, OriginFetchConfig
 from edge.isp.policy import AddressVerdict, OriginAddressPolicy
-from edge.keylocks import KeyLock, KeyLocks
-from edge.store import ObjectStore, UnsafePath
+from edge.store.files import ObjectStore, UnsafePath
+from edge.store.keylocks import KeyLock, KeyLocks
 
 log = Logger()
 

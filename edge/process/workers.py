@@ -8,7 +8,7 @@ second bind that could land on another port when the config says port 0, and a w
 never be the only one left listening after the main process is gone.
 
 The workers share only the data folder: objects, temp files and per-key copy locks
-(`edge.keylocks`), which is what keeps one origin fetch per key across processes. Only the
+(`edge.store.keylocks`), which is what keeps one origin fetch per key across processes. Only the
 main process sweeps stale temp files at start-up. Workers' output is relayed through the
 main process's log as events with their fields (`edge.logs`); a worker that dies is
 restarted with a growing delay; stopping the main process stops the workers (and, should
@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from edge.logs import WorkerLogRelay
+from edge.process.listener import describe_address
 
 log = Logger()
 
@@ -123,7 +124,6 @@ class AdoptedListenerService(Service):
         self._port = self._reactor.adoptStreamPort(self._fd, socket_family(self._fd), self._factory)
         os.close(self._fd)  # adoptStreamPort works on its own duplicate
         share_accepts(self._port)
-        from edge.tap import describe_address
 
         log.info(
             "cosedge worker {pid} ready: accepting on {where}",

@@ -32,8 +32,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from edge.keylocks import KeyLock, KeyLocks
-from edge.statefiles import fsync_and_close, unlink_quietly
+from edge.store.keylocks import KeyLock, KeyLocks
+from edge.store.statefiles import fsync_and_close, unlink_quietly
 
 log = Logger()
 

@@ -24,18 +24,11 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
-from edge import cosxml, signature
-from edge.buckets import BucketExists, BucketRegistry
-from edge.config import Credential
-from edge.multipart import (
-    MAX_PARTS,
-    MultipartError,
-    MultipartUploads,
-    UploadInfo,
-    parse_complete,
-)
-from edge.origin import OriginCopier, OriginResolver
-from edge.rules import (
+from edge.api import cosxml, errors, signature
+from edge.api.buckets import BucketExists, BucketRegistry, split_host
+from edge.api.errors import CosError
+from edge.api.headers import is_safe_value, is_token
+from edge.api.rules import (
     MalformedRuleXML,
     OriginRule,
     OriginRules,
@@ -44,7 +37,9 @@ from edge.rules import (
     parse_origin_xml,
     render_origin_xml,
 )
-from edge.store import (
+from edge.config import Credential
+from edge.origin.copier import OriginCopier, OriginResolver
+from edge.store.files import (
     BucketNotEmpty,
     InvalidKey,
     ObjectMeta,
@@ -53,9 +48,13 @@ from edge.store import (
     UploadSpool,
     validate_prefix,
 )
-from edge.web import errors
-from edge.web.errors import CosError
-from edge.web.headers import is_safe_value, is_token
+from edge.store.multipart import (
+    MAX_PARTS,
+    MultipartError,
+    MultipartUploads,
+    UploadInfo,
+    parse_complete,
+)
 
 log = Logger()
 
@@ -170,8 +169,6 @@ class ManagementAPI:
 
     def _host_bucket(self, request: Request) -> str | None:
         """The bucket the Host header selects, by the same rules as `EdgeResource.target`."""
-        from edge.web.resource import split_host  # resource imports this module
-
         host = split_host(request.getHeader(b"host"))
         bucket = self._registry.by_domain(host)
         return bucket.name if bucket is not None else self._registry.name_from_api_host(host)

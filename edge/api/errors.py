@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from twisted.web.server import Request
 
-from edge import cosxml
+from edge.api import cosxml
+from edge.api.headers import send_as_is
 from edge.problems import CosProblem as CosProblem  # re-exported for the web layer
-from edge.web.headers import send_as_is
 
 
 @dataclass(frozen=True)

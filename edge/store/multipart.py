@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.problems import CosProblem
-from edge.statefiles import unlink_quietly, write_atomically
-from edge.store import ObjectMeta, ObjectStore, PendingObject, UploadSpool
+from edge.store.files import ObjectMeta, ObjectStore, PendingObject, UploadSpool
+from edge.store.statefiles import unlink_quietly, write_atomically
 
 MAX_PARTS = 10_000
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -255,7 +255,7 @@ def parse_complete(body: bytes) -> list[tuple[int, str]]:
 
     Parsed without DTDs or entities, by local names (S3's namespace is accepted).
     """
-    from edge import cosxml
+    from edge.api import cosxml
 
     try:
         root = cosxml.parse(body)

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-import edge.store.files as store_module
-import edge.store.multipart as multipart_module
-from edge.store.files import ObjectMeta, ObjectStore, UploadSpool
-from edge.store.multipart import MultipartError, MultipartUploads
+import edge.store.folder.multipart as multipart_module
+import edge.store.folder.writes as writes_module
+from edge.store.folder.multipart import MultipartError, MultipartUploads
+from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.folder.writes import UploadSpool
+from edge.store.interface import ObjectMeta
 
 BUCKET = "b-1"
 
@@ -84,7 +86,7 @@ def test_part_for_an_aborted_upload_is_no_such_upload(store):
 
 def _race_on_first_write(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
     """Run `action` once, right after the first chunk of an assembly is written."""
-    real_write = store_module.PendingObject.write
+    real_write = writes_module.PendingObject.write
     done: list[bool] = []
 
     def write(self: Any, data: bytes) -> None:
@@ -93,7 +95,7 @@ def _race_on_first_write(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
             done.append(True)
             action()
 
-    monkeypatch.setattr(store_module.PendingObject, "write", write)
+    monkeypatch.setattr(writes_module.PendingObject, "write", write)
 
 
 @pytest.mark.parametrize("race", ["abort", "reupload"])

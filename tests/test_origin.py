@@ -19,7 +19,7 @@ from edge.origin.copier import (
     OriginResolver,
     PinnedEndpointFactory,
 )
-from edge.store.files import ObjectStore
+from edge.store.folder.store import FolderStore as ObjectStore
 from edge.testing.origin import ScriptedResolver
 
 

@@ -8,7 +8,9 @@ import os
 import pytest
 import pytest_twisted
 
-from edge.store.files import MAX_KEY_BYTES, ETagCache, InvalidKey, ObjectStore, validate_key
+from edge.store.folder.etags import ETagCache
+from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.keys import MAX_KEY_BYTES, InvalidKey, validate_key
 
 
 @pytest.mark.parametrize(
@@ -130,7 +132,7 @@ def test_removing_a_bucket_never_removes_what_is_in_it(tmp_path):
     """DELETE Bucket removes only empty folders: a file that arrived after the emptiness
     check, or a link, stops it with BucketNotEmpty and stays (a recursive delete used to
     take them); an empty tree of folders goes."""
-    from edge.store.files import BucketNotEmpty
+    from edge.store.interface import BucketNotEmpty
 
     store = ObjectStore(tmp_path / "data", ["b-1"])
     store.prepare()
@@ -156,7 +158,7 @@ def test_metadata_is_recorded_against_the_file_its_put_published(tmp_path):
     """Two PUTs racing: the first's metadata, saved after the second replaced the file,
     names the first file's identity, so it is not served with the second's bytes (a
     re-stat used to attach it to whatever file was there)."""
-    from edge.store.files import ObjectMeta
+    from edge.store.interface import ObjectMeta
 
     store = ObjectStore(tmp_path / "data", ["b-1"])
     store.prepare()
@@ -185,7 +187,7 @@ def test_another_process_first_upload_metadata_reaches_this_one(tmp_path):
     """With workers, a bucket's first PUT with a Content-Type in one process reaches the
     other's hits once its state timer refreshes (each process used to learn which buckets
     have metadata only at start-up)."""
-    from edge.store.files import ObjectMeta
+    from edge.store.interface import ObjectMeta
 
     one = ObjectStore(tmp_path / "data", ["b-1"])
     one.prepare()

@@ -1,10 +1,6 @@
 """The store never leaves a bucket folder (or `.cosedge`) through a symbolic link, keeps
 hashing and folder fsyncs off the reactor thread, and lets a DELETE win over a running
 copy.
-
-New names are reached through the module (`store_module.X`) so that, run against the
-code before these fixes, each test fails on its own assertion rather than the whole file
-failing to import.
 """
 
 from __future__ import annotations
@@ -19,9 +15,13 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import gatherResults
 
-import edge.store.files as store_module
-from edge.store.files import ObjectMeta, ObjectStore, UploadSpool
-from edge.store.keylocks import KeyLocks
+import edge.store.folder.etags as etags_module
+import edge.store.folder.layout as layout_module
+import edge.store.keys as keys_module
+from edge.store.folder.keylocks import KeyLocks
+from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.folder.writes import UploadSpool
+from edge.store.interface import ObjectMeta
 
 BUCKET = "b-1"
 
@@ -75,20 +75,20 @@ def test_open_parent_walks_real_folders_and_creates_them(tmp_path):
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         before = fd_count()
-        fd, name = store_module._open_parent(root_fd, "x/y/z.txt", True)
+        fd, name = layout_module.open_parent(root_fd, "x/y/z.txt", True)
         try:
             assert name == "z.txt"
             assert os.path.samestat(os.fstat(fd), os.stat(root / "x" / "y"))
         finally:
             os.close(fd)
-        fd, name = store_module._open_parent(root_fd, "top.txt", False)
+        fd, name = layout_module.open_parent(root_fd, "top.txt", False)
         os.close(fd)
         assert name == "top.txt"
         (root / "plain").write_bytes(b"")
         with pytest.raises(NotADirectoryError):
-            store_module._open_parent(root_fd, "plain/z.txt", True)
+            layout_module.open_parent(root_fd, "plain/z.txt", True)
         with pytest.raises(FileNotFoundError):
-            store_module._open_parent(root_fd, "missing/z.txt", False)
+            layout_module.open_parent(root_fd, "missing/z.txt", False)
         assert fd_count() == before  # nothing leaks on success or failure
     finally:
         os.close(root_fd)
@@ -98,9 +98,9 @@ def test_open_parent_walks_real_folders_and_creates_them(tmp_path):
 def test_open_parent_refuses_any_folder_link(store, outside, key):
     """A link anywhere on the key's folder path is UnsafePath, even with create=True, and
     no folder is created behind it."""
-    with store._bucket_fd(BUCKET) as root_fd:
-        with pytest.raises(store_module.UnsafePath, match="symbolic link"):
-            store_module._open_parent(root_fd, key, True)
+    with store.layout.bucket_fd(BUCKET) as root_fd:
+        with pytest.raises(keys_module.UnsafePath, match="symbolic link"):
+            layout_module.open_parent(root_fd, key, True)
     assert tree(outside) == ["secret.txt"]
 
 
@@ -206,7 +206,7 @@ def test_iter_keys_never_lists_the_state_folder(tmp_path):
 )
 def test_good_prefixes(prefix):
     """Partial last segments (even `.`/`..`, since `..a` is a key) and trailing '/'."""
-    assert store_module.validate_prefix(prefix) == prefix
+    assert keys_module.validate_prefix(prefix) == prefix
 
 
 @pytest.mark.parametrize(
@@ -215,8 +215,8 @@ def test_good_prefixes(prefix):
 )
 def test_bad_prefixes(prefix):
     """Complete `.`/`..`/empty segments, leading '/', backslash and control characters."""
-    with pytest.raises(store_module.InvalidKey):
-        store_module.validate_prefix(prefix)
+    with pytest.raises(keys_module.InvalidKey):
+        keys_module.validate_prefix(prefix)
 
 
 # -- a DELETE wins over a running copy -----------------------------------------------------
@@ -267,15 +267,15 @@ async def test_large_file_is_hashed_once_in_its_own_pool(store, monkeypatch):
     body = os.urandom(3 * 1024 * 1024)
     (store.data_dir / BUCKET / "big.iso").write_bytes(body)
     seen: list[str] = []
-    for name in ("_hash_file", "_hash_fd"):
-        real = getattr(store_module, name, None)
+    for name in ("hash_fd",):
+        real = getattr(etags_module, name, None)
         if real is not None:
 
             def spy(arg: Any, _real: Any = real) -> str:
                 seen.append(threading.current_thread().name)
                 return str(_real(arg))
 
-            monkeypatch.setattr(store_module, name, spy)
+            monkeypatch.setattr(etags_module, name, spy)
     first = store.open_object(BUCKET, "big.iso")
     second = store.open_object(BUCKET, "big.iso")
     assert first is not None and second is not None

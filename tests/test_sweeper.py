@@ -11,9 +11,10 @@ import pytest
 
 from edge.config import ConfigError, parse_config
 from edge.process.sweeper import Sweeper
-from edge.store.files import ObjectMeta, ObjectStore
-from edge.store.keylocks import KeyLocks
-from edge.store.multipart import MultipartUploads
+from edge.store.folder.keylocks import KeyLocks
+from edge.store.folder.multipart import MultipartUploads
+from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.interface import ObjectMeta
 
 BUCKET = "b-1250000000"
 WEEK = 7 * 24 * 3600.0

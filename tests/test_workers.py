@@ -19,8 +19,8 @@ from twisted.internet.threads import deferToThread
 from edge.config import ConfigError, OriginAddress, OriginFetchConfig, parse_config
 from edge.origin.copier import CopyStart, OriginCopier
 from edge.process import tap
-from edge.store.files import ObjectStore
-from edge.store.keylocks import KeyLocks
+from edge.store.folder.keylocks import KeyLocks
+from edge.store.folder.store import FolderStore as ObjectStore
 from edge.testing.origin import FakeOrigin
 from tests.process import http_get, start_twistd, wait_ready
 from tests.test_origin import HangingAgent

@@ -39,22 +39,17 @@ from edge.api.rules import (
 )
 from edge.config import Credential
 from edge.origin.copier import OriginCopier, OriginResolver
-from edge.store.files import (
-    BucketNotEmpty,
-    InvalidKey,
-    ObjectMeta,
-    ObjectStore,
-    UnsafePath,
-    UploadSpool,
-    validate_prefix,
-)
-from edge.store.multipart import (
+from edge.store.folder.multipart import (
     MAX_PARTS,
     MultipartError,
     MultipartUploads,
     UploadInfo,
     parse_complete,
 )
+from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.folder.writes import UploadSpool
+from edge.store.interface import BucketNotEmpty, ObjectMeta
+from edge.store.keys import InvalidKey, UnsafePath, validate_prefix
 
 log = Logger()
 

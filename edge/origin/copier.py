@@ -54,8 +54,9 @@ from zope.interface import implementer
 from edge import __version__
 from edge.config import OriginAddress, OriginFetchConfig
 from edge.isp.policy import AddressVerdict, OriginAddressPolicy
-from edge.store.files import ObjectStore, UnsafePath
-from edge.store.keylocks import KeyLock, KeyLocks
+from edge.store.folder.keylocks import KeyLock, KeyLocks
+from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.keys import UnsafePath
 
 log = Logger()
 

@@ -19,9 +19,9 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from edge.store.files import ObjectStore
-from edge.store.keylocks import KeyLocks
-from edge.store.multipart import MultipartUploads
+from edge.store.folder.keylocks import KeyLocks
+from edge.store.folder.multipart import MultipartUploads
+from edge.store.folder.store import FolderStore as ObjectStore
 
 log = Logger()
 

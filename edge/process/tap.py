@@ -98,7 +98,9 @@ class Options(usage.Options):
         get their 302s. So the work is done with that user's effective ids, and a folder
         that user cannot write stops start-up naming both.
         """
-        from edge.store.files import STATE_FOLDERS, ObjectStore, UnsafePath
+        from edge.store.folder.layout import STATE_FOLDERS
+        from edge.store.folder.store import FolderStore as ObjectStore
+        from edge.store.keys import UnsafePath
 
         store = ObjectStore(config.data_dir, config.buckets)
         user = RunAs.from_twistd(getattr(self, "parent", None))
@@ -233,7 +235,7 @@ def build_service(
     from edge.process.sweeper import Sweeper
     from edge.process.workers import AdoptedListenerService, WorkerSupervisor
     from edge.store.changestamp import StateWatcher
-    from edge.store.multipart import MultipartUploads
+    from edge.store.folder.multipart import MultipartUploads
     from edge.web.bodies import BodySpools, SpoolBudget
     from edge.web.resource import EdgeResource
     from edge.web.site import EdgeSite

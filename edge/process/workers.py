@@ -8,11 +8,11 @@ second bind that could land on another port when the config says port 0, and a w
 never be the only one left listening after the main process is gone.
 
 The workers share only the data folder: objects, temp files and per-key copy locks
-(`edge.store.keylocks`), which is what keeps one origin fetch per key across processes. Only the
-main process sweeps stale temp files at start-up. Workers' output is relayed through the
-main process's log as events with their fields (`edge.logs`); a worker that dies is
-restarted with a growing delay; stopping the main process stops the workers (and, should
-it be killed outright, the kernel sends them SIGTERM).
+(`edge.store.folder.keylocks`), which is what keeps one origin fetch per key across
+processes. Only the main process sweeps stale temp files at start-up. Workers' output is
+relayed through the main process's log as events with their fields (`edge.logs`); a
+worker that dies is restarted with a growing delay; stopping the main process stops the
+workers (and, should it be killed outright, the kernel sends them SIGTERM).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from edge.api import errors
 from edge.api.errors import CosError
-from edge.store.files import UploadSpool
+from edge.store.folder.writes import UploadSpool
 
 log = Logger()
 

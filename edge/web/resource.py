@@ -38,7 +38,9 @@ from edge.origin.copier import (
     ResolvedOrigin,
     choose_address,
 )
-from edge.store.files import InvalidKey, ObjectStore, StoredObject, validate_key
+from edge.store.folder.objects import FolderObject as StoredObject
+from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.keys import InvalidKey, validate_key
 from edge.web import sendfile
 from edge.web.bodies import (
     MAX_OBJECT_BODY,

@@ -15,7 +15,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from edge.api import errors
-from edge.store.files import UploadSpool
+from edge.store.folder.writes import UploadSpool
 from edge.web.accesslog import AccessLogFile
 from edge.web.bodies import BodyRefused, refusal_of
 

@@ -23,7 +23,7 @@ from twisted.web.http_headers import Headers
 from edge.config import EdgeConfig, parse_config
 from edge.origin.copier import OriginCopier
 from edge.process.tap import build_service, load_policy
-from edge.store.files import ObjectStore
+from edge.store.folder.store import FolderStore as ObjectStore
 from edge.testing.origin import FakeOrigin
 
 # Twisted's reactor stubs are stricter than its runtime (factories, addresses).

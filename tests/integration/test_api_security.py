@@ -12,7 +12,7 @@ import pytest_twisted
 
 from edge.api.signature import sign
 from edge.config import parse_config
-from edge.store.files import ObjectMeta
+from edge.store.interface import ObjectMeta
 from tests.integration.conftest import BUCKET, DOMAIN, request
 
 OTHER = "other-1250000000"
@@ -427,7 +427,7 @@ async def test_admin_writes_and_multipart_walks_run_off_the_reactor(edge, monkey
 
     from edge.api.buckets import BucketRegistry
     from edge.api.rules import OriginRules
-    from edge.store.multipart import MultipartUploads
+    from edge.store.folder.multipart import MultipartUploads
 
     threads: dict[str, str] = {}
 

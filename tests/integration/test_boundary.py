@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 from qcloud_cos.cos_exception import CosServiceError
 
-import edge.store.files as store_module
+import edge.store.folder.etags as etags_module
 from edge.api.signature import sign
 from tests.integration.conftest import BUCKET, DOMAIN, Reply, request
 from tests.integration.test_management_api import (
@@ -251,15 +251,15 @@ async def test_listing_hashes_small_files_off_the_reactor(linked_edge, monkeypat
         (linked_edge.data_dir / BUCKET / f"small/{i:02d}.txt").write_bytes(b"x%d" % i)
     threads: list[str] = []
     # Count real hashing wherever it happens (the base code's name and the current one).
-    for name in ("_hash_file", "_hash_fd"):
-        real = getattr(store_module, name, None)
+    for name in ("hash_fd",):
+        real = getattr(etags_module, name, None)
         if real is not None:
 
             def spy(arg: Any, _real: Any = real) -> str:
                 threads.append(threading.current_thread().name)
                 return str(_real(arg))
 
-            monkeypatch.setattr(store_module, name, spy)
+            monkeypatch.setattr(etags_module, name, spy)
     reply = await signed(linked_edge.port, "GET", params={"prefix": "small/"})
     assert reply.status == 200
     assert reply.body.count(b"<Contents>") == 50

@@ -7,7 +7,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from edge.process.tap import build_service, load_policy
-from edge.store.files import ObjectStore
+from edge.store.folder.store import FolderStore as ObjectStore
 from tests.integration.conftest import BUCKET, request
 from tests.integration.test_faults import ReactorWithResolver
 from tests.test_resolver_timeout import HOST, HeldResolver

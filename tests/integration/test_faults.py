@@ -29,7 +29,7 @@ from twisted.internet.task import deferLater
 
 from edge.origin.copier import OriginCopier
 from edge.process.tap import build_service, load_policy
-from edge.store.files import ObjectStore
+from edge.store.folder.store import FolderStore as ObjectStore
 from edge.testing.origin import FakeOrigin, ScriptedResolver
 from tests.integration.conftest import BUCKET, request, wait_until
 from tests.process import fd_table

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.problems import CosProblem
-from edge.store.files import ObjectMeta, ObjectStore, PendingObject, UploadSpool
+from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.folder.writes import PendingObject, UploadSpool
+from edge.store.interface import ObjectMeta
 from edge.store.statefiles import unlink_quietly, write_atomically
 
 MAX_PARTS = 10_000

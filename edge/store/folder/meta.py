@@ -1,0 +1,142 @@
+"""Metadata of uploaded objects (Content-Type, x-cos-meta-*), kept beside the folders.
+
+A bucket folder holds nothing but the objects' bytes, so what a PUT said about an object
+is kept under `.cosedge/meta/<bucket>/` in a small JSON record per key, written atomically
+and tied to the identity of the file it describes: a file replaced by hand since no longer
+carries the old record's headers, and the sweeper removes records whose file is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat as statmod
+import uuid
+
+from edge.store.folder.layout import FileIdentity, FolderLayout, identity_of
+from edge.store.interface import ObjectMeta
+from edge.store.keys import UnsafePath, validate_key
+
+
+class MetaRecords:
+    """The metadata records of every bucket under one data folder."""
+
+    def __init__(self, layout: FolderLayout) -> None:
+        self._layout = layout
+        # Buckets that have upload metadata at all: hits on the others skip the lookup.
+        self.buckets: set[str] = set()
+
+    def refresh(self) -> None:
+        """Learn which buckets have upload metadata (hits elsewhere skip the lookup). Run
+        on the state timer too: with workers, another process's first PUT with a
+        Content-Type into a bucket must reach this one's hits."""
+        try:
+            with os.scandir(self._layout.state_dir / "meta") as entries:
+                self.buckets |= {e.name for e in entries if e.is_dir()}
+        except FileNotFoundError:
+            pass
+
+    def _meta_path(self, bucket: str, key: str) -> str:
+        folders, name = self._meta_location(bucket, key)
+        return str(self._layout.state_dir.joinpath(*folders, name))
+
+    def _meta_location(self, bucket: str, key: str) -> tuple[tuple[str, ...], str]:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return ("meta", bucket, digest[:2]), f"{digest}.json"
+
+    def read(self, bucket: str, key: str, identity: FileIdentity) -> ObjectMeta | None:
+        """Metadata saved by a PUT, if the file is still the one that PUT wrote."""
+        if bucket not in self.buckets:
+            return None
+        try:
+            with open(self._meta_path(bucket, key), encoding="utf-8") as f:
+                raw = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if raw.get("key") != key or tuple(raw.get("identity", ())) != identity:
+            return None  # replaced by hand since: its metadata no longer applies
+        return ObjectMeta(str(raw.get("content_type") or ""), dict(raw.get("meta") or {}))
+
+    def clear(self, bucket: str, key: str) -> None:
+        folders, name = self._meta_location(bucket, key)
+        try:
+            with self._layout.state_folder(*folders) as folder_fd:
+                os.unlink(name, dir_fd=folder_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+
+    def write(
+        self,
+        bucket: str,
+        key: str,
+        meta: ObjectMeta,
+        identity: FileIdentity | None = None,
+    ) -> None:
+        """Save a PUT's metadata, writing only below `.cosedge/meta` (reached without links).
+
+        `identity` is the published file's (`PendingObject.identity`): two PUTs racing
+        must each describe their own file, so the object is stated (without following a
+        link) only when the caller has none."""
+        folders, name = self._meta_location(bucket, key)
+        if identity is None:
+            with self._layout.bucket_parent(bucket, key, create=False) as (parent_fd, object_name):
+                st = os.stat(object_name, dir_fd=parent_fd, follow_symlinks=False)
+            identity = identity_of(st)
+        record = {
+            "key": key,
+            "identity": list(identity),
+            "content_type": meta.content_type,
+            "meta": meta.user,
+        }
+        with self._layout.state_folder(*folders, create=True) as folder_fd:
+            self.buckets.add(bucket)
+            temp = f"{name}.{uuid.uuid4().hex}.tmp"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temp, flags, 0o644, dir_fd=folder_fd)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(record, f, ensure_ascii=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+            os.fsync(folder_fd)  # the rename itself survives a crash only with its folder
+
+    def sweep(self) -> int:
+        """Remove metadata whose object is gone or was replaced by hand (a delete made
+        outside the API, a crash between publish and delete): it would never apply
+        again. Buckets the edge does not serve now are left alone; they may come back."""
+        removed = 0
+        meta_root = self._layout.state_dir / "meta"
+        for bucket in list(self._layout.bucket_dirs):
+            for path in sorted((meta_root / bucket).glob("??/*.json")):
+                try:
+                    read = path.stat()
+                    raw = json.loads(path.read_text(encoding="utf-8"))
+                    key = raw["key"]
+                    validate_key(key)
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # unreadable now (being written?): judged on the next sweep
+                if self._meta_matches(bucket, key, raw.get("identity")):
+                    continue
+                try:
+                    # A PUT may have renamed a fresh record into place since it was read:
+                    # only the record that was judged is removed.
+                    if path.stat().st_ino == read.st_ino:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    def _meta_matches(self, bucket: str, key: str, identity: object) -> bool:
+        try:
+            with self._layout.bucket_parent(bucket, key, create=False) as (parent_fd, name):
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except (OSError, UnsafePath):
+            return False
+        return statmod.S_ISREG(st.st_mode) and list(identity_of(st)) == identity
+
+    def remove_bucket(self, bucket: str) -> None:
+        shutil.rmtree(self._layout.state_dir / "meta" / bucket, ignore_errors=True)
+        self.buckets.discard(bucket)

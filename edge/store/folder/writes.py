@@ -1,0 +1,242 @@
+"""Writing objects into bucket folders: request bodies spooled as they arrive, and
+pending objects published atomically.
+
+Everything is written into `.cosedge/tmp/` first, flushed, and hard-linked into place:
+`link(2)` fails if the name exists, so an object that appeared meanwhile is never
+overwritten and no reader ever sees half a file. An uploaded PUT, the one write that may
+replace, renames instead, which is just as atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as statmod
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+
+from edge.store.folder.etags import ETagCache
+from edge.store.folder.layout import OBJECT_MODE, FileIdentity, FolderLayout, identity_of
+from edge.store.folder.tombstones import FolderDeleteWatch
+from edge.store.statefiles import fsync_and_close, unlink_quietly
+
+
+class UploadSpool:
+    """A request body written straight into the store's temp folder as it arrives, hashed
+    on the way, so an uploaded object is published by one rename: no second copy, no body
+    held in memory. Twisted treats it as the request's `content` file.
+
+    If nothing adopts it, it deletes itself when the request is done or the client goes.
+    """
+
+    def __init__(self, tmp_dir: Path, limit: int) -> None:
+        self.path = str(tmp_dir / f"{uuid.uuid4().hex}.part")
+        # O_EXCL | O_NOFOLLOW: never written through a name someone planted in the folder.
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._file: BinaryIO | None = os.fdopen(os.open(self.path, flags, 0o666), "w+b")
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+        self.limit = limit
+        self.too_large = False
+        self.adopted = False
+
+    def write(self, data: bytes) -> None:
+        if self._file is None or self.too_large:
+            return
+        if self.size + len(data) > self.limit:
+            self.too_large = True  # stop filling the disk; the API answers EntityTooLarge
+            return
+        self._file.write(data)
+        self._md5.update(data)
+        self.size += len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        assert self._file is not None
+        return self._file.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        assert self._file is not None
+        return self._file.read(size)
+
+    def tell(self) -> int:
+        assert self._file is not None
+        return self._file.tell()
+
+    @property
+    def md5(self) -> Any:
+        return self._md5
+
+    def detach(self) -> BinaryIO:
+        """Hand the open file to a `PendingObject`; the spool forgets it."""
+        assert self._file is not None
+        file, self._file = self._file, None
+        self.adopted = True
+        return file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not self.adopted:
+            unlink_quietly(self.path)
+
+
+class PendingObject:
+    """An object being written; never visible under its key until complete and flushed."""
+
+    def __init__(
+        self,
+        layout: FolderLayout,
+        etags: ETagCache,
+        bucket: str,
+        key: str,
+        spool: UploadSpool | None = None,
+    ) -> None:
+        self._layout = layout
+        self._etags = etags
+        self.bucket = bucket
+        self.key = key
+        self.watch: FolderDeleteWatch | None = None
+        self.deleted_meanwhile = False
+        # The published file's identity: its metadata is recorded against this, not a later
+        # stat that could see another PUT's file.
+        self.identity: FileIdentity | None = None
+        if spool is not None:
+            # An upload that already sits in the temp folder: take it over as it is.
+            self.size = spool.size
+            self._md5 = spool.md5
+            self.temp_path = spool.path
+            file = spool.detach()
+            file.flush()
+            self._fd: int | None = os.dup(file.fileno())
+            file.close()
+            os.fchmod(self._fd, OBJECT_MODE)
+            return
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.temp_path = str(layout.tmp_dir / f"{uuid.uuid4().hex}.part")
+        self._fd = os.open(
+            self.temp_path,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+            OBJECT_MODE,
+        )
+        os.fchmod(self._fd, OBJECT_MODE)  # the umask (0077 in twistd's daemon mode) cut it
+
+    def write(self, data: bytes) -> None:
+        assert self._fd is not None, "write after publish/discard"
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._md5.update(data)
+        self.size += len(data)
+
+    @property
+    def etag(self) -> str:
+        return self._md5.hexdigest()
+
+    @property
+    def md5_digest(self) -> bytes:
+        return self._md5.digest()
+
+    def publish(self, replace: bool = False) -> Deferred[bool]:
+        """Flush to disk (in a thread: fsync can take a while) and link into place.
+
+        Fires True when published, False when an object already had the key (it is kept;
+        the copy is dropped) or, for a watched copy, when the key was deleted meanwhile
+        (`deleted_meanwhile`). With `replace` (an uploaded PUT) the new object takes the key
+        in one rename instead. The link itself happens on the reactor thread, where DELETE
+        runs too; the folder's fsync goes back to a thread. Any error discards the temp
+        file and propagates; a folder path through a symbolic link is `UnsafePath`.
+        """
+        fd = self._fd
+        assert fd is not None, "publish twice"
+        self._fd = None
+
+        def flush() -> None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        d: Deferred[Any] = deferToThread(flush)
+        d.addCallback(lambda _: self._link(replace))
+        d.addErrback(self._discard_after_failure)
+        return cast("Deferred[bool]", d)
+
+    def _link(self, replace: bool) -> Deferred[bool] | bool:
+        layout = self._layout
+        temp_name = os.path.basename(self.temp_path)
+        try:
+            with (
+                layout.state_folder("tmp") as tmp_fd,
+                layout.bucket_parent(self.bucket, self.key, create=True) as (parent_fd, name),
+            ):
+                if self._deleted():
+                    return False
+                if replace:
+                    os.rename(temp_name, name, src_dir_fd=tmp_fd, dst_dir_fd=parent_fd)
+                else:
+                    try:
+                        os.link(
+                            temp_name,
+                            name,
+                            src_dir_fd=tmp_fd,
+                            dst_dir_fd=parent_fd,
+                            follow_symlinks=False,
+                        )
+                    except FileExistsError:
+                        return False
+                    os.unlink(temp_name, dir_fd=tmp_fd)
+                # Stat only after the temp name is gone: dropping a link changes the inode's
+                # ctime, which is part of the identity the ETag is cached under.
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+                if self._deleted():
+                    # The DELETE came between the check above and the link (another worker):
+                    # it may have found nothing to remove, so take back what was linked,
+                    # if the name still is what this copy linked (not a PUT since).
+                    if statmod.S_ISREG(st.st_mode) and _same_file(parent_fd, name, st):
+                        os.unlink(name, dir_fd=parent_fd)
+                    return False
+                self.identity = identity_of(st)
+                self._etags.put(self.identity, self.etag)
+                folder_fd = os.dup(parent_fd)
+        finally:
+            unlink_quietly(self.temp_path)
+        flushed: Deferred[None] = deferToThread(fsync_and_close, folder_fd)  # can take long
+        return flushed.addCallback(_published)
+
+    def _deleted(self) -> bool:
+        if self.watch is not None and self.watch.deleted():
+            self.deleted_meanwhile = True
+        return self.deleted_meanwhile
+
+    def _discard_after_failure(self, failure):  # type: ignore[no-untyped-def]
+        unlink_quietly(self.temp_path)
+        return failure
+
+    def discard(self) -> None:
+        """Drop the partial object; safe to call more than once and after publish."""
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        unlink_quietly(self.temp_path)
+
+
+def _published(_: object) -> bool:
+    return True
+
+
+def _same_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    try:
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)

@@ -1,0 +1,153 @@
+"""The storage seam: what the web layer, the API and the copier need from a store.
+
+Two stores stand behind it: the folder store (`edge.store.folder`, the embedded default:
+one folder per bucket under `data_dir`) and an S3-compatible object store shared by many
+edge nodes. Callers hold an `ObjectStore` and never touch files or URLs of object bytes
+themselves, so a request flows resource -> store and copier -> store whichever store it is.
+
+Every call that may wait on the network returns a Deferred; the folder store answers with
+Deferreds that have already fired, so its hits cost no extra reactor turn. Writes are
+create-only by default: a `PendingWrite` becomes visible whole on `publish()` or not at
+all, and never replaces an object unless the caller asks (`replace=True`, an uploaded PUT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.web.iweb import IRequest
+
+
+class BucketNotEmpty(Exception):
+    """A bucket still holds something: it is not removed."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or answered with a server error; the request that
+    needed it is answered 503 ServiceUnavailable and nothing is written."""
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What a PUT said about an object beyond its bytes."""
+
+    content_type: str = ""
+    user: Mapping[str, str] = field(default_factory=dict)  # x-cos-meta-* headers
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One entry of a listing page."""
+
+    key: str
+    size: int
+    mtime: float
+    etag: str  # hex MD5 (or the store's own ETag), unquoted
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    """One page of a bucket listing, in key order (COS's GET Bucket)."""
+
+    contents: Sequence[ListedObject]
+    common_prefixes: Sequence[str]
+    truncated: bool
+    next_marker: str | None  # the last key or prefix of the page when truncated
+
+
+class StoredObject(Protocol):
+    """An object opened for reading. The caller must `close()` it when done with it."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def mtime(self) -> float: ...
+
+    @property
+    def content_type(self) -> str:
+        """The stored Content-Type, or one guessed from the key's extension."""
+
+    @property
+    def meta(self) -> ObjectMeta:
+        """Metadata a PUT or a copy recorded with the object (empty when none)."""
+
+    def etag(self) -> Deferred[str]:
+        """The object's ETag, unquoted (hex MD5 for what the edge wrote)."""
+
+    def send(self, request: IRequest, first: int, length: int) -> Deferred[None]:
+        """Write bytes `first` .. `first + length - 1` to `request` (not finishing it),
+        honouring the transport's flow control; fires when the last byte is written.
+        Closes the object when done."""
+
+    def close(self) -> None: ...
+
+
+class DeleteWatch(Protocol):
+    """A copy's way to learn that a DELETE of its key came while it ran."""
+
+    def deleted(self) -> bool: ...
+
+
+class PendingWrite(Protocol):
+    """An object being written; never visible under its key until `publish()`."""
+
+    size: int
+    deleted_meanwhile: bool
+
+    @property
+    def etag(self) -> str:
+        """Hex MD5 of what was written so far."""
+
+    @property
+    def md5_digest(self) -> bytes: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def publish(self, replace: bool = False, meta: ObjectMeta | None = None) -> Deferred[bool]:
+        """Make the object visible whole. Fires True when published, False when the key
+        was taken meanwhile (kept; this write is dropped) or deleted meanwhile (a watched
+        copy). Any failure discards the write and propagates."""
+
+    def discard(self) -> None:
+        """Drop the write; safe to call more than once and after publish."""
+
+
+class ObjectStore(Protocol):
+    """All buckets of one edge, wherever their objects live."""
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Local scratch on this node for request bodies and copies being written."""
+
+    def has_bucket(self, bucket: str) -> bool:
+        """Whether this store serves `bucket` (known in memory; no I/O)."""
+
+    def add_bucket(self, bucket: str) -> None: ...
+
+    def forget_bucket(self, bucket: str) -> None:
+        """Stop serving a bucket another process or node removed."""
+
+    def open_object(self, bucket: str, key: str) -> Deferred[StoredObject | None]:
+        """The object, or None when the key holds none."""
+
+    def exists(self, bucket: str, key: str) -> Deferred[bool]: ...
+
+    def delete_object(self, bucket: str, key: str) -> Deferred[bool]:
+        """Remove an object; wins over a copy of the key that is running meanwhile."""
+
+    def new_upload(self, bucket: str, key: str, watch: DeleteWatch | None = None) -> PendingWrite:
+        """A write that becomes `bucket/key` on publish; with `watch` (an origin copy), a
+        DELETE of the key meanwhile makes publishing drop it."""
+
+    def refuse_unsafe(self, bucket: str, key: str) -> None:
+        """Raise `UnsafePath` before a copy spends bandwidth on an object it could never
+        publish (the folder store's symbolic links); a no-op where nothing can be unsafe."""
+
+    def watch_deletes(self, bucket: str, key: str) -> DeleteWatch: ...
+
+    def forget_deletes(self, bucket: str, key: str) -> None: ...

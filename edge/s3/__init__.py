@@ -10,14 +10,16 @@ with backpressure, and turns every failure into one exception hierarchy (`S3Erro
 """
 
 from edge.s3.bodies import FileRangeProducer, sha256_of_file
-from edge.s3.client import ListPage, ObjectInfo, ObjectStream, S3Client, Upload
+from edge.s3.client import S3Client
 from edge.s3.errors import S3Error, S3Unavailable
+from edge.s3.results import ListPage, ObjectInfo, ObjectStream, ObjectSummary, Upload
 
 __all__ = [
     "FileRangeProducer",
     "ListPage",
     "ObjectInfo",
     "ObjectStream",
+    "ObjectSummary",
     "S3Client",
     "S3Error",
     "S3Unavailable",

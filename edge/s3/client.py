@@ -9,7 +9,11 @@ loopback or behind one host name have no per-bucket DNS.
 Payload hashes (`x-amz-content-sha256`): bodies from `FileRangeProducer` and `bytes` are hashed
 (files in a thread) and signed, because strict stores (Ceph RGW, AWS over http) reject
 `UNSIGNED-PAYLOAD` or treat it as a weaker request; only a caller's own producer of unknown
-content is sent as `UNSIGNED-PAYLOAD`, unless the caller passes `payload_sha256`.
+content is sent as `UNSIGNED-PAYLOAD`, unless the caller passes `payload_sha256`. (SeaweedFS
+4.48 accepts either and does not check the hash; the choice is for the stricter stores.)
+
+A local file that cannot be read while its body is being sent surfaces as `S3Unavailable` too:
+Twisted reports it as the request failing to go out, indistinguishable from a lost connection.
 """
 
 from __future__ import annotations
@@ -58,12 +62,12 @@ from edge.s3.results import (
     ObjectStream,
     ObjectSummary,
     Upload,
-    _children,
-    _header,
-    _info,
-    _iso_date,
-    _metadata_headers,
-    _request_id,
+    children_named,
+    header_value,
+    iso_date,
+    metadata_headers,
+    object_info,
+    request_id_of,
 )
 from edge.s3.signing import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer, encode_key, encode_query
 
@@ -190,10 +194,16 @@ class S3Client:
             return cast(IResponse, await d)
         except _NETWORK_ERRORS as e:
             if watchdog.expired:
-                raise S3Unavailable(
-                    f"no answer from the store within {self._timeout:g} s ({method} {url})"
-                ) from None
-            raise S3Unavailable(f"{method} {url} failed: {_describe(e)}") from None
+                why = f"no answer from the store within {self._timeout:g} s"
+            elif _cancelled(e):
+                # The caller cancelled: theirs to handle, not an outage. (Once the request is
+                # out, Twisted wraps the cancellation in ResponseNeverReceived.)
+                raise CancelledError() from None
+            else:
+                why = _describe(e)
+            # Debug only: the store built on this client logs one warning per outage (SPEC §8).
+            log.debug("S3 {method} {url} failed: {why}", method=method, url=url, why=why)
+            raise S3Unavailable(f"{why} ({method} {url})") from None
         finally:
             watchdog.stop()
 
@@ -207,7 +217,7 @@ class S3Client:
             body = await self._read(response)
         except S3Unavailable:
             body = b""
-        return error_from_response(response.code, body, _header(response, "x-amz-request-id") or "")
+        return error_from_response(response.code, body, request_id_of(response))
 
     async def _call(
         self,
@@ -228,7 +238,7 @@ class S3Client:
         if data.lstrip().startswith(b"<") and method == "POST":
             root = parse_xml(data)
             if root is not None and local_name(root) == "Error":
-                raise error_from_response(500, data, _header(response, "x-amz-request-id") or "")
+                raise error_from_response(500, data, request_id_of(response))
         return response, data
 
     async def _xml(self, data: bytes) -> Element:
@@ -247,8 +257,8 @@ class S3Client:
         if response.code == 404:
             return None
         if response.code >= 300:
-            raise error_from_response(response.code, b"", _request_id(response))
-        return _info(response)
+            raise error_from_response(response.code, b"", request_id_of(response))
+        return object_info(response)
 
     async def get_object(
         self, bucket: str, key: str, range: str | None = None
@@ -265,7 +275,7 @@ class S3Client:
             if error.code == "NoSuchKey" or (response.code == 404 and error.code == "NotFound"):
                 return None
             raise error
-        return ObjectStream(response, _info(response), self._reactor, self._timeout)
+        return ObjectStream(response, object_info(response), self._reactor, self._timeout)
 
     async def put_object(
         self,
@@ -283,12 +293,12 @@ class S3Client:
         With `if_none_match` the request carries `If-None-Match: *`, so a store that supports
         it refuses to overwrite (S3Error 412 `PreconditionFailed`); others just overwrite.
         """
-        headers = _metadata_headers(metadata)
+        headers = metadata_headers(metadata)
         headers["Content-Type"] = content_type or "application/octet-stream"
         if if_none_match:
             headers["If-None-Match"] = "*"
         response, _ = await self._call("PUT", bucket, key, None, headers, body, payload_sha256)
-        return _header(response, "etag") or ""
+        return header_value(response, "etag") or ""
 
     async def delete_object(self, bucket: str, key: str) -> None:
         """Delete an object; deleting a missing key succeeds, as in S3."""
@@ -331,11 +341,11 @@ class S3Client:
                 key=decode(child_text(item, "Key")),
                 size=int(child_text(item, "Size") or 0),
                 etag=child_text(item, "ETag") or "",
-                last_modified=_iso_date(child_text(item, "LastModified")),
+                last_modified=iso_date(child_text(item, "LastModified")),
             )
-            for item in _children(root, "Contents")
+            for item in children_named(root, "Contents")
         ]
-        prefixes = [decode(child_text(p, "Prefix")) for p in _children(root, "CommonPrefixes")]
+        prefixes = [decode(child_text(p, "Prefix")) for p in children_named(root, "CommonPrefixes")]
         truncated = (child_text(root, "IsTruncated") or "").lower() == "true"
         token = child_text(root, "NextContinuationToken")
         return ListPage(contents, prefixes, truncated, token or None)
@@ -350,7 +360,7 @@ class S3Client:
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         """Start a multipart upload; returns its upload id. Type and metadata are set here."""
-        headers = _metadata_headers(metadata)
+        headers = metadata_headers(metadata)
         headers["Content-Type"] = content_type or "application/octet-stream"
         _, data = await self._call("POST", bucket, key, {"uploads": None}, headers)
         upload_id = child_text(await self._xml(data), "UploadId")
@@ -370,7 +380,7 @@ class S3Client:
         """Upload part `part_number` (1..10000); returns the part's ETag for completion."""
         query = {"partNumber": str(part_number), "uploadId": upload_id}
         response, _ = await self._call("PUT", bucket, key, query, None, body, payload_sha256)
-        etag = _header(response, "etag")
+        etag = header_value(response, "etag")
         if not etag:
             raise S3Unavailable("store accepted a part without an ETag", response.code, "BadETag")
         return etag
@@ -403,12 +413,12 @@ class S3Client:
                 query["prefix"] = prefix
             _, data = await self._call("GET", bucket, query=query)
             root = await self._xml(data)
-            for item in _children(root, "Upload"):
+            for item in children_named(root, "Upload"):
                 uploads.append(
                     Upload(
                         key=child_text(item, "Key") or "",
                         upload_id=child_text(item, "UploadId") or "",
-                        initiated=_iso_date(child_text(item, "Initiated")),
+                        initiated=iso_date(child_text(item, "Initiated")),
                     )
                 )
             key_marker = child_text(root, "NextKeyMarker")
@@ -441,12 +451,18 @@ class S3Client:
         if response.code == 404:
             return False
         if response.code >= 300:
-            raise error_from_response(response.code, b"", _request_id(response))
+            raise error_from_response(response.code, b"", request_id_of(response))
         return True
 
     async def delete_bucket(self, bucket: str) -> None:
         """Delete an empty bucket (S3Error 409 `BucketNotEmpty` otherwise)."""
         await self._call("DELETE", bucket)
+
+
+def _cancelled(e: BaseException) -> bool:
+    if isinstance(e, CancelledError):
+        return True
+    return any(r.check(CancelledError) for r in getattr(e, "reasons", None) or ())
 
 
 def _describe(e: BaseException) -> str:

@@ -80,7 +80,7 @@ class ObjectStream:
         #: 200 for a whole object, 206 for a range.
         self.status: int = response.code
         #: The Content-Range header of a 206 (`bytes 0-9/100`), else None.
-        self.content_range: str | None = _header(response, "content-range")
+        self.content_range: str | None = header_value(response, "content-range")
         #: Bytes in this response's body (the range's length for a 206).
         self.length: int = response.length if response.length != UNKNOWN_LENGTH else info.size
         self._response = response
@@ -116,13 +116,13 @@ class ObjectStream:
         self._response.deliverBody(Discarder())
 
 
-def _header(response: IResponse, name: str) -> str | None:
+def header_value(response: IResponse, name: str) -> str | None:
     values = response.headers.getRawHeaders(name)
     return values[0] if values else None
 
 
-def _request_id(response: IResponse) -> str:
-    return _header(response, "x-amz-request-id") or ""
+def request_id_of(response: IResponse) -> str:
+    return header_value(response, "x-amz-request-id") or ""
 
 
 def _http_date(value: str | None) -> float:
@@ -134,7 +134,7 @@ def _http_date(value: str | None) -> float:
         return 0.0
 
 
-def _iso_date(value: str | None) -> float:
+def iso_date(value: str | None) -> float:
     if not value:
         return 0.0
     try:
@@ -143,15 +143,15 @@ def _iso_date(value: str | None) -> float:
         return 0.0
 
 
-def _info(response: IResponse) -> ObjectInfo:
+def object_info(response: IResponse) -> ObjectInfo:
     # HEAD answers keep Content-Length among the headers (it is the object's, not this body's);
     # GET answers have it moved into `length` by Twisted.
-    declared = _header(response, "content-length")
+    declared = header_value(response, "content-length")
     if declared is not None and declared.strip().isdigit():
         size = int(declared)
     else:
         size = response.length if response.length != UNKNOWN_LENGTH else 0
-    content_range = _header(response, "content-range")
+    content_range = header_value(response, "content-range")
     if content_range and "/" in content_range:
         total = content_range.rpartition("/")[2].strip()
         if total.isdigit():
@@ -163,14 +163,14 @@ def _info(response: IResponse) -> ObjectInfo:
             metadata[lname[len("x-amz-meta-") :]] = values[0].decode("latin-1")
     return ObjectInfo(
         size=size,
-        etag=_header(response, "etag") or "",
-        last_modified=_http_date(_header(response, "last-modified")),
-        content_type=_header(response, "content-type") or "binary/octet-stream",
+        etag=header_value(response, "etag") or "",
+        last_modified=_http_date(header_value(response, "last-modified")),
+        content_type=header_value(response, "content-type") or "binary/octet-stream",
         metadata=metadata,
     )
 
 
-def _metadata_headers(metadata: Mapping[str, str] | None) -> dict[str, str]:
+def metadata_headers(metadata: Mapping[str, str] | None) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in (metadata or {}).items():
         if not name.isascii() or not value.isascii():
@@ -181,5 +181,5 @@ def _metadata_headers(metadata: Mapping[str, str] | None) -> dict[str, str]:
     return headers
 
 
-def _children(element: Element, name: str) -> list[Element]:
+def children_named(element: Element, name: str) -> list[Element]:
     return [child for child in element if local_name(child) == name]

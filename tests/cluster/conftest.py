@@ -1,4 +1,5 @@
-"""Fixtures that start the real servers the cluster tests run against."""
+"""Fixtures that start the real servers the cluster tests run against, on 127.0.0.1:
+Redis (`redis_server`) and SeaweedFS (`seaweedfs`, `seaweedfs_factory`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.redis_server import RedisServer
+from tests.cluster.seaweedfs_server import seaweedfs, seaweedfs_factory
+
+__all__ = ["seaweedfs", "seaweedfs_factory"]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, BinaryIO, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
@@ -57,6 +57,45 @@ class ListingPage:
     common_prefixes: Sequence[str]
     truncated: bool
     next_marker: str | None  # the last key or prefix of the page when truncated
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """A multipart upload in progress."""
+
+    upload_id: str
+    bucket: str
+    key: str
+    initiated: float
+    meta: ObjectMeta
+    # Folder store: uploads started since parts are indexed keep `<number>.etag` next to
+    # each part, so replacing a part finds the one it replaces without listing the folder.
+    indexed: bool = False
+
+
+@dataclass(frozen=True)
+class Part:
+    """One uploaded part of a multipart upload."""
+
+    number: int
+    etag: str  # hex MD5, unquoted
+    size: int
+    modified: float
+
+
+class SpooledBody(Protocol):
+    """A request body already written to local scratch (`ObjectStore.tmp_dir`), hashed on
+    the way: both stores take uploads from there, so no body is held in memory."""
+
+    path: str
+    size: int
+
+    @property
+    def md5(self) -> Any:
+        """The running `hashlib.md5` of the body."""
+
+    def detach(self) -> BinaryIO:
+        """Hand the open file over; the spool then no longer deletes it."""
 
 
 class StoredObject(Protocol):
@@ -117,8 +156,39 @@ class PendingWrite(Protocol):
         """Drop the write; safe to call more than once and after publish."""
 
 
+class Uploads(Protocol):
+    """Multipart uploads (COS Initiate / Upload Part / Complete / Abort / List). Refusals
+    are `MultipartError`s carrying COS's code (NoSuchUpload, InvalidPart, ...)."""
+
+    def create(self, bucket: str, key: str, meta: ObjectMeta) -> Deferred[UploadInfo]: ...
+
+    def get(self, upload_id: str, bucket: str, key: str | None = None) -> Deferred[UploadInfo]:
+        """The upload, checked to belong to this bucket (and key); NoSuchUpload otherwise."""
+
+    def uploads(self, bucket: str, prefix: str = "") -> Deferred[list[UploadInfo]]:
+        """Uploads in progress, by key then initiation time."""
+
+    def put_part(self, info: UploadInfo, number: int, body: SpooledBody | None) -> Deferred[str]:
+        """Store one part (replacing an earlier one with that number); fires its ETag."""
+
+    def parts(self, info: UploadInfo) -> Deferred[list[Part]]: ...
+
+    def complete(
+        self, info: UploadInfo, requested: Sequence[tuple[int, str]]
+    ) -> Deferred[PendingWrite]:
+        """The object the listed parts make, ready to publish (with `replace=True`)."""
+
+    def discard(self, info: UploadInfo) -> Deferred[None]:
+        """Abort: the upload and its parts are gone."""
+
+    def expire(self, older_than: float, now: float) -> Deferred[list[UploadInfo]]:
+        """Abort uploads begun more than `older_than` seconds before `now`."""
+
+
 class ObjectStore(Protocol):
     """All buckets of one edge, wherever their objects live."""
+
+    uploads: Uploads
 
     @property
     def tmp_dir(self) -> Path:
@@ -127,7 +197,21 @@ class ObjectStore(Protocol):
     def has_bucket(self, bucket: str) -> bool:
         """Whether this store serves `bucket` (known in memory; no I/O)."""
 
-    def add_bucket(self, bucket: str) -> None: ...
+    def add_bucket(self, bucket: str) -> Deferred[None]:
+        """Create the bucket's storage (PUT Bucket); existing storage is adopted as it is."""
+
+    def remove_bucket(self, bucket: str) -> Deferred[None]:
+        """Remove an empty bucket's storage and forget it; `BucketNotEmpty` otherwise,
+        and nothing of it is lost."""
+
+    def bucket_is_empty(self, bucket: str) -> Deferred[bool]: ...
+
+    def list_page(
+        self, bucket: str, prefix: str, marker: str, delimiter: str, max_keys: int
+    ) -> Deferred[ListingPage]:
+        """One page of GET Bucket: keys after `marker` starting with `prefix`, in order,
+        rolled up at `delimiter` into common prefixes; `prefix` and `marker` have passed
+        `validate_prefix`."""
 
     def forget_bucket(self, bucket: str) -> None:
         """Stop serving a bucket another process or node removed."""
@@ -140,8 +224,15 @@ class ObjectStore(Protocol):
     def delete_object(self, bucket: str, key: str) -> Deferred[bool]:
         """Remove an object; wins over a copy of the key that is running meanwhile."""
 
-    def new_upload(self, bucket: str, key: str, watch: DeleteWatch | None = None) -> PendingWrite:
-        """A write that becomes `bucket/key` on publish; with `watch` (an origin copy), a
+    def new_upload(
+        self,
+        bucket: str,
+        key: str,
+        spool: SpooledBody | None = None,
+        watch: DeleteWatch | None = None,
+    ) -> PendingWrite:
+        """A write that becomes `bucket/key` on publish: empty to be written to, or the
+        spooled request body `spool` taken over as it is. With `watch` (an origin copy), a
         DELETE of the key meanwhile makes publishing drop it."""
 
     def refuse_unsafe(self, bucket: str, key: str) -> None:
@@ -151,3 +242,7 @@ class ObjectStore(Protocol):
     def watch_deletes(self, bucket: str, key: str) -> DeleteWatch: ...
 
     def forget_deletes(self, bucket: str, key: str) -> None: ...
+
+    def sweep(self, now: float) -> Deferred[dict[str, int]]:
+        """Remove what crashed writers left (temp files, stale metadata and locks; expired
+        uploads are `uploads.expire`'s); fires counts by kind, for the sweeper's log."""

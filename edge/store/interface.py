@@ -216,8 +216,15 @@ class ObjectStore(Protocol):
     def forget_bucket(self, bucket: str) -> None:
         """Stop serving a bucket another process or node removed."""
 
-    def open_object(self, bucket: str, key: str) -> Deferred[StoredObject | None]:
-        """The object, or None when the key holds none."""
+    def open_object(
+        self, bucket: str, key: str, *, range_header: str | None = None, body: bool = True
+    ) -> Deferred[StoredObject | None]:
+        """The object, or None when the key holds none.
+
+        Two hints let a store that fetches bytes over the network do it in one request:
+        `range_header` is the client's `Range` (fetch just that), `body=False` says the
+        caller will most likely not send the body (HEAD, conditional requests: fetch the
+        metadata only). `send` works for any range either way."""
 
     def exists(self, bucket: str, key: str) -> Deferred[bool]: ...
 

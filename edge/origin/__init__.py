@@ -1,8 +1,8 @@
 """The origin side: resolving and vetting origin addresses, and copying objects from them.
 
 A miss's origin host is resolved and each address judged against the ISP tables (plus
-`extra_origin_cidrs`); the copier then fetches the object from one accepted address,
-pinned so that DNS cannot steer the connection elsewhere, and hands the bytes to the
-store. The copier schedules (single flight per key, a bounded queue, concurrency caps,
-locks); the fetch streams one object.
+`extra_origin_cidrs`) in resolver.py; the scheduler in copier.py decides when a copy runs
+(single flight per key, a bounded queue, concurrency caps, backoff, locks); fetch.py
+streams one object from one accepted address into the store; client.py owns the
+connections, pinned so that DNS cannot steer them elsewhere.
 """

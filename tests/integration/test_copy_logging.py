@@ -26,7 +26,7 @@ async def test_copy_events_carry_the_request_id_and_no_factory_chatter(
     chatter = [
         formatEvent(e)
         for e in captured_events
-        if "factory" in formatEvent(e).lower() and "edge.origin.copier" in formatEvent(e)
+        if "factory" in formatEvent(e).lower() and "edge.origin." in formatEvent(e)
     ]
     assert chatter == []
 

@@ -1,0 +1,161 @@
+"""The origin-client service: how the edge opens connections to an origin.
+
+One long-lived `OriginClient` owns the `HTTPConnectionPool` every copy's agent uses, with
+client factories that do not log "Starting/Stopping factory" per copy, and closes the
+pool's connections when the edge stops. Each agent connects through a pinned endpoint to
+one vetted address whatever host the URL names, and can count the raw bytes its
+connection delivered (`WireMeter`), which is how a body that ran past its Content-Length
+is told apart from a good one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
+from twisted.internet.protocol import connectionDone
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from twisted.web.client import URI, Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from zope.interface import implementer
+
+
+class WireMeter:
+    """Counts the bytes one origin connection delivered, below HTTP framing.
+
+    Twisted's client ends a body at Content-Length and silently drops whatever the origin
+    sent beyond it; only the raw count shows that the origin's idea of the object differs
+    from its header, which is reason enough not to store it.
+    """
+
+    _MAX_HEAD = 1024 * 1024
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.header_length: int | None = None
+        self._head = b""
+        self.closed: Deferred[None] = Deferred()
+
+    def received(self, data: bytes) -> None:
+        self.total += len(data)
+        if self.header_length is None and len(self._head) < self._MAX_HEAD:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end >= 0:
+                self.header_length = end + 4
+                self._head = b""
+
+    def lost(self) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    @property
+    def body_length(self) -> int | None:
+        return None if self.header_length is None else self.total - self.header_length
+
+
+class _MeteredProtocol(ProtocolWrapper):
+    factory: _MeteredFactory
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.meter.received(data)
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: B008
+        super().connectionLost(reason)
+        self.factory.meter.lost()
+
+
+class _MeteredFactory(WrappingFactory):
+    protocol = _MeteredProtocol
+    noisy = False  # one copy is one connection: "Starting factory" per copy is noise
+
+    def __init__(self, wrapped: Any, meter: WireMeter) -> None:
+        super().__init__(wrapped)
+        self.meter = meter
+
+
+@implementer(IStreamClientEndpoint)
+class _MeteredEndpoint:
+    def __init__(self, endpoint: IStreamClientEndpoint, meter: WireMeter) -> None:
+        self._endpoint = endpoint
+        self._meter = meter
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        d: Deferred[Any] = self._endpoint.connect(_MeteredFactory(factory, self._meter))
+        # The HTTP client needs its own protocol back, not the wrapper around it.
+        return d.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+
+
+@implementer(IAgentEndpointFactory)
+class PinnedEndpointFactory:
+    """Connects every request to one vetted address, whatever host the URL names.
+
+    The URL keeps the configured origin (so `Host:` is what the operator wrote) while the TCP
+    connection goes to the address that passed the ISP check: there is no second resolution.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTCP,
+        address: str,
+        port: int,
+        timeout: float,
+        meter: WireMeter | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._address = address
+        self._port = port
+        self._timeout = timeout
+        self._meter = meter
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        kind = TCP6ClientEndpoint if ":" in self._address else TCP4ClientEndpoint
+        endpoint = kind(self._reactor, self._address, self._port, timeout=self._timeout)
+        if self._meter is not None:
+            return _MeteredEndpoint(endpoint, self._meter)
+        return endpoint
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+class _QuietPool(HTTPConnectionPool):
+    """A pool whose connection factories do not log "Starting/Stopping factory" (four
+    lines per copy otherwise)."""
+
+    _factory = _QuietClientFactory
+
+
+AgentFactory = Callable[[str, int, WireMeter], IAgent]
+
+
+class OriginClient(Service):
+    """Owns the connection pool of all copies; stopping it closes the pool's connections.
+
+    The pool is not persistent, on purpose: each copy is a whole object, so a reused
+    connection saves little, and one connection per copy is what lets `WireMeter` account
+    for it alone and see the origin close it after the body.
+    """
+
+    name = "origin-client"  # type: ignore[assignment]
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self.pool: HTTPConnectionPool = _QuietPool(reactor, persistent=False)
+
+    def agent(self, address: str, port: int, meter: WireMeter, connect_timeout: float) -> IAgent:
+        """An agent for one copy, on its own connection to the vetted `address`."""
+        factory = PinnedEndpointFactory(self._reactor, address, port, connect_timeout, meter)
+        return Agent.usingEndpointFactory(self._reactor, factory, pool=self.pool)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        closed: Deferred[None] = self.pool.closeCachedConnections()
+        return closed

@@ -1,0 +1,362 @@
+"""The fetch of one object: stream it from a pinned origin address into a pending store write.
+
+Given a `CopyJob` (which key, from which vetted address), `ObjectFetcher` asks the origin
+for the key, streams a 200 body into the store's pending upload under `max_object_size`,
+`idle_timeout` and `total_timeout`, and publishes it only when it is whole: the length
+matches Content-Length and the origin sent nothing beyond it. Anything else discards the
+pending write and fails with a reason worded for the operator (`describe_failure`); the
+scheduler in copier.py decides when fetches run and what a failure means for the key.
+"""
+
+from __future__ import annotations
+
+import enum
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectError, ConnectionRefusedError, TimeoutError
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+
+from edge import __version__
+from edge.config import OriginAddress, OriginFetchConfig
+from edge.origin.client import AgentFactory, WireMeter
+from edge.origin.resolver import ReactorClock
+from edge.store.folder.keylocks import KeyLock
+from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.keys import UnsafePath
+
+# The namespace the origin side has always logged under (operators filter on it).
+log = Logger(namespace="edge.origin.copier")
+
+USER_AGENT = f"cosedge/{__version__}".encode()
+_KEY_SAFE = "/!$&'()*+,;=:@~-._"
+
+
+class CopyFailed(Exception):
+    """A copy that stored nothing; `str()` is the reason logged for the operator."""
+
+
+@dataclass
+class CopyJob:
+    """One copy of `bucket/key` from one vetted address: what the scheduler queues and
+    runs, what the fetch reports its progress on, what status pages list."""
+
+    bucket: str
+    key: str
+    origin: OriginAddress
+    address: str
+    request_id: str | None = None  # the miss that started it, for the log and the status
+    started: float | None = None
+    received: int = 0
+    expected: int | None = None
+    deferred: Deferred[Any] | None = field(default=None, repr=False)
+    lock: KeyLock | None = field(default=None, repr=False)
+
+    def fields(self) -> dict[str, Any]:
+        """The fields every log event about this copy carries."""
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "origin": self.origin.netloc,
+            "address": self.address,
+            "request_id": self.request_id,
+        }
+
+    @property
+    def url(self) -> bytes:
+        path = urllib.parse.quote(self.key, safe=_KEY_SAFE)
+        return f"http://{self.origin.netloc}/{path}".encode("ascii")
+
+
+class _BodyWriter(Protocol):
+    """Streams a response body into a pending object with a size cap and an idle timeout."""
+
+    def __init__(
+        self,
+        job: CopyJob,
+        sink: Callable[[bytes], None],
+        limit: int,
+        idle_timeout: float,
+        clock: ReactorClock,
+    ) -> None:
+        self._job = job
+        self._sink = sink
+        self._limit = limit
+        self._idle_timeout = idle_timeout
+        self._clock = clock
+        self._timer: IDelayedCall | None = None
+        self.finished: Deferred[None] = Deferred(lambda d: self._abort(CancelledError()))
+        self._failed = False
+
+    def connectionMade(self) -> None:
+        self._timer = self._clock.callLater(self._idle_timeout, self._idle)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._failed:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self._idle_timeout)
+        if self._job.received + len(data) > self._limit:
+            self._abort(CopyFailed(f"body over max_object_size ({self._limit} bytes)"))
+            return
+        try:
+            self._sink(data)
+        except OSError as e:
+            self._abort(CopyFailed(f"cannot write temporary file: {e.strerror or e}"))
+            return
+        self._job.received += len(data)
+
+    def _idle(self) -> None:
+        self._timer = None
+        self._abort(CopyFailed(f"origin sent nothing for {self._idle_timeout:g}s (idle timeout)"))
+
+    def _abort(self, reason: Exception) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            cast(IPushProducer, self.transport).stopProducing()
+        if not self.finished.called:
+            self.finished.errback(Failure(reason))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
+        self._cancel_timer()
+        if self._failed or self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(None)
+        else:
+            self._failed = True
+            self.finished.errback(
+                Failure(CopyFailed(f"connection lost mid-body after {self._job.received} bytes"))
+            )
+
+
+class _Discard(Protocol):
+    def connectionMade(self) -> None:
+        cast(IPushProducer, self.transport).stopProducing()
+
+
+class Fetched(enum.Enum):
+    """How a fetch that did not fail ended; the values are the copier's counter names."""
+
+    STORED = "stored"
+    ALREADY_PRESENT = "already_present"  # before the fetch, or published meanwhile
+    DELETED = "deleted"  # a DELETE of the key came while the body streamed
+
+
+class ObjectFetcher:
+    """Fetches one object per `start()`, into the store, under the `origin_fetch` limits.
+
+    Long-lived and shared by all copies; it keeps no state per copy (that is the
+    `CopyJob`), so the limits a reload brings apply to each step from then on.
+    """
+
+    def __init__(
+        self,
+        clock: ReactorClock,
+        store: ObjectStore,
+        fetch: OriginFetchConfig,
+        agent_factory: AgentFactory,
+    ) -> None:
+        self._clock = clock
+        self._store = store
+        self._fetch = fetch
+        self._agent_factory = agent_factory
+
+    def reconfigure(self, fetch: OriginFetchConfig) -> None:
+        self._fetch = fetch
+
+    def start(self, job: CopyJob) -> Deferred[Fetched]:
+        """The fetch of `job`, cancelled (and failed) after `total_timeout` seconds."""
+        d = Deferred.fromCoroutine(self._run(job))
+        d.addTimeout(
+            self._fetch.total_timeout,
+            self._clock,  # type: ignore[arg-type]
+            onTimeoutCancel=_timed_out(
+                f"took longer than total_timeout ({self._fetch.total_timeout:g}s)"
+            ),
+        )
+        return d
+
+    async def _run(self, job: CopyJob) -> Fetched:
+        # First thing, in the same reactor turn that took the key's lock: what a DELETE of
+        # the key looked like before this copy, so that one arriving later drops it.
+        watch = self._store.watch_deletes(job.bucket, job.key)
+        if self._store.exists(job.bucket, job.key):
+            return Fetched.ALREADY_PRESENT
+        try:
+            self._store.refuse_unsafe(job.bucket, job.key)
+        except UnsafePath as e:
+            raise CopyFailed(f"nothing fetched: {e}") from None
+        meter = WireMeter()
+        agent = self._agent_factory(job.address, job.origin.connect_port, meter)
+        headers = Headers(
+            {
+                b"user-agent": [USER_AGENT],
+                b"accept-encoding": [b"identity"],
+            }
+        )
+        request = agent.request(b"GET", job.url, headers)
+        # Cancelling a request makes Twisted fail it with ResponseNeverReceived, not the
+        # CancelledError addTimeout would turn into TimeoutError: name the timeout here.
+        request.addTimeout(
+            self._fetch.idle_timeout,
+            self._clock,  # type: ignore[arg-type]
+            onTimeoutCancel=_timed_out(f"no response headers within {self._fetch.idle_timeout:g}s"),
+        )
+        response: IResponse = await request
+        if response.code != 200:
+            response.deliverBody(_Discard())
+            hint = " (redirects are not followed)" if 300 <= response.code < 400 else ""
+            raise CopyFailed(f"origin answered {response.code}{hint}")
+        expected = None if response.length is UNKNOWN_LENGTH else int(response.length)
+        job.expected = expected
+        if expected is not None and expected > self._fetch.max_object_size:
+            response.deliverBody(_Discard())
+            raise CopyFailed(
+                f"Content-Length {expected} over max_object_size ({self._fetch.max_object_size})"
+            )
+        pending = self._store.new_upload(job.bucket, job.key, watch=watch)
+        try:
+            writer = _BodyWriter(
+                job,
+                pending.write,
+                self._fetch.max_object_size,
+                self._fetch.idle_timeout,
+                self._clock,
+            )
+            response.deliverBody(writer)
+            await writer.finished
+            if expected is not None and pending.size != expected:
+                raise CopyFailed(
+                    f"body length {pending.size} does not match Content-Length {expected}"
+                )
+            if expected is not None:
+                await self._check_nothing_more(meter, expected)
+            try:
+                published = await pending.publish()
+            except UnsafePath as e:
+                raise CopyFailed(f"nothing stored: {e}") from None
+        except BaseException:
+            pending.discard()
+            raise
+        if published:
+            log.info(
+                "Copied {bucket}/{key} from {origin} ({address}): {size} bytes",
+                size=pending.size,
+                **job.fields(),
+            )
+            return Fetched.STORED
+        if pending.deleted_meanwhile:
+            log.info(
+                "Copy of {bucket}/{key} from {origin} dropped: the key was deleted meanwhile",
+                reason="deleted meanwhile",
+                **job.fields(),
+            )
+            return Fetched.DELETED
+        log.info(
+            "Copy of {bucket}/{key} from {origin} dropped: the object appeared meanwhile",
+            **job.fields(),
+        )
+        return Fetched.ALREADY_PRESENT
+
+    async def _check_nothing_more(self, meter: WireMeter, expected: int) -> None:
+        """Wait for the origin connection to close and refuse a body that ran past its
+        Content-Length (bytes the HTTP client dropped)."""
+        closing = meter.closed
+        closing.addTimeout(
+            self._fetch.idle_timeout,
+            self._clock,  # type: ignore[arg-type]
+            onTimeoutCancel=_timed_out("origin kept the connection open after the body"),
+        )
+        await closing
+        sent = meter.body_length
+        if sent is not None and sent > expected:
+            raise CopyFailed(f"origin sent {sent} body bytes, Content-Length said {expected}")
+
+
+EXPECTED_FAILURES = (
+    CopyFailed,
+    CancelledError,
+    TimeoutError,
+    ConnectError,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+
+
+def _timed_out(reason: str) -> Callable[[Any, float], Any]:
+    """For `addTimeout`: whatever the cancelled operation failed with, the copy failed
+    because of this timeout, and the log should say so."""
+
+    def convert(result: Any, timeout: float) -> Any:
+        if isinstance(result, Failure):
+            return Failure(CopyFailed(reason))
+        return result
+
+    return convert
+
+
+def describe_failure(failure: Failure, fetch: OriginFetchConfig) -> str:
+    """The operator-facing reason a copy failed: short, and naming the cause, not a type."""
+    if failure.check(CopyFailed):
+        return str(failure.value)
+    if failure.check(CancelledError):
+        return "cancelled (edge stopping or total_timeout reached)"
+    if failure.check(TimeoutError):
+        return f"took longer than total_timeout ({fetch.total_timeout:g}s)"
+    if failure.check(ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(ConnectError):
+        return f"cannot connect: {failure.value}"
+    if failure.check(ResponseNeverReceived):
+        return "connection closed before response headers"
+    if failure.check(ResponseFailed):
+        return "connection lost in the response"
+    return f"{failure.type.__name__}: {failure.value}"
+
+
+def report_failure(failure: Failure, job: CopyJob, fetch: OriginFetchConfig) -> None:
+    """Log a failed copy at the level it deserves: a warning for what origins do, an error
+    for a local cause an operator must fix, a traceback only for a bug."""
+    reason = describe_failure(failure, fetch)
+    if failure.check(*EXPECTED_FAILURES):
+        log.warn(
+            "Copy of {bucket}/{key} from {origin} ({address}) failed: {reason}",
+            reason=reason,
+            **job.fields(),
+        )
+    elif failure.check(OSError):
+        # The origin was fine; this machine was not (permissions, a full disk):
+        # an operator must act, and misses keep being redirected meanwhile.
+        error = failure.value
+        log.error(
+            "Copy of {bucket}/{key} failed for a local reason: {reason}",
+            reason=f"{error.filename or ''}: {error.strerror or error}".lstrip(": "),
+            local=True,
+            **job.fields(),
+        )
+    else:
+        log.failure(
+            "Copy of {bucket}/{key} from {origin} ({address}) failed: {reason}",
+            failure,
+            reason=reason,
+            **job.fields(),
+        )

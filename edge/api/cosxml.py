@@ -13,12 +13,17 @@ Request bodies (origin configuration, CompleteMultipartUpload) are parsed with
 `XMLProblem` is raised for anything that is not a well-formed document. COS and S3 clients may
 send the S3 namespace (`xmlns="http://s3.amazonaws.com/doc/2006-03-01/"`); tags are reduced to
 their local names, so callers match on `CompleteMultipartUpload`, `Part`, `OriginRule`.
+
+The few pieces of COS vocabulary several documents share are spelled here too: the `<Owner>`
+element, the timestamp format, and a listed key under `encoding-type=url`.
 """
 
 from __future__ import annotations
 
 import re
+import urllib.parse
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from xml.parsers.expat import ExpatError
 
 import defusedxml
@@ -86,3 +91,20 @@ def parse(body: bytes) -> ET.Element:
 def local_name(tag: str) -> str:
     """`{namespace}Name` -> `Name`."""
     return tag.rpartition("}")[2]
+
+
+def owner(parent: ET.Element) -> None:
+    """Append the `<Owner>` COS lists objects, parts and uploads with: always the edge."""
+    node = sub(parent, "Owner")
+    sub(node, "ID", "cosedge")
+    sub(node, "DisplayName", "cosedge")
+
+
+def timestamp(seconds: float) -> str:
+    """A Unix time as COS's documents write it (`2024-01-02T03:04:05.000Z`)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def listed(text: str, encode: bool) -> str:
+    """A key or prefix as a listing shows it: percent-encoded with `encoding-type=url`."""
+    return urllib.parse.quote(text, safe="/") if encode else text

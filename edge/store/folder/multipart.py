@@ -250,25 +250,3 @@ class MultipartUploads:
                 if info is not None:
                     removed.append(info)
         return removed
-
-
-def parse_complete(body: bytes) -> list[tuple[int, str]]:
-    """(PartNumber, ETag) pairs of a CompleteMultipartUpload document.
-
-    Parsed without DTDs or entities, by local names (S3's namespace is accepted).
-    """
-    from edge.api import cosxml
-
-    try:
-        root = cosxml.parse(body)
-    except cosxml.XMLProblem as e:
-        raise MultipartError("MalformedXML", str(e)) from None
-    if root.tag != "CompleteMultipartUpload":
-        raise MultipartError("MalformedXML", "root element must be CompleteMultipartUpload")
-    pairs = []
-    for part in root.findall("Part"):
-        try:
-            pairs.append((int(part.findtext("PartNumber") or ""), part.findtext("ETag") or ""))
-        except ValueError:
-            raise MultipartError("MalformedXML", "PartNumber must be a number") from None
-    return pairs

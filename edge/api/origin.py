@@ -1,0 +1,110 @@
+"""A bucket's back-to-origin rules as the API sets them: PUT, GET and DELETE `?origin`.
+
+The rules model and its XML (`OriginConfiguration`) are `edge.api.rules`; this module reads
+the request, vets every origin the rules name before any is saved (each address a host
+resolves to must pass the same ISP check as an origin in the config file) and answers. A
+DELETE falls back to the config file's rule, when it has one.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from edge.api import errors
+from edge.api.auth import Denied
+from edge.api.replies import run
+from edge.api.rules import (
+    MalformedRuleXML,
+    OriginRule,
+    OriginRules,
+    RuleError,
+    ordered,
+    parse_origin_xml,
+    render_origin_xml,
+)
+from edge.origin.copier import OriginResolver
+
+log = Logger()
+
+_MAX_ORIGIN_BODY = 64 * 1024
+
+
+class OriginOperations:
+    """`?origin` of a bucket the dispatcher found registered."""
+
+    def __init__(self, rules: OriginRules, resolver: OriginResolver) -> None:
+        self._rules = rules
+        self._resolver = resolver
+
+    def render(self, request: Request, bucket: str) -> bytes | int:
+        """PUT sets the rules, GET shows them, DELETE drops them; anything else is 405."""
+        method = request.method
+        if method == b"PUT":
+            return run(request, self._put(request, bucket))
+        if method == b"GET":
+            return self._get(request, bucket)
+        if method == b"DELETE":
+            return self._delete(request, bucket)
+        raise Denied(errors.METHOD_NOT_ALLOWED)
+
+    async def _put(self, request: Request, bucket: str) -> None:
+        assert request.content is not None
+        body = request.content.read(_MAX_ORIGIN_BODY + 1)
+        try:
+            rules = parse_origin_xml(body)
+        except RuleError as e:
+            malformed = isinstance(e, MalformedRuleXML)
+            code = errors.MALFORMED_XML if malformed else errors.INVALID_ARGUMENT
+            raise Denied(code, str(e)) from None
+        for rule in rules:
+            await self._vet(rule)
+        in_order = ordered(rules)
+        await deferToThread(self._rules.save, bucket, in_order)  # fsyncs: off the reactor
+        self._rules.apply(bucket, in_order)
+        log.info(
+            "Origin rules of {bucket} set: {rules}",
+            bucket=bucket,
+            rules=[
+                f"{r.priority}:{r.origin_type}:{r.prefix or '*'}->{r.origin.netloc}" for r in rules
+            ],
+        )
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+
+    async def _vet(self, rule: OriginRule) -> None:
+        """Every address the rule's host stands for must pass the ISP check, as in the
+        config file; a domain is resolved now and each address judged."""
+        resolved = await self._resolver.resolve(rule.origin)
+        if resolved.error is not None:
+            raise Denied(
+                errors.INVALID_ARGUMENT,
+                f"origin {rule.origin.netloc} cannot be resolved: {resolved.error}",
+            )
+        refused = resolved.refused
+        if refused or not resolved.accepted:
+            reasons = "; ".join(f"{v.address}: {v.reason}" for v in refused) or "no addresses"
+            raise Denied(
+                errors.INVALID_ARGUMENT,
+                f"origin {rule.origin.netloc} is not accepted ({reasons})",
+            )
+
+    def _get(self, request: Request, bucket: str) -> bytes:
+        rules = self._rules.rules(bucket)
+        if not rules:
+            raise Denied(errors.NO_SUCH_ORIGIN)
+        body = render_origin_xml(rules)
+        request.setHeader(b"content-type", b"application/xml")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
+
+    def _delete(self, request: Request, bucket: str) -> bytes:
+        self._rules.delete(bucket)
+        log.info(
+            "Origin rules of {bucket} deleted; rules now from {source}",
+            bucket=bucket,
+            source=self._rules.source(bucket),
+        )
+        request.setResponseCode(204)
+        return b""

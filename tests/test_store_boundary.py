@@ -316,7 +316,7 @@ async def test_describe_lists_sizes_and_etags(store):
     (root / "s.txt").write_bytes(b"small")
     big = os.urandom(1024 * 1024 + 5)
     (root / "l.bin").write_bytes(big)
-    rows = await store.describe(BUCKET, ["l.bin", "gone.txt", "s.txt"])
+    rows = await store.listing.describe(BUCKET, ["l.bin", "gone.txt", "s.txt"])
     assert [(k, size, etag) for k, size, _, etag in rows] == [
         ("l.bin", len(big), hashlib.md5(big).hexdigest()),
         ("s.txt", 5, hashlib.md5(b"small").hexdigest()),

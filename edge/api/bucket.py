@@ -129,9 +129,7 @@ class BucketOperations:
         if not 0 <= max_keys:
             raise Denied(errors.INVALID_ARGUMENT, "max-keys must not be negative")
         max_keys = min(max_keys, MAX_LIST_KEYS)
-        keys = await deferToThread(lambda: sorted(self._store.iter_keys(bucket, prefix)))
-        page = _page(keys, prefix, delimiter, marker, max_keys)
-        entries = await self._store.describe(bucket, page.contents)
+        page = await self._store.list_page(bucket, prefix, marker, delimiter, max_keys)
 
         def out(text: str) -> str:
             return cosxml.listed(text, encode)
@@ -146,17 +144,17 @@ class BucketOperations:
         if delimiter:
             cosxml.sub(root, "Delimiter", out(delimiter))
         cosxml.sub(root, "IsTruncated", str(page.truncated).lower())
-        if page.truncated:
-            cosxml.sub(root, "NextMarker", out(page.last))
-        for key, size, mtime, etag in entries:
+        if page.truncated and page.next_marker is not None:
+            cosxml.sub(root, "NextMarker", out(page.next_marker))
+        for entry in page.contents:
             item = cosxml.sub(root, "Contents")
-            cosxml.sub(item, "Key", out(key))
-            cosxml.sub(item, "LastModified", cosxml.timestamp(mtime))
-            cosxml.sub(item, "ETag", f'"{etag}"')
-            cosxml.sub(item, "Size", size)
+            cosxml.sub(item, "Key", out(entry.key))
+            cosxml.sub(item, "LastModified", cosxml.timestamp(entry.mtime))
+            cosxml.sub(item, "ETag", f'"{entry.etag}"')
+            cosxml.sub(item, "Size", entry.size)
             cosxml.owner(item)
             cosxml.sub(item, "StorageClass", "STANDARD")
-        for common in page.prefixes:
+        for common in page.common_prefixes:
             cosxml.sub(cosxml.sub(root, "CommonPrefixes"), "Prefix", out(common))
         finish_xml(request, root)
 
@@ -183,43 +181,3 @@ class BucketOperations:
             cosxml.owner(upload)
             cosxml.sub(upload, "Initiated", cosxml.timestamp(u.initiated))
         finish_xml(request, root)
-
-
-class _Page:
-    """One page of a listing: the keys shown, the common prefixes rolled up by the
-    delimiter, and whether (and after what) the listing goes on."""
-
-    def __init__(self) -> None:
-        self.contents: list[str] = []
-        self.prefixes: list[str] = []
-        self.truncated = False
-        self.last = ""
-
-
-def _page(keys: list[str], prefix: str, delimiter: str, marker: str, max_keys: int) -> _Page:
-    """The page of sorted `keys` after `marker`; a common prefix counts as one entry."""
-    page = _Page()
-    seen_prefixes: set[str] = set()
-    for key in keys:
-        if key <= marker:
-            continue
-        common = None
-        if delimiter:
-            cut = key.find(delimiter, len(prefix))
-            if cut >= 0:
-                common = key[: cut + len(delimiter)]
-        if common is not None and common in seen_prefixes:
-            continue
-        if common is not None and common <= marker:
-            continue
-        if len(page.contents) + len(page.prefixes) >= max_keys:
-            page.truncated = True
-            break
-        if common is not None:
-            seen_prefixes.add(common)
-            page.prefixes.append(common)
-            page.last = common
-        else:
-            page.contents.append(key)
-            page.last = key
-    return page

@@ -109,19 +109,22 @@ class StoredObject(Protocol):
 
     @property
     def content_type(self) -> str:
-        """The stored Content-Type, or one guessed from the key's extension."""
+        """The Content-Type guessed from the key's extension, for objects stored without
+        one (`meta.content_type` is what their upload said, if anything)."""
 
     @property
     def meta(self) -> ObjectMeta:
-        """Metadata a PUT or a copy recorded with the object (empty when none)."""
+        """Metadata a PUT or a copy recorded with the object (empty when none), as stored:
+        the web layer leaves out what HTTP cannot carry."""
 
     def etag(self) -> Deferred[str]:
         """The object's ETag, unquoted (hex MD5 for what the edge wrote)."""
 
-    def send(self, request: IRequest, first: int, length: int) -> Deferred[None]:
-        """Write bytes `first` .. `first + length - 1` to `request` (not finishing it),
-        honouring the transport's flow control; fires when the last byte is written.
-        Closes the object when done."""
+    def send(self, request: IRequest, first: int, length: int) -> None:
+        """Send bytes `first` .. `first + length - 1` as the body of `request` (status and
+        headers are set, Content-Length included), honouring the transport's flow control,
+        then finish the request and close the object. A failure mid-body drops the
+        connection: the client must never take a short body for a whole one."""
 
     def close(self) -> None: ...
 

@@ -19,6 +19,7 @@ from edge.store.folder import etags
 from edge.store.folder.etags import INLINE_HASH_LIMIT, ETagHasher
 from edge.store.folder.layout import DIR_FLAGS, FolderLayout, identity_of, walk
 from edge.store.folder.objects import FolderObject
+from edge.store.interface import ListedObject, ListingPage
 from edge.store.keys import UnsafePath
 
 
@@ -147,3 +148,62 @@ class FolderListing:
             return [(r[0], r[1], r[2], r[3]) for r in rows if r[0] is not None]
 
         return Deferred.fromCoroutine(run())
+
+    def list_page(
+        self, bucket: str, prefix: str, marker: str, delimiter: str, max_keys: int
+    ) -> Deferred[ListingPage]:
+        """One page of GET Bucket. The walk and the sort go to a thread (a big bucket must
+        not hold other requests); the page's files are then described in one more trip."""
+
+        async def run() -> ListingPage:
+            keys = await deferToThread(lambda: sorted(self.iter_keys(bucket, prefix)))
+            page = _page(keys, prefix, delimiter, marker, max_keys)
+            entries = await self.describe(bucket, page.contents)
+            return ListingPage(
+                contents=[ListedObject(*entry) for entry in entries],
+                common_prefixes=page.prefixes,
+                truncated=page.truncated,
+                next_marker=page.last if page.truncated else None,
+            )
+
+        return Deferred.fromCoroutine(run())
+
+
+class _Page:
+    """One page of a listing: the keys shown, the common prefixes rolled up by the
+    delimiter, and whether (and after what) the listing goes on."""
+
+    def __init__(self) -> None:
+        self.contents: list[str] = []
+        self.prefixes: list[str] = []
+        self.truncated = False
+        self.last = ""
+
+
+def _page(keys: list[str], prefix: str, delimiter: str, marker: str, max_keys: int) -> _Page:
+    """The page of sorted `keys` after `marker`; a common prefix counts as one entry."""
+    page = _Page()
+    seen_prefixes: set[str] = set()
+    for key in keys:
+        if key <= marker:
+            continue
+        common = None
+        if delimiter:
+            cut = key.find(delimiter, len(prefix))
+            if cut >= 0:
+                common = key[: cut + len(delimiter)]
+        if common is not None and common in seen_prefixes:
+            continue
+        if common is not None and common <= marker:
+            continue
+        if len(page.contents) + len(page.prefixes) >= max_keys:
+            page.truncated = True
+            break
+        if common is not None:
+            seen_prefixes.add(common)
+            page.prefixes.append(common)
+            page.last = common
+        else:
+            page.contents.append(key)
+            page.last = key
+    return page

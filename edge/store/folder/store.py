@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as statmod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
@@ -33,7 +33,7 @@ from edge.store.folder.meta import MetaRecords
 from edge.store.folder.objects import ContentTypes, FolderObject
 from edge.store.folder.tombstones import FolderDeleteWatch, Tombstones
 from edge.store.folder.writes import PendingObject, UploadSpool
-from edge.store.interface import BucketNotEmpty, ObjectMeta
+from edge.store.interface import BucketNotEmpty, ListingPage, ObjectMeta
 
 log = Logger()
 
@@ -285,12 +285,16 @@ class FolderStore:
         except BaseException:
             os.close(fd)
             raise
+        identity = identity_of(st)
+        meta = self.meta.read(bucket, key, identity)
         return FolderObject(
             file=os.fdopen(fd, "rb", buffering=0),
             size=st.st_size,
             mtime=st.st_mtime,
             content_type=self._types.for_key(key),
-            identity=identity_of(st),
+            identity=identity,
+            hasher=self.hasher,
+            meta=meta or ObjectMeta(),
         )
 
     def _has_link_parent(self, bucket: str, key: str) -> bool:
@@ -350,10 +354,10 @@ class FolderStore:
     def iter_keys(self, bucket: str, prefix: str = "") -> Iterator[str]:
         return self.listing.iter_keys(bucket, prefix)
 
-    def describe(
-        self, bucket: str, keys: Sequence[str]
-    ) -> Deferred[list[tuple[str, int, float, str]]]:
-        return self.listing.describe(bucket, keys)
+    def list_page(
+        self, bucket: str, prefix: str, marker: str, delimiter: str, max_keys: int
+    ) -> Deferred[ListingPage]:
+        return self.listing.list_page(bucket, prefix, marker, delimiter, max_keys)
 
     def etag(self, bucket: str, key: str, obj: FolderObject) -> Deferred[str]:
         return self.hasher.etag(obj.file.fileno(), obj.size, obj.identity)

@@ -235,7 +235,7 @@ def build_service(
     from edge.store.changestamp import StateWatcher
     from edge.store.multipart import MultipartUploads
     from edge.web.bodies import BodySpools, SpoolBudget
-    from edge.web.resource import EdgeResource
+    from edge.web.root import EdgeResource
     from edge.web.site import EdgeSite
 
     top = MultiService()

@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 
-from edge.web import resource, sendfile
+from edge.web import hits, sendfile
 from tests.integration.conftest import BUCKET, DOMAIN, wait_until
 
 reactor: Any = _reactor
@@ -91,7 +91,7 @@ async def test_ranges_and_pipelining_on_sendfile(edges, tmp_path):
     starts after the previous one's last byte."""
     data = _body(SIZE)
     edge = await _edge(edges, tmp_path, {"big.bin": data})
-    first, last = 1000, 1000 + resource.INLINE_MAX + 5000
+    first, last = 1000, 1000 + hits.INLINE_MAX + 5000
     wire = (
         _get("big.bin", f"Range: bytes={first}-{last}\r\n", close=False)
         + _get("big.bin", "Range: bytes=-300000\r\n", close=False)
@@ -133,7 +133,7 @@ async def test_head_and_304_keep_their_bytes(edges, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_inline_body_exact(edges, tmp_path):
-    data = _body(resource.INLINE_MAX)
+    data = _body(hits.INLINE_MAX)
     edge = await _edge(edges, tmp_path, {"edge.bin": data})
     response = await deferToThread(_raw, edge.port, _get("edge.bin", "Range: bytes=5-\r\n"))
     head, body = _split(response)

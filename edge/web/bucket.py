@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.web.server import Request
 
 from edge.api import errors
-from edge.web.access import TargetResource
+from edge.web.access import READ_METHODS, TargetResource
 from edge.web.bodies import MAX_XML_BODY
 from edge.web.replies import error
 
@@ -27,7 +27,7 @@ class BucketResource(TargetResource):
     """A bucket's root, whether or not the bucket is served (the API answers for both)."""
 
     def render_anonymous(self, request: Request) -> bytes:
-        if request.method in (b"GET", b"HEAD") and self.target.bucket is None:
+        if request.method in READ_METHODS and self.target.bucket is None:
             return error(request, errors.NO_SUCH_BUCKET)
         return error(request, errors.ACCESS_DENIED)
 

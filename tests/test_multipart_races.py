@@ -15,10 +15,9 @@ import pytest
 
 import edge.store.folder.multipart as multipart_module
 import edge.store.folder.writes as writes_module
-from edge.store.folder.multipart import MultipartError, MultipartUploads
 from edge.store.folder.store import FolderStore as ObjectStore
 from edge.store.folder.writes import UploadSpool
-from edge.store.interface import ObjectMeta
+from edge.store.interface import MultipartError, ObjectMeta
 
 BUCKET = "b-1"
 
@@ -39,7 +38,7 @@ def _spool(store: ObjectStore, data: bytes) -> UploadSpool:
 def test_put_part_replaces_one_part_without_listing_them(store, monkeypatch):
     """Replacing a part looks only for that number: no folder listing per part (that
     was O(n²) over 10,000 parts), and exactly the old file of that number goes."""
-    uploads = MultipartUploads(store)
+    uploads = store.uploads.files
     info = uploads.create(BUCKET, "m.bin", ObjectMeta())
     for n in range(1, 6):
         uploads.put_part(info, n, _spool(store, b"part%d" % n))
@@ -62,7 +61,7 @@ def test_put_part_replaces_one_part_without_listing_them(store, monkeypatch):
 def test_put_part_replaces_in_uploads_from_before_the_index(store):
     """An upload started by an older version (no `.etag` index) still gets its part
     replaced, not duplicated."""
-    uploads = MultipartUploads(store)
+    uploads = store.uploads.files
     info = uploads.create(BUCKET, "m.bin", ObjectMeta())
     folder = uploads.root / info.upload_id
     (folder / f"00002-{hashlib.md5(b'old').hexdigest()}.part").write_bytes(b"old")
@@ -75,7 +74,7 @@ def test_put_part_replaces_in_uploads_from_before_the_index(store):
 
 def test_part_for_an_aborted_upload_is_no_such_upload(store):
     """A part arriving after the upload was aborted is NoSuchUpload, not an OSError."""
-    uploads = MultipartUploads(store)
+    uploads = store.uploads.files
     info = uploads.create(BUCKET, "m.bin", ObjectMeta())
     uploads.discard(info)
     with pytest.raises(MultipartError) as raised:
@@ -102,7 +101,7 @@ def _race_on_first_write(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
 def test_assemble_races_answer_cos_errors(store, monkeypatch, race):
     """An abort while Complete assembles is NoSuchUpload; a part re-uploaded under it is
     InvalidPart; neither is an OSError (a 500) and no temp file is left."""
-    uploads = MultipartUploads(store)
+    uploads = store.uploads.files
     info = uploads.create(BUCKET, "m.bin", ObjectMeta())
     tags = [uploads.put_part(info, n, _spool(store, b"part%d" % n)) for n in (1, 2)]
     if race == "abort":

@@ -17,6 +17,7 @@ from edge.config import OriginAddress, OriginFetchConfig
 from edge.origin.client import OriginClient
 from edge.origin.fetch import CopyFailed, CopyJob, Fetched, ObjectFetcher
 from edge.store.folder.store import FolderStore as ObjectStore
+from edge.testing.deferreds import fired
 from edge.testing.origin import FakeOrigin
 
 reactor: Any = _reactor
@@ -58,7 +59,7 @@ async def _fetch(origin: FakeOrigin, store: ObjectStore, key: str, **limits: Any
 
 
 def _nothing_stored(store: ObjectStore, key: str) -> bool:
-    return not store.exists("b-1", key) and not list(store.tmp_dir.iterdir())
+    return not fired(store.exists("b-1", key)) and not list(store.tmp_dir.iterdir())
 
 
 @pytest_twisted.ensureDeferred

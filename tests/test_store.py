@@ -9,8 +9,10 @@ import pytest
 import pytest_twisted
 
 from edge.store.folder.etags import ETagCache
+from edge.store.folder.objects import ContentTypes
 from edge.store.folder.store import FolderStore as ObjectStore
 from edge.store.keys import MAX_KEY_BYTES, InvalidKey, validate_key
+from edge.testing.deferreds import fired
 
 
 @pytest.mark.parametrize(
@@ -56,7 +58,7 @@ async def test_publish_is_atomic_and_never_overwrites(store):
     pending = store.new_upload("b-1", "x/y.txt")
     pending.write(b"hello ")
     pending.write(b"world")
-    assert not store.exists("b-1", "x/y.txt")
+    assert not fired(store.exists("b-1", "x/y.txt"))
     assert await pending.publish() is True
     path = store.path_for("b-1", "x/y.txt")
     assert open(path, "rb").read() == b"hello world"
@@ -74,7 +76,7 @@ async def test_published_etag_is_cached(store):
     pending = store.new_upload("b-1", "k")
     pending.write(b"data")
     await pending.publish()
-    obj = store.open_object("b-1", "k")
+    obj = fired(store.open_object("b-1", "k"))
     assert store.etags.get(obj.identity) == hashlib.md5(b"data").hexdigest()
     obj.file.close()
 
@@ -86,7 +88,7 @@ def test_discard_removes_temp(store):
     pending.discard()
     pending.discard()
     assert os.listdir(store.tmp_dir) == []
-    assert not store.exists("b-1", "k")
+    assert not fired(store.exists("b-1", "k"))
 
 
 def test_prepare_sweeps_stale_temp_files(tmp_path):
@@ -104,9 +106,9 @@ def test_open_object_misses(store, tmp_path):
     """Folders, absent files and paths through a file are misses, not errors."""
     os.makedirs(store.path_for("b-1", "dir"))
     open(store.path_for("b-1", "file"), "wb").close()
-    assert store.open_object("b-1", "dir") is None
-    assert store.open_object("b-1", "absent") is None
-    assert store.open_object("b-1", "file/child") is None
+    assert fired(store.open_object("b-1", "dir")) is None
+    assert fired(store.open_object("b-1", "absent")) is None
+    assert fired(store.open_object("b-1", "file/child")) is None
 
 
 def test_etag_cache_is_bounded():
@@ -122,10 +124,10 @@ def test_etag_cache_is_bounded():
 
 def test_content_types(store):
     """Content-Type comes from the extension, octet-stream otherwise."""
-    assert store.content_type("a/b.html") == "text/html"
-    assert store.content_type("x.tar.gz") == "application/octet-stream"
-    assert store.content_type("noext") == "application/octet-stream"
-    assert store.content_type("P.JPG") == "image/jpeg"
+    assert ContentTypes().for_key("a/b.html") == "text/html"
+    assert ContentTypes().for_key("x.tar.gz") == "application/octet-stream"
+    assert ContentTypes().for_key("noext") == "application/octet-stream"
+    assert ContentTypes().for_key("P.JPG") == "image/jpeg"
 
 
 def test_removing_a_bucket_never_removes_what_is_in_it(tmp_path):
@@ -140,17 +142,17 @@ def test_removing_a_bucket_never_removes_what_is_in_it(tmp_path):
     (bucket / "a" / "b").mkdir(parents=True)
     (bucket / "a" / "b" / "late.txt").write_bytes(b"arrived late")
     with pytest.raises(BucketNotEmpty):
-        store.remove_bucket("b-1")
+        fired(store.remove_bucket("b-1"))
     assert (bucket / "a" / "b" / "late.txt").read_bytes() == b"arrived late"
     (bucket / "a" / "b" / "late.txt").unlink()
     outside = tmp_path / "outside"
     outside.mkdir()
     (bucket / "link").symlink_to(outside)
     with pytest.raises(BucketNotEmpty):
-        store.remove_bucket("b-1")
+        fired(store.remove_bucket("b-1"))
     assert outside.is_dir() and store.has_bucket("b-1")
     (bucket / "link").unlink()
-    store.remove_bucket("b-1")
+    fired(store.remove_bucket("b-1"))
     assert not bucket.exists() and not store.has_bucket("b-1")
 
 
@@ -174,11 +176,11 @@ def test_metadata_is_recorded_against_the_file_its_put_published(tmp_path):
     )
     path.unlink()
     path.write_bytes(b"second, another inode")
-    store.write_meta("b-1", "k.txt", ObjectMeta("text/html"), first_identity)
-    obj = store.open_object("b-1", "k.txt")
+    store.meta.write("b-1", "k.txt", ObjectMeta("text/html"), first_identity)
+    obj = fired(store.open_object("b-1", "k.txt"))
     assert obj is not None
     try:
-        assert store.read_meta("b-1", "k.txt", obj) is None
+        assert store.meta.read("b-1", "k.txt", obj.identity) is None
     finally:
         obj.file.close()
 
@@ -194,13 +196,13 @@ def test_another_process_first_upload_metadata_reaches_this_one(tmp_path):
     two = ObjectStore(tmp_path / "data", ["b-1"])
     two.prepare(sweep=False)
     (tmp_path / "data" / "b-1" / "k.txt").write_bytes(b"x")
-    one.write_meta("b-1", "k.txt", ObjectMeta("text/x-custom"))
-    obj = two.open_object("b-1", "k.txt")
+    one.meta.write("b-1", "k.txt", ObjectMeta("text/x-custom"))
+    obj = fired(two.open_object("b-1", "k.txt"))
     assert obj is not None
     try:
-        assert two.read_meta("b-1", "k.txt", obj) is None  # not known yet
+        assert two.meta.read("b-1", "k.txt", obj.identity) is None  # not known yet
         two.refresh_meta_buckets()
-        meta = two.read_meta("b-1", "k.txt", obj)
+        meta = two.meta.read("b-1", "k.txt", obj.identity)
         assert meta is not None and meta.content_type == "text/x-custom"
     finally:
         obj.file.close()

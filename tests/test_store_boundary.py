@@ -22,6 +22,7 @@ from edge.store.folder.keylocks import KeyLocks
 from edge.store.folder.store import FolderStore as ObjectStore
 from edge.store.folder.writes import UploadSpool
 from edge.store.interface import ObjectMeta
+from edge.testing.deferreds import fired
 
 BUCKET = "b-1"
 
@@ -137,7 +138,7 @@ async def test_spooled_upload_below_a_folder_link_writes_nothing(store, outside)
 def test_delete_below_a_folder_link_removes_nothing(store, outside):
     """DELETE of `escape/secret.txt` is UnsafePath; the file behind the link stays."""
     with pytest.raises(Exception) as raised:
-        store.delete_object(BUCKET, "escape/secret.txt")
+        fired(store.delete_object(BUCKET, "escape/secret.txt"))
     assert (outside / "secret.txt").read_bytes() == b"not yours"
     refused(raised)
 
@@ -147,17 +148,17 @@ def test_delete_still_removes_and_prunes_inside(store):
     root = store.data_dir / BUCKET
     (root / "p" / "q").mkdir(parents=True)
     (root / "p" / "q" / "r.txt").write_bytes(b"r")
-    assert store.delete_object(BUCKET, "p/q/r.txt") is True
+    assert fired(store.delete_object(BUCKET, "p/q/r.txt")) is True
     assert not (root / "p").exists()
-    assert store.delete_object(BUCKET, "p/q/r.txt") is False
-    assert store.delete_object(BUCKET, "a/file.txt") is True
+    assert fired(store.delete_object(BUCKET, "p/q/r.txt")) is False
+    assert fired(store.delete_object(BUCKET, "a/file.txt")) is True
     assert (root / "a").is_dir()  # still holds the `deeper` link
 
 
 def test_write_meta_below_a_folder_link_is_refused(store, outside):
     """Metadata is never written for (nor stated through) a key below a folder link."""
     with pytest.raises(Exception) as raised:
-        store.write_meta(BUCKET, "escape/secret.txt", ObjectMeta("text/plain"))
+        store.meta.write(BUCKET, "escape/secret.txt", ObjectMeta("text/plain"))
     assert not (store.state_dir / "meta").exists() or tree(store.state_dir / "meta") == []
     refused(raised)
 
@@ -182,7 +183,7 @@ def test_prepare_refuses_a_linked_state_folder(tmp_path, outside):
 @pytest.mark.parametrize("prefix", ["escape/", "escape/secret", "a/deeper/", "a/"])
 def test_iter_keys_never_follows_a_folder_link(store, prefix):
     """No prefix, even one naming a linked folder, lists what lies behind the link."""
-    keys = list(store.iter_keys(BUCKET, prefix))
+    keys = list(store.listing.iter_keys(BUCKET, prefix))
     assert all("secret" not in k for k in keys)
     assert keys == (["a/file.txt"] if prefix == "a/" else [])
 
@@ -197,7 +198,7 @@ def test_iter_keys_never_lists_the_state_folder(tmp_path):
     s = ObjectStore(data, [BUCKET])
     s.prepare()
     (s.tmp_dir / "x.part").write_bytes(b"temp")
-    assert sorted(s.iter_keys(BUCKET)) == ["own.txt"]
+    assert sorted(s.listing.iter_keys(BUCKET)) == ["own.txt"]
 
 
 @pytest.mark.parametrize(
@@ -236,10 +237,10 @@ async def test_delete_from_another_worker_drops_the_running_copy(tmp_path):
     watch = copier.watch_deletes(BUCKET, "k.txt")
     pending = copier.new_upload(BUCKET, "k.txt", watch=watch)
     pending.write(b"old copy")
-    assert deleter.delete_object(BUCKET, "k.txt") is False  # nothing there yet
+    assert fired(deleter.delete_object(BUCKET, "k.txt")) is False  # nothing there yet
     assert await pending.publish() is False
     assert pending.deleted_meanwhile
-    assert not copier.exists(BUCKET, "k.txt")
+    assert not fired(copier.exists(BUCKET, "k.txt"))
     copier.forget_deletes(BUCKET, "k.txt")
     lock.release()
     assert list((copier.state_dir / "locks").iterdir()) == []
@@ -252,7 +253,7 @@ async def test_delete_from_another_worker_drops_the_running_copy(tmp_path):
 def test_delete_without_a_copy_leaves_no_trace(store):
     """A DELETE with no copy running takes and drops the key's lock: nothing stays in
     the locks folder."""
-    assert store.delete_object(BUCKET, "a/file.txt") is True
+    assert fired(store.delete_object(BUCKET, "a/file.txt")) is True
     locks = store.state_dir / "locks"
     assert not locks.exists() or list(locks.iterdir()) == []
 
@@ -276,13 +277,11 @@ async def test_large_file_is_hashed_once_in_its_own_pool(store, monkeypatch):
                 return str(_real(arg))
 
             monkeypatch.setattr(etags_module, name, spy)
-    first = store.open_object(BUCKET, "big.iso")
-    second = store.open_object(BUCKET, "big.iso")
+    first = fired(store.open_object(BUCKET, "big.iso"))
+    second = fired(store.open_object(BUCKET, "big.iso"))
     assert first is not None and second is not None
     try:
-        etags = await gatherResults(
-            [store.etag(BUCKET, "big.iso", first), store.etag(BUCKET, "big.iso", second)]
-        )
+        etags = await gatherResults([first.etag(), second.etag()])
     finally:
         first.file.close()
         second.file.close()

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 
 from edge.config import ConfigError, parse_config
 from edge.process.sweeper import Sweeper
 from edge.store.folder.keylocks import KeyLocks
-from edge.store.folder.multipart import MultipartUploads
 from edge.store.folder.store import FolderStore as ObjectStore
 from edge.store.interface import ObjectMeta
 
@@ -27,10 +27,11 @@ def _store(tmp_path: Path) -> ObjectStore:
 
 
 def _sweeper(store: ObjectStore, expiry: float = WEEK) -> Sweeper:
-    return Sweeper(None, store, MultipartUploads(store), lambda: expiry)
+    return Sweeper(None, store, lambda: expiry)
 
 
-def test_stale_lock_files_go_and_held_ones_stay(tmp_path):
+@pytest_twisted.ensureDeferred
+async def test_stale_lock_files_go_and_held_ones_stay(tmp_path):
     """A lock file nobody holds (its copier was killed) is removed; one a running copy
     holds stays, and the copy still owns its key afterwards."""
     store = _store(tmp_path)
@@ -38,18 +39,19 @@ def test_stale_lock_files_go_and_held_ones_stay(tmp_path):
     held = locks.acquire(BUCKET, "running")
     stale = Path(locks.path_for(BUCKET, "crashed"))
     stale.write_bytes(b"")
-    counts = _sweeper(store).sweep_now()
+    counts = await _sweeper(store).sweep_now()
     assert counts["locks"] == 1 and not stale.exists()
     assert held is not None and Path(held.path).exists()
     assert locks.acquire(BUCKET, "running") is None  # still held by the running copy
     held.release()
 
 
-def test_uploads_older_than_the_bound_are_aborted(tmp_path):
+@pytest_twisted.ensureDeferred
+async def test_uploads_older_than_the_bound_are_aborted(tmp_path):
     """An upload begun longer ago than `abort_incomplete_uploads_after` goes with its
     parts; a younger one stays, and one without a readable info.json goes when old."""
     store = _store(tmp_path)
-    uploads = MultipartUploads(store)
+    uploads = store.uploads.files
     old = uploads.create(BUCKET, "old.bin", ObjectMeta())
     young = uploads.create(BUCKET, "young.bin", ObjectMeta())
     info = uploads.root / old.upload_id / "info.json"
@@ -59,31 +61,33 @@ def test_uploads_older_than_the_bound_are_aborted(tmp_path):
     broken = uploads.root / ("f" * 32)
     broken.mkdir()
     os.utime(broken, (time.time() - WEEK - 60,) * 2)
-    counts = _sweeper(store).sweep_now()
+    counts = await _sweeper(store).sweep_now()
     assert counts["uploads"] == 1
     assert not (uploads.root / old.upload_id).exists() and not broken.exists()
     assert (uploads.root / young.upload_id).is_dir()
 
 
-def test_metadata_of_objects_gone_or_replaced_is_removed(tmp_path):
+@pytest_twisted.ensureDeferred
+async def test_metadata_of_objects_gone_or_replaced_is_removed(tmp_path):
     """Metadata whose object was deleted, or replaced, by hand goes; metadata of an
     object still as it was uploaded stays."""
     store = _store(tmp_path)
     folder = store.data_dir / BUCKET
     for name in ("kept.txt", "gone.txt", "replaced.txt"):
         (folder / name).write_bytes(b"v1")
-        store.write_meta(BUCKET, name, ObjectMeta("text/x-test", {}))
+        store.meta.write(BUCKET, name, ObjectMeta("text/x-test", {}))
     (folder / "gone.txt").unlink()
     (folder / "replaced.txt").unlink()
     (folder / "replaced.txt").write_bytes(b"v2, another inode")
-    counts = _sweeper(store).sweep_now()
+    counts = await _sweeper(store).sweep_now()
     assert counts["metadata"] == 2
     remaining = sorted(json.loads(p.read_text())["key"] for p in store.state_dir.rglob("*.json")
                        if "meta" in p.parts)  # fmt: skip
     assert remaining == ["kept.txt"]
 
 
-def test_dead_temporary_state_files_go_fresh_ones_stay(tmp_path):
+@pytest_twisted.ensureDeferred
+async def test_dead_temporary_state_files_go_fresh_ones_stay(tmp_path):
     """A state write's temp file over an hour old is removed; one just written (a write
     in progress) is not."""
     store = _store(tmp_path)
@@ -95,7 +99,7 @@ def test_dead_temporary_state_files_go_fresh_ones_stay(tmp_path):
         path.write_text("{}")
     os.utime(dead, (time.time() - 7200,) * 2)
     os.utime(stamp, (time.time() - 7200,) * 2)
-    assert _sweeper(store).sweep_now()["temp_files"] == 2
+    assert (await _sweeper(store).sweep_now())["temp_files"] == 2
     assert fresh.exists() and not dead.exists() and not stamp.exists()
 
 
@@ -108,22 +112,24 @@ def test_upload_expiry_is_a_config_key_in_seconds():
         parse_config({"limits": {"abort_incomplete_uploads_after": "soon"}}, "c.yaml")
 
 
-def test_a_damaged_upload_record_is_skipped_not_fatal(tmp_path):
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_upload_record_is_skipped_not_fatal(tmp_path):
     """An upload whose info.json lacks its fields is treated as absent (it used to raise
     KeyError and end the whole sweep, and list-uploads with it); once old it is swept."""
     store = _store(tmp_path)
-    uploads = MultipartUploads(store)
+    uploads = store.uploads.files
     good = uploads.create(BUCKET, "good.bin", ObjectMeta())
     damaged = uploads.root / ("e" * 32)
     damaged.mkdir()
     (damaged / "info.json").write_text("{}")
     assert [u.upload_id for u in uploads.uploads(BUCKET)] == [good.upload_id]
     os.utime(damaged, (time.time() - WEEK - 60,) * 2)
-    counts = _sweeper(store).sweep_now()
+    counts = await _sweeper(store).sweep_now()
     assert not damaged.exists() and counts["locks"] == 0
 
 
-def test_dead_parts_and_old_free_tombstones_go(tmp_path):
+@pytest_twisted.ensureDeferred
+async def test_dead_parts_and_old_free_tombstones_go(tmp_path):
     """A `.cosedge/tmp/*.part` untouched for an hour (a worker killed mid-upload) and a
     day-old tombstone whose key no copy holds are swept; a fresh part and a tombstone
     whose copy still runs stay."""
@@ -140,7 +146,7 @@ def test_dead_parts_and_old_free_tombstones_go(tmp_path):
     for path in (free, busy):
         path.write_bytes(b"")
         os.utime(path, (time.time() - 2 * 86400,) * 2)
-    counts = _sweeper(store).sweep_now()
+    counts = await _sweeper(store).sweep_now()
     assert not old.exists() and fresh.exists()
     assert not free.exists() and busy.exists()
     assert counts["temp_files"] == 1 and counts["locks"] == 1

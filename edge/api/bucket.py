@@ -22,9 +22,7 @@ from edge.api.buckets import BucketExists, BucketRegistry
 from edge.api.replies import finish_xml, run
 from edge.api.rules import OriginRules
 from edge.config import BUCKET_NAME_RE
-from edge.store.folder.multipart import MultipartUploads
-from edge.store.folder.store import FolderStore as ObjectStore
-from edge.store.interface import BucketNotEmpty
+from edge.store.interface import BucketNotEmpty, ObjectStore
 from edge.store.keys import InvalidKey, validate_prefix
 
 log = Logger()
@@ -41,12 +39,10 @@ class BucketOperations:
         registry: BucketRegistry,
         store: ObjectStore,
         rules: OriginRules,
-        uploads: MultipartUploads,
     ) -> None:
         self._registry = registry
         self._store = store
         self._rules = rules
-        self._uploads = uploads
 
     def render(self, request: Request, bucket: str, query: Mapping[str, str]) -> bytes | int:
         """Route by method; only PUT may name a bucket the edge does not have."""
@@ -81,7 +77,7 @@ class BucketOperations:
         except BucketExists:
             raise Denied(errors.BUCKET_ALREADY_EXISTS) from None
         self._registry.adopt(bucket)
-        self._store.add_bucket(bucket)
+        await self._store.add_bucket(bucket)
         log.info("Bucket {bucket} created", bucket=bucket)
         request.setHeader(b"content-length", b"0")
         request.finish()
@@ -91,14 +87,13 @@ class BucketOperations:
             raise Denied(
                 errors.ACCESS_DENIED, "bucket is defined in the config file; remove it there"
             )
-        # The listing walk goes to a thread (a big bucket must not hold other requests);
-        # the removal stays here, in one turn with forgetting the bucket, so no request
-        # finds a bucket the store no longer knows.
-        empty = await deferToThread(self._store.bucket_is_empty, bucket)
+        # The store's removal and forgetting the bucket here happen in one reactor turn for
+        # the folder store, so no request finds a bucket the store no longer knows.
+        empty = await self._store.bucket_is_empty(bucket)
         if not empty:
             raise Denied(errors.BUCKET_NOT_EMPTY)
         try:
-            self._store.remove_bucket(bucket)  # first: it refuses if anything is left
+            await self._store.remove_bucket(bucket)  # first: it refuses if anything is left
         except BucketNotEmpty:
             raise Denied(errors.BUCKET_NOT_EMPTY) from None
         await deferToThread(self._registry.remove_marker, bucket)
@@ -172,7 +167,7 @@ class BucketOperations:
         cosxml.sub(root, "Prefix", out(prefix))
         cosxml.sub(root, "MaxUploads", 1000)
         cosxml.sub(root, "IsTruncated", "false")
-        uploads = await deferToThread(self._uploads.uploads, bucket, prefix)  # a read each
+        uploads = await self._store.uploads.uploads(bucket, prefix)
         for u in uploads:
             upload = cosxml.sub(root, "Upload")
             cosxml.sub(upload, "Key", out(u.key))

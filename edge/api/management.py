@@ -27,8 +27,7 @@ from edge.api.rules import OriginRules
 from edge.api.service import ServiceOperations
 from edge.config import Credential
 from edge.origin.copier import OriginCopier, OriginResolver
-from edge.store.folder.multipart import MultipartUploads
-from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.interface import ObjectStore
 
 __all__ = [
     "Denied",
@@ -55,11 +54,10 @@ class ManagementAPI:
     ) -> None:
         self._registry = registry
         self._auth = Authenticator(credentials, registry, wall_clock)
-        uploads = MultipartUploads(store)
         self._service = ServiceOperations(registry, store)
-        self._bucket = BucketOperations(registry, store, rules, uploads)
+        self._bucket = BucketOperations(registry, store, rules)
         self._object = ObjectOperations(store, copier)
-        self._multipart = MultipartOperations(store, uploads)
+        self._multipart = MultipartOperations(store.uploads)
         self._origin = OriginOperations(rules, resolver)
 
     def set_credentials(self, credentials: Sequence[Credential]) -> None:

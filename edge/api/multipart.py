@@ -1,27 +1,31 @@
 """Multipart uploads as the API answers them: initiate, upload part, complete, abort, and
 list parts (List Multipart Uploads is a bucket listing: see `edge.api.bucket`).
 
-The part bookkeeping (folders, part files, assembling) is the store's `MultipartUploads`;
-this module reads the requests, including the CompleteMultipartUpload document
-(`parse_complete`), and writes the COS XML answers. A completed upload is published and
-described like a PUT Object (`edge.api.object.save_meta`).
+The part bookkeeping is the store's (`ObjectStore.uploads`: part files for the folder
+store, S3's own multipart for an S3 store); this module reads the requests, including the
+CompleteMultipartUpload document (`parse_complete`), and writes the COS XML answers. A
+completed upload is published with the metadata it was initiated with, like a PUT Object.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.server import Request
 
 from edge.api import cosxml, errors
 from edge.api.auth import Denied, request_headers
-from edge.api.object import meta_from, save_meta
+from edge.api.object import meta_from
 from edge.api.replies import finish_xml, run, spooled_body
-from edge.store.folder.multipart import MAX_PARTS, MultipartError, MultipartUploads, UploadInfo
-from edge.store.folder.store import FolderStore as ObjectStore
-from edge.store.interface import ObjectMeta
+from edge.store.interface import (
+    MAX_PARTS,
+    KeyConflict,
+    MultipartError,
+    ObjectMeta,
+    UploadInfo,
+    Uploads,
+)
 from edge.store.keys import UnsafePath
 
 log = Logger()
@@ -37,8 +41,7 @@ def is_multipart(query: Mapping[str, str]) -> bool:
 class MultipartOperations:
     """The object-level multipart operations of a bucket the dispatcher found registered."""
 
-    def __init__(self, store: ObjectStore, uploads: MultipartUploads) -> None:
-        self._store = store
+    def __init__(self, uploads: Uploads) -> None:
         self._uploads = uploads
 
     def render(
@@ -47,26 +50,31 @@ class MultipartOperations:
         """Route by method and query: POST ?uploads starts one, PUT ?partNumber&uploadId
         stores a part, POST/DELETE/GET ?uploadId complete, abort and list it."""
         method = request.method
+        if method == b"POST" and "uploads" in query:
+            meta = meta_from(request_headers(request))
+            return run(request, self._initiate(request, bucket, key, meta))
+        return run(request, self._on_upload(request, bucket, key, query))
+
+    async def _on_upload(
+        self, request: Request, bucket: str, key: str, query: Mapping[str, str]
+    ) -> None:
+        method = request.method
         try:
-            if method == b"POST" and "uploads" in query:
-                meta = meta_from(request_headers(request))
-                return run(request, self._initiate(request, bucket, key, meta))
-            info = self._uploads.get(query.get("uploadid", ""), bucket, key)
+            info = await self._uploads.get(query.get("uploadid", ""), bucket, key)
             if method == b"PUT" and "partnumber" in query:
-                return self._upload_part(request, info, query["partnumber"])
+                return await self._upload_part(request, info, query["partnumber"])
             if method == b"POST":
-                return run(request, self._complete(request, info))
+                return await self._complete(request, info)
             if method == b"DELETE":
-                return run(request, self._abort(request, info))
+                return await self._abort(request, info)
             if method == b"GET":
-                return run(request, self._list_parts(request, info))
+                return await self._list_parts(request, info)
         except MultipartError as e:
             raise Denied(errors.by_code(e.code), e.message) from None
         raise Denied(errors.METHOD_NOT_ALLOWED)
 
     async def _initiate(self, request: Request, bucket: str, key: str, meta: ObjectMeta) -> None:
-        # In a thread: the upload's info.json is flushed to disk with its folder.
-        info = await deferToThread(self._uploads.create, bucket, key, meta)
+        info = await self._uploads.create(bucket, key, meta)
         log.info(
             "Multipart upload {upload_id} of {bucket}/{key} started",
             upload_id=info.upload_id,
@@ -79,39 +87,36 @@ class MultipartOperations:
         cosxml.sub(root, "UploadId", info.upload_id)
         finish_xml(request, root)
 
-    def _upload_part(self, request: Request, info: UploadInfo, part_number: str) -> bytes:
+    async def _upload_part(self, request: Request, info: UploadInfo, part_number: str) -> None:
         try:
             number = int(part_number)
         except ValueError:
             raise Denied(errors.INVALID_ARGUMENT, "partNumber must be a number") from None
-        etag = self._uploads.put_part(info, number, spooled_body(request))
+        etag = await self._uploads.put_part(info, number, spooled_body(request))
         request.setHeader(b"etag", b'"%s"' % etag.encode("ascii"))
         request.setHeader(b"content-length", b"0")
-        return b""
+        request.finish()
 
     async def _complete(self, request: Request, info: UploadInfo) -> None:
         assert request.content is not None
         body = request.content.read(_MAX_COMPLETE_BODY + 1)
         try:
             requested = parse_complete(body)
-            pending = await deferToThread(self._uploads.assemble, info, requested)
+            pending = await self._uploads.complete(info, requested)
         except MultipartError as e:
             raise Denied(errors.by_code(e.code), e.message) from None
         try:
-            await pending.publish(replace=True)
+            await pending.publish(replace=True, meta=info.meta)
         except UnsafePath as e:
             pending.discard()
             raise Denied(errors.INVALID_ARGUMENT, str(e)) from None
-        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+        except KeyConflict:
             pending.discard()
             raise Denied(errors.INVALID_ARGUMENT, "the key collides with a folder") from None
         except BaseException:
             pending.discard()
             raise
-        await deferToThread(
-            save_meta, self._store, info.bucket, info.key, info.meta, pending.identity
-        )
-        await deferToThread(self._uploads.discard, info)  # up to 10,000 part files
+        await self._uploads.discard(info)  # up to 10,000 part files
         log.info(
             "Stored {bucket}/{key}: {size} bytes from {parts} parts",
             bucket=info.bucket,
@@ -128,12 +133,12 @@ class MultipartOperations:
         finish_xml(request, root)
 
     async def _abort(self, request: Request, info: UploadInfo) -> None:
-        await deferToThread(self._uploads.discard, info)  # up to 10,000 part files
+        await self._uploads.discard(info)  # up to 10,000 part files
         request.setResponseCode(204)
         request.finish()
 
     async def _list_parts(self, request: Request, info: UploadInfo) -> None:
-        parts = await deferToThread(self._uploads.parts, info)  # a stat per part
+        parts = await self._uploads.parts(info)  # a stat per part
         root = cosxml.element("ListPartsResult")
         cosxml.sub(root, "Bucket", info.bucket)
         cosxml.sub(root, "Key", info.key)

@@ -2,7 +2,7 @@
 
 Object reads are not here: a signed GET/HEAD goes back to the public read path, so hits,
 misses and back-to-origin behave the same signed or not. This module also owns what an
-object's metadata is (`meta_from`, `save_meta`, shared with multipart completion) and the
+object's metadata is (`meta_from`, shared with multipart initiation) and the
 object sub-resources the edge does not implement (`?acl`, `?tagging`, ...), which must never
 fall through to a plain read or delete.
 """
@@ -13,7 +13,6 @@ import base64
 import binascii
 from collections.abc import Mapping
 
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.server import Request
 
@@ -22,8 +21,7 @@ from edge.api.auth import Denied, request_headers
 from edge.api.headers import is_safe_value, is_token
 from edge.api.replies import run, spooled_body
 from edge.origin.copier import OriginCopier
-from edge.store.folder.store import FolderStore as ObjectStore
-from edge.store.interface import ObjectMeta
+from edge.store.interface import KeyConflict, ObjectMeta, ObjectStore
 from edge.store.keys import UnsafePath
 
 log = Logger()
@@ -68,7 +66,7 @@ class ObjectOperations:
                 raise Denied(errors.NOT_IMPLEMENTED, "PUT Object - Copy is not supported")
             return run(request, self._put(request, bucket, key))
         if method == b"DELETE":
-            return self._delete(request, bucket, key)
+            return run(request, self._delete(request, bucket, key))
         raise Denied(errors.METHOD_NOT_ALLOWED)
 
     async def _put(self, request: Request, bucket: str, key: str) -> None:
@@ -89,10 +87,10 @@ class ObjectOperations:
             if digest is not None and pending.md5_digest != digest:
                 raise Denied(errors.BAD_DIGEST)
             try:
-                await pending.publish(replace=True)
+                await pending.publish(replace=True, meta=meta)
             except UnsafePath as e:
                 raise Denied(errors.INVALID_ARGUMENT, str(e)) from None
-            except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            except KeyConflict:
                 raise Denied(
                     errors.INVALID_ARGUMENT,
                     "the key collides with a folder of other keys (or a key is its folder)",
@@ -100,8 +98,6 @@ class ObjectOperations:
         except BaseException:
             pending.discard()
             raise
-        # fsyncs: off the reactor
-        await deferToThread(save_meta, self._store, bucket, key, meta, pending.identity)
         log.info(
             "Stored {bucket}/{key}: {size} bytes uploaded",
             bucket=bucket,
@@ -112,16 +108,16 @@ class ObjectOperations:
         request.setHeader(b"content-length", b"0")
         request.finish()
 
-    def _delete(self, request: Request, bucket: str, key: str) -> bytes:
+    async def _delete(self, request: Request, bucket: str, key: str) -> None:
         if self._copier is not None:
             self._copier.drop_queued(bucket, key)  # a copy waiting for a slot: not now
         try:
-            self._store.delete_object(bucket, key)
+            await self._store.delete_object(bucket, key)
         except UnsafePath as e:
             raise Denied(errors.INVALID_ARGUMENT, str(e)) from None
         log.info("Deleted {bucket}/{key}", bucket=bucket, key=key)
         request.setResponseCode(204)
-        return b""
+        request.finish()
 
 
 def meta_from(headers: Mapping[str, str]) -> ObjectMeta:
@@ -141,21 +137,3 @@ def meta_from(headers: Mapping[str, str]) -> ObjectMeta:
                 f"{name}: header values must be visible ASCII characters",
             )
     return meta
-
-
-def save_meta(
-    store: ObjectStore,
-    bucket: str,
-    key: str,
-    meta: ObjectMeta,
-    identity: tuple[int, int, int, int, int] | None,
-) -> None:
-    """Record (or clear) the metadata of an object just published; call in a thread."""
-    try:
-        if meta.content_type or meta.user:
-            store.write_meta(bucket, key, meta, identity)
-        else:
-            store.clear_meta(bucket, key)
-    except (FileNotFoundError, NotADirectoryError, UnsafePath):
-        # A DELETE took the object between its publishing and this: nothing to describe.
-        log.info("Metadata of {bucket}/{key} not saved: deleted meanwhile", bucket=bucket, key=key)

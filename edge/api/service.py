@@ -7,15 +7,13 @@ of the others.
 
 from __future__ import annotations
 
-import os
-
 from twisted.web.server import Request
 
 from edge.api import cosxml
 from edge.api.buckets import BucketRegistry
 from edge.api.replies import xml_reply
 from edge.config import Credential
-from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.interface import ObjectStore
 
 
 class ServiceOperations:
@@ -36,14 +34,6 @@ class ServiceOperations:
             item = cosxml.sub(buckets, "Bucket")
             cosxml.sub(item, "Name", name)
             cosxml.sub(item, "Location", "local")
-            created = _mtime(self._store.data_dir / name)
+            created = self._store.bucket_created(name)
             cosxml.sub(item, "CreationDate", cosxml.timestamp(created))
         return xml_reply(request, root)
-
-
-def _mtime(path: os.PathLike[str]) -> float:
-    """A bucket's creation date is its folder's mtime (0 if the folder is gone)."""
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0

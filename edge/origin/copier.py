@@ -32,8 +32,7 @@ from edge.origin.resolver import (
     ResolvedOrigin,
     choose_address,
 )
-from edge.store.folder.keylocks import KeyLocks
-from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.interface import KeyLock, ObjectStore
 
 __all__ = [
     "AgentFactory",
@@ -93,7 +92,6 @@ class OriginCopier(Service):
         self._queue: deque[CopyJob] = deque()
         self._running = 0
         self._stopping = False
-        self._locks = KeyLocks(store.state_dir)
         self.counters: dict[str, int] = {
             "started": 0,
             "stored": 0,
@@ -188,37 +186,59 @@ class OriginCopier(Service):
         self._overflow_warned_at = now
 
     def _start(self, job: CopyJob) -> bool:
-        """Run `job` now, unless another worker process holds the key's lock."""
-        try:
-            job.lock = self._locks.acquire(job.bucket, job.key)
-            elsewhere = job.lock is None
-        except OSError as e:
-            # A broken locks folder must not stop copies: run this one unlocked (at worst
-            # two workers fetch the key; publishing never overwrites) and say why.
-            elsewhere = False
-            log.warn(
-                "Copy of {bucket}/{key} runs without its cross-process lock: {reason}",
-                bucket=job.bucket,
-                key=job.key,
-                reason=f"{e.filename}: {e.strerror or e}",
-            )
-        if elsewhere:
-            self._jobs.pop((job.bucket, job.key), None)
+        """Run `job` now, unless another process or node holds the key's lock. The slot is
+        taken while the lock is asked for; the folder store answers at once, so a copy left
+        to another worker is known (False) before this returns."""
+        self._jobs[(job.bucket, job.key)] = job
+        self._running += 1
+        outcome: list[bool] = []
+        d = self._store.lock_key(job.bucket, job.key)
+        started: Deferred[bool] = d.addCallbacks(
+            self._locked, self._not_locked, callbackArgs=(job,), errbackArgs=(job,)
+        )
+        started.addCallback(outcome.append)
+        return outcome[0] if outcome else True
+
+    def _locked(self, lock: KeyLock | None, job: CopyJob) -> bool:
+        if lock is None:
+            self._give_up(job)
             self.counters["elsewhere"] += 1
             log.debug(
-                "Copy of {bucket}/{key} left to the worker process already copying it",
+                "Copy of {bucket}/{key} left to the process already copying it",
                 bucket=job.bucket,
                 key=job.key,
             )
             return False
-        self._jobs[(job.bucket, job.key)] = job
-        self._running += 1
+        if self._stopping:
+            lock.release()
+            self._give_up(job)
+            return False
+        job.lock = lock
         self.counters["started"] += 1
         job.started = self._clock.seconds()
         d = self._fetcher.start(job)
         job.deferred = d
         d.addBoth(self._finished, job)
         return True
+
+    def _not_locked(self, failure: Failure, job: CopyJob) -> bool:
+        """The lock could not be judged (its coordinator is down): no copy, since nothing
+        would stop every node fetching the key at once; the miss was redirected anyway."""
+        self._give_up(job)
+        self.counters["failed"] += 1
+        log.warn(
+            "Copy of {bucket}/{key} not started: its lock cannot be taken ({reason})",
+            bucket=job.bucket,
+            key=job.key,
+            reason=str(failure.value) or failure.type.__name__,
+        )
+        return False
+
+    def _give_up(self, job: CopyJob) -> None:
+        """Free the slot `_start` took for `job`, and fill it from the queue."""
+        self._running -= 1
+        self._jobs.pop((job.bucket, job.key), None)
+        self._drain_queue()
 
     def _finished(self, result: Fetched | Failure, job: CopyJob) -> None:
         self._running -= 1
@@ -237,6 +257,9 @@ class OriginCopier(Service):
             report_failure(result, job, self._fetch)
         else:
             self.counters[result.value] += 1
+        self._drain_queue()
+
+    def _drain_queue(self) -> None:
         while self._queue and self._running < self._fetch.concurrency and not self._stopping:
             self._start(self._queue.popleft())
 

@@ -31,8 +31,7 @@ from edge import __version__
 from edge.config import OriginAddress, OriginFetchConfig
 from edge.origin.client import AgentFactory, WireMeter
 from edge.origin.resolver import ReactorClock
-from edge.store.folder.keylocks import KeyLock
-from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.interface import KeyConflict, KeyLock, ObjectStore, StoreUnavailable
 from edge.store.keys import UnsafePath
 
 # The namespace the origin side has always logged under (operators filter on it).
@@ -199,7 +198,7 @@ class ObjectFetcher:
         # First thing, in the same reactor turn that took the key's lock: what a DELETE of
         # the key looked like before this copy, so that one arriving later drops it.
         watch = self._store.watch_deletes(job.bucket, job.key)
-        if self._store.exists(job.bucket, job.key):
+        if await self._store.exists(job.bucket, job.key):
             return Fetched.ALREADY_PRESENT
         try:
             self._store.refuse_unsafe(job.bucket, job.key)
@@ -343,13 +342,25 @@ def report_failure(failure: Failure, job: CopyJob, fetch: OriginFetchConfig) -> 
             reason=reason,
             **job.fields(),
         )
-    elif failure.check(OSError):
-        # The origin was fine; this machine was not (permissions, a full disk):
-        # an operator must act, and misses keep being redirected meanwhile.
+    elif failure.check(StoreUnavailable):
+        # The store's outage is logged once by the store; each copy it costs is a warning.
+        log.warn(
+            "Copy of {bucket}/{key} from {origin} ({address}) not stored: {reason}",
+            reason=f"the store is unavailable ({failure.value})",
+            **job.fields(),
+        )
+    elif failure.check(OSError, KeyConflict):
+        # The origin was fine; this machine was not (permissions, a full disk, a file
+        # where the key needs a folder): an operator must act, and misses keep being
+        # redirected meanwhile.
         error = failure.value
+        if isinstance(error, OSError):
+            text = f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
+        else:
+            text = str(error)
         log.error(
             "Copy of {bucket}/{key} failed for a local reason: {reason}",
-            reason=f"{error.filename or ''}: {error.strerror or error}".lstrip(": "),
+            reason=text,
             local=True,
             **job.fields(),
         )

@@ -15,13 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from edge.store.folder.keylocks import KeyLocks
-from edge.store.folder.multipart import MultipartUploads
-from edge.store.folder.store import FolderStore as ObjectStore
+from edge.store.interface import ObjectStore
 
 log = Logger()
 
@@ -36,31 +33,24 @@ class Sweeper(TimerService):
         self,
         reactor: Any,
         store: ObjectStore,
-        uploads: MultipartUploads,
         upload_expiry: Callable[[], float],
         interval: float = SWEEP_INTERVAL,
     ) -> None:
         super().__init__(interval, self._sweep)
         self.clock = reactor
-        self._reactor = reactor
         self._store = store
-        self._uploads = uploads
-        self._locks = KeyLocks(store.state_dir)
         self._upload_expiry = upload_expiry
 
     def _sweep(self) -> Deferred[None]:
-        pool = getattr(self._reactor, "getThreadPool", None)
-        if pool is None:  # a test reactor without threads: sweep in place
-            d: Deferred[dict[str, int]] = maybeDeferred(self.sweep_now)
-        else:
-            d = deferToThreadPool(self._reactor, pool(), self.sweep_now)
+        d = Deferred.fromCoroutine(self.sweep_now())
         d.addCallbacks(self._report, self._failed)
         return d  # type: ignore[return-value]
 
-    def sweep_now(self) -> dict[str, int]:
-        """One sweep (blocking: call in a thread); how many of each were removed."""
+    async def sweep_now(self) -> dict[str, int]:
+        """One sweep (the store does the blocking parts in threads): how many of each
+        were removed."""
         now = time.time()
-        expired = self._uploads.expire(self._upload_expiry(), now)
+        expired = await self._store.uploads.expire(self._upload_expiry(), now)
         for info in expired:
             log.info(
                 "Multipart upload {upload_id} of {bucket}/{key} expired unfinished",
@@ -68,12 +58,10 @@ class Sweeper(TimerService):
                 bucket=info.bucket,
                 key=info.key,
             )
-        return {
-            "locks": self._locks.sweep(),
-            "uploads": len(expired),
-            "metadata": self._store.sweep_meta(),
-            "temp_files": self._store.sweep_state_temp_files(_TEMP_AGE, now),
-        }
+        counts = {"locks": 0, "metadata": 0, "temp_files": 0}
+        counts.update(await self._store.sweep(now))
+        counts["uploads"] = len(expired) + counts.get("uploads", 0)
+        return counts
 
     def _report(self, counts: dict[str, int]) -> None:
         if any(counts.values()):

@@ -21,6 +21,7 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from edge import __version__
 from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_config
@@ -235,9 +236,8 @@ def build_service(
     from edge.process.sweeper import Sweeper
     from edge.process.workers import AdoptedListenerService, WorkerSupervisor
     from edge.store.changestamp import StateWatcher
-    from edge.store.folder.multipart import MultipartUploads
     from edge.web.bodies import BodySpools, SpoolBudget
-    from edge.web.resource import EdgeResource
+    from edge.web.root import EdgeResource
     from edge.web.site import EdgeSite
 
     top = MultiService()
@@ -252,14 +252,7 @@ def build_service(
 
     def buckets_changed(added: set[str], removed: set[str]) -> None:
         for name in added:
-            try:
-                store.add_bucket(name)
-            except OSError as e:
-                log.error(
-                    "Bucket {bucket} is served, but its folder cannot be made: {reason}",
-                    bucket=name,
-                    reason=f"{e.filename}: {e.strerror}",
-                )
+            store.add_bucket(name).addErrback(_bucket_not_made, name)
         for name in removed:
             store.forget_bucket(name)
 
@@ -328,10 +321,7 @@ def build_service(
     reloader.setServiceParent(top)
     if inherited_fd is None:  # one sweeper per data folder: the main process's
         Sweeper(
-            reactor,
-            store,
-            MultipartUploads(store),
-            lambda: reloader.config.limits.abort_incomplete_uploads_after,
+            reactor, store, lambda: reloader.config.limits.abort_incomplete_uploads_after
         ).setServiceParent(top)
     log.info(
         "cosedge configured from {source}: {count} bucket(s), data in {data_dir}, {workers}",
@@ -341,6 +331,17 @@ def build_service(
         workers=f"{config.workers} process(es)" if inherited_fd is None else "worker process",
     )
     return top
+
+
+def _bucket_not_made(failure: Failure, bucket: str) -> None:
+    reason = failure.value
+    if isinstance(reason, OSError):
+        reason = f"{reason.filename}: {reason.strerror}"
+    log.error(
+        "Bucket {bucket} is served, but its storage cannot be made: {reason}",
+        bucket=bucket,
+        reason=str(reason),
+    )
 
 
 def _access_log(config: EdgeConfig, site: Any, reactor: Any, supervisor: Any) -> IService | None:

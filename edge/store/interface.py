@@ -21,9 +21,22 @@ from typing import Any, BinaryIO, Protocol
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
+from edge.problems import CosProblem
+
+MAX_PARTS = 10_000  # COS's limit on the parts of one multipart upload
+
+
+class MultipartError(CosProblem):
+    """A request about an upload that cannot be honoured; `code` is COS's error code."""
+
 
 class BucketNotEmpty(Exception):
     """A bucket still holds something: it is not removed."""
+
+
+class KeyConflict(Exception):
+    """The key cannot name an object here: it collides with a folder of other keys (or a
+    key on its way is an object) in a store that keeps keys as paths."""
 
 
 class StoreUnavailable(Exception):
@@ -129,6 +142,13 @@ class StoredObject(Protocol):
     def close(self) -> None: ...
 
 
+class KeyLock(Protocol):
+    """A key's copy lock, held until released (or until its holder dies)."""
+
+    def release(self) -> object:
+        """Let go of the lock (a store may answer with a Deferred; nobody waits on it)."""
+
+
 class DeleteWatch(Protocol):
     """A copy's way to learn that a DELETE of its key came while it ran."""
 
@@ -191,7 +211,9 @@ class Uploads(Protocol):
 class ObjectStore(Protocol):
     """All buckets of one edge, wherever their objects live."""
 
-    uploads: Uploads
+    @property
+    def uploads(self) -> Uploads:
+        """The multipart uploads of every bucket."""
 
     @property
     def tmp_dir(self) -> Path:
@@ -199,6 +221,10 @@ class ObjectStore(Protocol):
 
     def has_bucket(self, bucket: str) -> bool:
         """Whether this store serves `bucket` (known in memory; no I/O)."""
+
+    def bucket_created(self, bucket: str) -> float:
+        """When the bucket's storage was made, for GET Service (0 when unknown); at most
+        a local stat, never a network call."""
 
     def add_bucket(self, bucket: str) -> Deferred[None]:
         """Create the bucket's storage (PUT Bucket); existing storage is adopted as it is."""
@@ -248,6 +274,11 @@ class ObjectStore(Protocol):
     def refuse_unsafe(self, bucket: str, key: str) -> None:
         """Raise `UnsafePath` before a copy spends bandwidth on an object it could never
         publish (the folder store's symbolic links); a no-op where nothing can be unsafe."""
+
+    def lock_key(self, bucket: str, key: str) -> Deferred[KeyLock | None]:
+        """The key's copy lock, shared by every process and node on this store, or None
+        when another holds it: one origin fetch per key. Fails when the lock cannot be
+        judged at all (its coordinator unreachable); then no copy should start."""
 
     def watch_deletes(self, bucket: str, key: str) -> DeleteWatch: ...
 

@@ -2,9 +2,10 @@
 
 Twisted reads a request's whole body before any resource sees the request, so the choice
 of where a body goes has to be made earlier, at the end of the headers. `EdgeChannel` (in
-`edge.web.site`) asks the root resource `body_sink_for(request, length)` then; the
-resource authenticates the request and returns a `BodySpool` in the store's temp folder,
-or raises `BodyRefused`, in which case not one byte of the body is read: the request is
+`edge.web.site`) has the resource tree find the request's handler then, and asks it
+`body_sink_for(request, length)` (`edge.web.access`): the handler authenticates the request
+and returns a `BodySpool` in the store's temp folder, or raises `BodyRefused`, in which
+case not one byte of the body is read: the request is
 answered with the refusal and the connection is closed. The HTTP layer itself never
 writes into the store's folders.
 

@@ -7,6 +7,7 @@ import secrets
 import time
 import weakref
 from typing import Any
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,17 +46,22 @@ class EdgeRequest(Request):
     # Set when the body is refused at the end of the headers (see `EdgeChannel`).
     body_refusal: BodyRefused | None = None
 
+    # The leaf of the resource tree that answers this request, once found (`EdgeSite`).
+    handler: IResource | None = None
+
     def gotLength(self, length: int | None) -> None:
         """Called by the channel once all headers are in, before any body byte is read:
-        the root resource chooses where the body goes (`body_sink_for`), after checking
-        who sends it and for what. The HTTP layer has no folder of its own to write to.
-        A request without a body gets Twisted's usual empty content file."""
+        the resource tree finds the request's handler now rather than after the body, and
+        the handler chooses where the body goes (`body_sink_for`), after checking who sends
+        it and for what. The HTTP layer has no folder of its own to write to. A request
+        without a body gets Twisted's usual empty content file."""
         if length == 0:
             super().gotLength(length)
             return
         site = getattr(self.channel, "site", None)
-        sink_for = getattr(getattr(site, "resource", None), "body_sink_for", None)
         try:
+            handler = site.getResourceFor(self) if isinstance(site, EdgeSite) else None
+            sink_for = getattr(handler, "body_sink_for", None)
             if sink_for is None:
                 raise BodyRefused(errors.INVALID_REQUEST)
             self.content = sink_for(self, length)
@@ -219,6 +225,23 @@ class EdgeSite(Site):
         super().__init__(resource, **kwargs)
         self.requestFactory = EdgeRequest
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def getResourceFor(self, request: http.Request) -> IResource:
+        """The request's handler, found once per request by Twisted's traversal from the
+        root: at the end of the headers for a request with a body (`EdgeRequest.gotLength`),
+        else when it is processed. The edge's leaves read the raw target, not
+        `prepath`/`postpath`, so a handler found early needs no traversal state later."""
+        handler: IResource | None = getattr(request, "handler", None)
+        if handler is not None:
+            request.site = self  # type: ignore[attr-defined]
+            return handler
+        if getattr(request, "postpath", None) is None:  # at the end of the headers
+            path = request.uri.split(b"?", 1)[0]
+            request.prepath = []  # type: ignore[attr-defined]
+            request.postpath = list(map(unquote, path[1:].split(b"/")))  # type: ignore[attr-defined]
+        handler = super().getResourceFor(request)
+        request.handler = handler  # type: ignore[attr-defined]
+        return handler
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)

@@ -30,7 +30,7 @@ from edge.config import parse_config
 from edge.isp.policy import OriginAddressPolicy
 from edge.origin.copier import OriginCopier, OriginResolver
 from edge.store.folder.store import FolderStore as ObjectStore
-from edge.web.resource import EdgeResource
+from edge.web.root import EdgeResource
 from edge.web.site import EdgeSite
 
 reactor: Any = _reactor

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
+from edge.testing.deferreds import fired
 from tests.api.conftest import BUCKET, ApiClient
 
 
@@ -19,7 +20,7 @@ async def test_wrong_secret_is_403_signature_does_not_match(api: ApiClient) -> N
     assert root.tag == "Error"
     assert root.findtext("Code") == "SignatureDoesNotMatch"
     assert root.findtext("RequestId") == reply.headers["x-cos-request-id"]
-    assert api.store.open_object(BUCKET, "k.txt") is None
+    assert fired(api.store.open_object(BUCKET, "k.txt")) is None
 
 
 @pytest_twisted.ensureDeferred

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest_twisted
 
+from edge.testing.deferreds import fired
 from tests.api.conftest import BUCKET, ApiClient
 
 
@@ -38,7 +39,7 @@ async def test_delete_removes_the_object(api: ApiClient) -> None:
     """DELETE is 204 and the object is gone from the store."""
     await api.call("PUT", "/k", body=b"x")
     assert (await api.call("DELETE", "/k")).status == 204
-    assert api.store.open_object(BUCKET, "k") is None
+    assert fired(api.store.open_object(BUCKET, "k")) is None
 
 
 @pytest_twisted.ensureDeferred
@@ -52,7 +53,7 @@ async def test_object_refusals(api: ApiClient) -> None:
     assert (missing.status, missing.code()) == (404, "NoSuchBucket")
     tagging = await api.call("DELETE", "/k", params={"tagging": ""})
     assert (tagging.status, tagging.code()) == (501, "NotImplemented")
-    assert api.store.open_object(BUCKET, "k") is not None
+    assert fired(api.store.open_object(BUCKET, "k")) is not None
     digest = await api.call("PUT", "/k", body=b"y", headers={"content-md5": "bm90LW1kNQ=="})
     assert (digest.status, digest.code()) == (400, "InvalidDigest")
     copy = await api.call("PUT", "/k2", headers={"x-cos-copy-source": f"{BUCKET}/k"})
@@ -64,4 +65,4 @@ async def test_metadata_must_be_visible_ascii(api: ApiClient) -> None:
     """A metadata value HTTP could not send back is refused before anything is stored."""
     reply = await api.call("PUT", "/k", body=b"x", headers={"x-cos-meta-note": "caf\u00e9"})
     assert (reply.status, reply.code()) == (400, "InvalidArgument")
-    assert api.store.open_object(BUCKET, "k") is None
+    assert fired(api.store.open_object(BUCKET, "k")) is None

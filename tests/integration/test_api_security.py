@@ -214,7 +214,7 @@ async def test_unsafe_stored_metadata_is_ignored_on_read(edge):
     left out of the response instead of making every GET a 500."""
     path = edge.data_dir / BUCKET / "typed.txt"
     path.write_bytes(b"typed")
-    edge.store.write_meta(
+    edge.store.meta.write(
         BUCKET,
         "typed.txt",
         ObjectMeta("text/é", {"x-cos-meta-bad\n": "v", "x-cos-meta-ok": "é", "x-cos-meta-n": 5}),

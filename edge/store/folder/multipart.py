@@ -17,40 +17,32 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.problems import CosProblem
-from edge.store.folder.store import FolderStore as ObjectStore
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.threads import deferToThread
+
 from edge.store.folder.writes import PendingObject, UploadSpool
-from edge.store.interface import ObjectMeta
+from edge.store.interface import (
+    MAX_PARTS,
+    MultipartError,
+    ObjectMeta,
+    Part,
+    PendingWrite,
+    SpooledBody,
+    UploadInfo,
+)
 from edge.store.statefiles import unlink_quietly, write_atomically
 
-MAX_PARTS = 10_000
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _PART = re.compile(r"^(\d{5})-([0-9a-f]{32})\.part$")
 _CHUNK = 1024 * 1024
 
 
-class MultipartError(CosProblem):
-    """A request about an upload that cannot be honoured; `code` is COS's error code."""
-
-
 @dataclass(frozen=True)
-class UploadInfo:
-    upload_id: str
-    bucket: str
-    key: str
-    initiated: float
-    meta: ObjectMeta
-    # Uploads started since parts are indexed keep `<number>.etag` next to each part, so
-    # replacing a part finds the one it replaces without listing the folder.
-    indexed: bool = False
-
-
-@dataclass(frozen=True)
-class Part:
+class _StoredPart:
     number: int
     etag: str
     size: int
@@ -59,9 +51,14 @@ class Part:
 
 
 class MultipartUploads:
-    def __init__(self, store: ObjectStore) -> None:
-        self._store = store
-        self.root = store.state_dir / "uploads"
+    """The part files of every upload, under `.cosedge/uploads/` (blocking calls)."""
+
+    def __init__(
+        self, state_dir: Path, tmp_dir: Path, new_upload: Callable[[str, str], PendingObject]
+    ) -> None:
+        self.root = state_dir / "uploads"
+        self._tmp_dir = tmp_dir
+        self._new_upload = new_upload
 
     def _folder(self, upload_id: str) -> Path:
         return self.root / upload_id
@@ -115,7 +112,7 @@ class MultipartUploads:
                     found.append(info)
         return sorted(found, key=lambda i: (i.key, i.initiated))
 
-    def put_part(self, info: UploadInfo, number: int, body: UploadSpool | None) -> str:
+    def put_part(self, info: UploadInfo, number: int, body: SpooledBody | None) -> str:
         """Store one part (replacing an earlier one with that number); returns its ETag.
         `body` is the spooled request body (None for an empty part).
 
@@ -128,7 +125,7 @@ class MultipartUploads:
             raise MultipartError("InvalidArgument", f"partNumber must be 1-{MAX_PARTS}")
         folder = self._folder(info.upload_id)
         if body is None:
-            body = UploadSpool(self._store.tmp_dir, 0)
+            body = UploadSpool(self._tmp_dir, 0)
         etag = body.md5.hexdigest()
         body.detach().close()
         source = body.path
@@ -156,7 +153,7 @@ class MultipartUploads:
             raise MultipartError("NoSuchUpload", "The specified upload does not exist.") from None
         return etag
 
-    def _parts(self, folder: Path) -> list[Part]:
+    def _parts(self, folder: Path) -> list[_StoredPart]:
         parts = []
         try:
             entries = list(os.scandir(folder))
@@ -170,11 +167,13 @@ class MultipartUploads:
                 except FileNotFoundError:
                     continue  # replaced, or the upload aborted, since it was listed
                 parts.append(
-                    Part(int(match.group(1)), match.group(2), st.st_size, st.st_mtime, entry.path)
+                    _StoredPart(
+                        int(match.group(1)), match.group(2), st.st_size, st.st_mtime, entry.path
+                    )
                 )
         return sorted(parts, key=lambda p: p.number)
 
-    def parts(self, info: UploadInfo) -> list[Part]:
+    def parts(self, info: UploadInfo) -> list[_StoredPart]:
         return self._parts(self._folder(info.upload_id))
 
     def assemble(self, info: UploadInfo, requested: Sequence[tuple[int, str]]) -> PendingObject:
@@ -198,7 +197,7 @@ class MultipartUploads:
                     "InvalidPart", f"Part {number} was not uploaded or its ETag differs."
                 )
             chosen.append(part)
-        pending = self._store.new_upload(info.bucket, info.key)
+        pending = self._new_upload(info.bucket, info.key)
         try:
             for part in chosen:
                 # Each part is opened once and read whole from that open file, so a part
@@ -250,3 +249,40 @@ class MultipartUploads:
                 if info is not None:
                     removed.append(info)
         return removed
+
+
+class FolderUploads:
+    """The seam's `Uploads` over the part files: blocking work goes to a thread (up to
+    10,000 part files per upload), the checks that touch one file stay on the reactor."""
+
+    def __init__(self, parts: MultipartUploads) -> None:
+        self.files = parts
+
+    def create(self, bucket: str, key: str, meta: ObjectMeta) -> Deferred[UploadInfo]:
+        return deferToThread(self.files.create, bucket, key, meta)
+
+    def get(self, upload_id: str, bucket: str, key: str | None = None) -> Deferred[UploadInfo]:
+        return maybeDeferred(self.files.get, upload_id, bucket, key)
+
+    def uploads(self, bucket: str, prefix: str = "") -> Deferred[list[UploadInfo]]:
+        return deferToThread(self.files.uploads, bucket, prefix)
+
+    def put_part(self, info: UploadInfo, number: int, body: SpooledBody | None) -> Deferred[str]:
+        return maybeDeferred(self.files.put_part, info, number, body)
+
+    def parts(self, info: UploadInfo) -> Deferred[list[Part]]:
+        def listed() -> list[Part]:
+            return [Part(p.number, p.etag, p.size, p.modified) for p in self.files.parts(info)]
+
+        return deferToThread(listed)
+
+    def complete(
+        self, info: UploadInfo, requested: Sequence[tuple[int, str]]
+    ) -> Deferred[PendingWrite]:
+        return deferToThread(self.files.assemble, info, requested)
+
+    def discard(self, info: UploadInfo) -> Deferred[None]:
+        return deferToThread(self.files.discard, info)
+
+    def expire(self, older_than: float, now: float) -> Deferred[list[UploadInfo]]:
+        return deferToThread(self.files.expire, older_than, now)

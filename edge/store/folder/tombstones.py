@@ -64,9 +64,13 @@ class Tombstones:
         return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
     def forget(self, bucket: str, key: str) -> None:
-        """Remove the key's tombstone; only by the copy holding the key's lock, when done."""
+        """Remove the key's tombstone; only by the copy holding the key's lock, when done.
+        A locks folder that is not a folder holds no tombstone (the copy ran unlocked)."""
         folder, name = self._location(bucket, key)
-        unlink_quietly(os.path.join(folder, name))
+        try:
+            unlink_quietly(os.path.join(folder, name))
+        except NotADirectoryError:
+            pass
 
 
 class FolderDeleteWatch:

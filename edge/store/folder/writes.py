@@ -18,11 +18,17 @@ from typing import Any, BinaryIO, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from edge.store.folder.etags import ETagCache
 from edge.store.folder.layout import OBJECT_MODE, FileIdentity, FolderLayout, identity_of
-from edge.store.folder.tombstones import FolderDeleteWatch
+from edge.store.folder.meta import MetaRecords
+from edge.store.interface import DeleteWatch, KeyConflict, ObjectMeta, SpooledBody
+from edge.store.keys import UnsafePath
 from edge.store.statefiles import fsync_and_close, unlink_quietly
+
+log = Logger()
 
 
 class UploadSpool:
@@ -94,13 +100,15 @@ class PendingObject:
         etags: ETagCache,
         bucket: str,
         key: str,
-        spool: UploadSpool | None = None,
+        spool: SpooledBody | None = None,
+        meta_records: MetaRecords | None = None,
     ) -> None:
         self._layout = layout
         self._etags = etags
+        self._meta_records = meta_records
         self.bucket = bucket
         self.key = key
-        self.watch: FolderDeleteWatch | None = None
+        self.watch: DeleteWatch | None = None
         self.deleted_meanwhile = False
         # The published file's identity: its metadata is recorded against this, not a later
         # stat that could see another PUT's file.
@@ -143,7 +151,7 @@ class PendingObject:
     def md5_digest(self) -> bytes:
         return self._md5.digest()
 
-    def publish(self, replace: bool = False) -> Deferred[bool]:
+    def publish(self, replace: bool = False, meta: ObjectMeta | None = None) -> Deferred[bool]:
         """Flush to disk (in a thread: fsync can take a while) and link into place.
 
         Fires True when published, False when an object already had the key (it is kept;
@@ -151,7 +159,9 @@ class PendingObject:
         (`deleted_meanwhile`). With `replace` (an uploaded PUT) the new object takes the key
         in one rename instead. The link itself happens on the reactor thread, where DELETE
         runs too; the folder's fsync goes back to a thread. Any error discards the temp
-        file and propagates; a folder path through a symbolic link is `UnsafePath`.
+        file and propagates; a folder path through a symbolic link is `UnsafePath`, a key
+        that collides with a folder (or whose folder is a file) is `KeyConflict`. With
+        `meta`, the upload's metadata is recorded (or cleared, when empty) once published.
         """
         fd = self._fd
         assert fd is not None, "publish twice"
@@ -166,7 +176,31 @@ class PendingObject:
         d: Deferred[Any] = deferToThread(flush)
         d.addCallback(lambda _: self._link(replace))
         d.addErrback(self._discard_after_failure)
+        if meta is not None:
+            d.addCallback(self._record, meta)
         return cast("Deferred[bool]", d)
+
+    def _record(self, published: bool, meta: ObjectMeta) -> Deferred[bool] | bool:
+        records = self._meta_records
+        if not published or records is None:
+            return published
+        bucket, key, identity = self.bucket, self.key, self.identity
+
+        def save() -> None:
+            try:
+                if meta.content_type or meta.user:
+                    records.write(bucket, key, meta, identity)
+                else:
+                    records.clear(bucket, key)
+            except (FileNotFoundError, NotADirectoryError, UnsafePath):
+                # A DELETE took the object between its publishing and this.
+                log.info(
+                    "Metadata of {bucket}/{key} not saved: deleted meanwhile",
+                    bucket=bucket,
+                    key=key,
+                )
+
+        return deferToThread(save).addCallback(lambda _: published)  # fsyncs: off the reactor
 
     def _link(self, replace: bool) -> Deferred[bool] | bool:
         layout = self._layout
@@ -215,8 +249,11 @@ class PendingObject:
             self.deleted_meanwhile = True
         return self.deleted_meanwhile
 
-    def _discard_after_failure(self, failure):  # type: ignore[no-untyped-def]
+    def _discard_after_failure(self, failure: Failure) -> Failure:
         unlink_quietly(self.temp_path)
+        if failure.check(IsADirectoryError, NotADirectoryError, FileExistsError):
+            error = failure.value
+            raise KeyConflict(f"{error.filename}: {error.strerror}") from None
         return failure
 
     def discard(self) -> None:

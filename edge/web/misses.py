@@ -1,0 +1,153 @@
+"""A miss: an object the store lacks, answered by its bucket's origin rules (SPEC §3).
+
+The first rule that matches the key names the origin; once the origin's name is resolved
+(at once for an IP or a cached name, else after one DNS lookup) and vetted, the answer is a
+redirect to the origin, and a GET under a Proxy rule also starts the copy into the store in
+the background. Nothing here waits on the origin itself. An origin with no acceptable
+address answers 404 NoSuchKey, with a warning at most once a minute per bucket and origin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET, Request
+
+from edge.api import errors
+from edge.api.rules import PROXY, OriginRule, OriginRules
+from edge.origin.copier import (
+    CopyStart,
+    OriginCopier,
+    OriginResolver,
+    ResolvedOrigin,
+    choose_address,
+)
+from edge.web.replies import error, finish_error, unexpected
+from edge.web.target import Target
+
+log = Logger()
+
+_WARN_INTERVAL = 60.0
+
+
+class Misses:
+    """Answers requests for objects the store lacks; one instance serves all buckets."""
+
+    def __init__(
+        self, rules: OriginRules, resolver: OriginResolver, copier: OriginCopier, clock: Any
+    ) -> None:
+        self._rules = rules
+        self._resolver = resolver
+        self._copier = copier
+        self._clock = clock
+        self._warned: dict[tuple[str, str], float] = {}
+        self._locations: dict[Any, bytes] = {}  # origin -> the 302 Location's prefix
+
+    def answer(self, request: Request, target: Target, copy: bool = True) -> bytes | int:
+        """`render`'s return for a GET/HEAD of a key the store lacks in a served bucket;
+        `copy=False` redirects without copying (the store cannot be reached: SPEC §8)."""
+        assert target.bucket is not None and target.key is not None
+        rule = self._rules.match(target.bucket.name, target.key)
+        if rule is None:
+            return error(request, errors.NO_SUCH_KEY if copy else errors.SERVICE_UNAVAILABLE)
+        resolved = self._resolver.resolved_now(rule.origin)
+        if resolved is not None:  # an IP origin, or a name in the DNS cache: no waiting
+            self._redirect(request, target, rule, resolved, copy)
+            return NOT_DONE_YET
+        request_id: str = request.request_id  # type: ignore[attr-defined]
+        d = ensureDeferred(self._resolve_then_redirect(request, target, rule, copy))
+        d.addErrback(unexpected, request, request_id)
+        return NOT_DONE_YET
+
+    async def _resolve_then_redirect(
+        self, request: Request, target: Target, rule: OriginRule, copy: bool
+    ) -> None:
+        resolved = await self._resolver.resolve(rule.origin)
+        if request.finished or request._disconnected:
+            return
+        self._redirect(request, target, rule, resolved, copy)
+
+    def _redirect(
+        self,
+        request: Request,
+        target: Target,
+        rule: OriginRule,
+        resolved: ResolvedOrigin,
+        copy: bool = True,
+    ) -> None:
+        """SPEC §3: redirect at once; a GET under a Proxy rule also starts the copy."""
+        bucket = target.bucket
+        assert bucket is not None and target.key is not None
+        origin = rule.origin
+        accepted = resolved.accepted
+        if not accepted:
+            self._warn_refused(bucket.name, resolved)
+            finish_error(request, errors.NO_SUCH_KEY)
+            return
+        prefix = self._locations.get(origin)
+        if prefix is None:  # once per origin: b"http://host:port/"
+            if len(self._locations) > 1000:
+                self._locations.clear()
+            prefix = self._locations[origin] = b"http://%s/" % origin.netloc.encode("ascii")
+        query = target.query
+        if query and rule.follow_query_string:
+            query = _origin_query(query)
+            location = prefix + target.raw_key + b"?" + query if query else prefix + target.raw_key
+        else:
+            location = prefix + target.raw_key
+        request.setResponseCode(rule.redirect_code)
+        request.setHeader(b"location", location)
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+        if request.method != b"GET" or rule.origin_type != PROXY or not copy:
+            return  # COS: HEAD never triggers a pull; a Redirect rule only redirects
+        started = self._copier.copy(
+            bucket.name,
+            target.key,
+            origin,
+            choose_address(accepted),
+            request.request_id,  # type: ignore[attr-defined]
+        )
+        if started is CopyStart.STARTED or started is CopyStart.QUEUED:
+            log.debug(
+                "Miss on {bucket}/{key}: copy {state} from {origin}",
+                bucket=bucket.name,
+                key=target.key,
+                state=started.value,
+                origin=origin.netloc,
+            )
+
+    def _warn_refused(self, bucket: str, resolved: Any) -> None:
+        origin = resolved.origin
+        now = self._clock.seconds()
+        last = self._warned.get((bucket, origin.host))
+        if last is not None and now - last < _WARN_INTERVAL:
+            return
+        self._warned[(bucket, origin.host)] = now
+        addresses = [f"{v.address} ({v.reason})" for v in resolved.refused]
+        log.warn(
+            "Origin {domain} of bucket {bucket} has no acceptable address: {addresses}; "
+            "misses answer 404 NoSuchKey",
+            bucket=bucket,
+            domain=origin.host,
+            origin=origin.netloc,
+            addresses=addresses or [resolved.error or "no addresses"],
+            reason=resolved.error or "no address passed the ISP check",
+        )
+
+
+def _origin_query(query: bytes | None) -> bytes | None:
+    """The query string to repeat to the origin, without a pre-signed URL's signature or
+    its temporary-credential token: the origin (a third party's server) must never see
+    them."""
+    if not query:
+        return query
+    lowered = query.lower()
+    if b"q-sign" not in lowered and b"x-cos-security-token" not in lowered:
+        return query
+    kept = [
+        p for p in query.split(b"&") if not p.lower().startswith((b"q-", b"x-cos-security-token"))
+    ]
+    return b"&".join(kept) or None

@@ -140,6 +140,9 @@ class S3Object:
         if stream is None:
             # Replaced or deleted since it was opened: what was promised cannot be sent.
             raise StoreUnavailable(f"{self._store_bucket}/{self._key} changed while being sent")
+        if _fetched_range(stream, self.info.size) != (first, length):
+            stream.discard()  # a store that ignored the Range: never send the wrong bytes
+            raise StoreUnavailable(f"store did not answer {wanted} of {self._key} as asked")
         return stream
 
     def close(self) -> None:

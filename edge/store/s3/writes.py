@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from edge.s3 import FileRangeProducer, S3Client, S3Error, S3Unavailable
 from edge.store.folder.objects import ContentTypes
-from edge.store.interface import DeleteWatch, ObjectMeta, SpooledBody
+from edge.store.interface import DeleteWatch, ObjectMeta, SpooledBody, StoreUnavailable
 from edge.store.s3.calls import StoreGate
 from edge.store.s3.deletes import S3DeleteWatch
 from edge.store.s3.objects import USER_META
@@ -79,6 +79,7 @@ class S3PendingWrite:
         self.watch = watch
         self.deleted_meanwhile = False
         self._store_etag: str | None = None
+        self._discarded = False
         self._file: BinaryIO | None
         if spool is not None:
             # An upload already in local scratch: taken over as it is, no second copy.
@@ -142,6 +143,12 @@ class S3PendingWrite:
                 return False
             self._store_etag = etag.strip('"')
             return True
+        except ValueError:
+            if not self._discarded:
+                raise
+            # discard() took the scratch file away under a running publish (the client
+            # or the copy gave up): the upload was aborted; report it as not written.
+            raise StoreUnavailable(f"write of {self.bucket}/{self.key} discarded") from None
         finally:
             self._unlink()
 
@@ -247,6 +254,7 @@ class S3PendingWrite:
 
     def discard(self) -> None:
         """Drop the write; safe to call more than once and after (or during) publish."""
+        self._discarded = True
         if self._file is not None:
             try:
                 self._file.close()

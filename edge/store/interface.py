@@ -133,11 +133,13 @@ class StoredObject(Protocol):
     def etag(self) -> Deferred[str]:
         """The object's ETag, unquoted (hex MD5 for what the edge wrote)."""
 
-    def send(self, request: IRequest, first: int, length: int) -> None:
+    def send(self, request: IRequest, first: int, length: int) -> Deferred[None]:
         """Send bytes `first` .. `first + length - 1` as the body of `request` (status and
         headers are set, Content-Length included), honouring the transport's flow control,
-        then finish the request and close the object. A failure mid-body drops the
-        connection: the client must never take a short body for a whole one."""
+        then finish the request; the object is closed either way. Fails, leaving the
+        request unfinished, when the bytes cannot be sent: the caller answers 503 if nothing
+        was written yet and drops the connection otherwise, so a client never takes a
+        short body for a whole one."""
 
     def close(self) -> None: ...
 

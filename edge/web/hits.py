@@ -13,7 +13,7 @@ from twisted.web.server import Request
 
 from edge.api import errors
 from edge.api.headers import is_safe_value, is_token, send_as_is
-from edge.store.interface import StoredObject
+from edge.store.interface import StoredObject, StoreUnavailable
 from edge.web.http import (
     RangeResult,
     http_date,
@@ -101,7 +101,20 @@ def _respond(etag_hex: str, request: Request, obj: StoredObject, content_type: s
         obj.close()
         request.finish()
         return
-    obj.send(request, first, length)
+    obj.send(request, first, length).addErrback(_send_failed, request)
+
+
+def _send_failed(failure: Failure, request: Request) -> None:
+    """The body could not be sent: 503 when nothing went out yet (the store is away), a
+    dropped connection otherwise, so a client never takes a short body for a whole one."""
+    if request.finished or request._disconnected:
+        return
+    if failure.check(StoreUnavailable) and not request.startedWriting:
+        request.setResponseCode(503)
+        request.responseHeaders.removeHeader(b"content-range")
+        finish_error(request, errors.SERVICE_UNAVAILABLE)
+        return
+    unexpected(failure, request, request.request_id)  # type: ignore[attr-defined]
 
 
 def _failed(failure: Failure, request: Request, obj: StoredObject) -> None:

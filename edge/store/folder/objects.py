@@ -15,7 +15,7 @@ import stat as statmod
 from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
@@ -57,7 +57,9 @@ class FolderObject:
     def etag(self) -> Deferred[str]:
         return self.hasher.etag(self.file.fileno(), self.size, self.identity)
 
-    def send(self, request: IRequest, first: int, length: int) -> None:
+    def send(self, request: IRequest, first: int, length: int) -> Deferred[None]:
+        """Under way when this returns (the producers finish the request themselves);
+        a file that shrinks meanwhile drops the connection rather than send short."""
         request = cast(Request, request)  # the folder store serves twisted.web's requests
         if length <= INLINE_MAX:
             self._write_inline(request, first, length)
@@ -67,6 +69,7 @@ class FolderObject:
             _FileRange(request, self.file, first, length).start()
         else:
             _WholeFile(request, self.file).start()
+        return succeed(None)
 
     def _write_inline(self, request: IRequest, first: int, length: int) -> None:
         try:

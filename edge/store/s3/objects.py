@@ -114,6 +114,7 @@ class S3Object:
                 self.close()  # the body opened with the object is not this range
                 self._stream = None
                 if length <= 0:
+                    request.finish()
                     return
                 stream = await self._gate.run("GET", self._fetch(first, length))
             try:
@@ -123,6 +124,7 @@ class S3Object:
                     return  # our client hung up; the store is fine
                 self._gate.failed(f"GET {self._store_bucket}/{self._key}", str(e))
                 raise StoreUnavailable(str(e)) from None
+            request.finish()
         finally:
             self.close()
 

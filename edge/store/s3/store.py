@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from edge.cluster.redis import RedisCoordinator
@@ -24,6 +24,7 @@ from edge.s3 import S3Client, S3Error, S3Unavailable
 from edge.store.folder.objects import ContentTypes
 from edge.store.interface import (
     DeleteWatch,
+    KeyLock,
     ListingPage,
     ObjectStore,
     SpooledBody,
@@ -71,6 +72,9 @@ class S3Store:
         self.buckets = StoreBuckets(client, self._gate, buckets, bucket_template, reactor)
         self._types = ContentTypes()
         self._deletes = DeleteCounters(coordinator)
+        self._coordinator = coordinator
+        self._lock_ttl = lock_ttl
+        self._local_locks: set[tuple[str, str]] = set()  # without Redis: this process only
         self._internal = InternalUploads(coordinator, lock_ttl)
         self._orphan_age = lock_ttl + sweep_interval
         self._context = WriteContext(
@@ -108,6 +112,25 @@ class S3Store:
 
     def has_bucket(self, bucket: str) -> bool:
         return self.buckets.has_bucket(bucket)
+
+    def bucket_created(self, bucket: str) -> float:
+        """Unknown (0): S3's HEAD Bucket carries no date, and GET Service must not make a
+        network call per bucket."""
+        return 0.0
+
+    def lock_key(self, bucket: str, key: str) -> Deferred[KeyLock | None]:
+        """`SET NX PX` in Redis, renewed while the copy runs and expiring `lock_ttl` after
+        a node dies (`RedisCoordinator.acquire_lock`); an unreachable Redis fails it, so no
+        copy starts. Without a coordinator the lock is this process's alone."""
+        if self._coordinator is not None:
+            name = f"cosedge:copy:{self.store_bucket(bucket)}/{key}"
+            d: Deferred[Any] = self._coordinator.acquire_lock(name, self._lock_ttl)
+            return d
+        held = (bucket, key)
+        if held in self._local_locks:
+            return succeed(None)
+        self._local_locks.add(held)
+        return succeed(_LocalLock(self._local_locks, held))
 
     def add_bucket(self, bucket: str) -> Deferred[None]:
         return self.buckets.add_bucket(bucket)
@@ -258,6 +281,15 @@ class S3Store:
             except FileNotFoundError:
                 continue
         return removed
+
+
+class _LocalLock:
+    def __init__(self, held: set[tuple[str, str]], key: tuple[str, str]) -> None:
+        self._held = held
+        self._key = key
+
+    def release(self) -> None:
+        self._held.discard(self._key)
 
 
 def _conforms(store: S3Store) -> ObjectStore:

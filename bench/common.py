@@ -22,15 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+# The checkout's edge, not an installed copy: a benchmark measures the code beside it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.testing.process import READY, TWISTD, twistd_env  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bench-1250000000"
 
 
-def env(*paths: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    front = os.pathsep.join(str(p) for p in (REPO, *paths))
-    e["PYTHONPATH"] = front + os.pathsep + e.get("PYTHONPATH", "")
-    return e
+env = twistd_env  # the edge (and the given folders) first on a child's import path
 
 
 @dataclass
@@ -99,8 +100,7 @@ def start_logging_to(
     raise RuntimeError(f"{argv[0]} did not start:\n" + text.decode(errors="replace"))
 
 
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
-EDGE_READY = re.compile(rb"cosedge ready: listening on 127\.0\.0\.1:(\d+)")
+EDGE_READY = READY
 
 
 def start_edge(workdir: Path, config: str) -> Server:

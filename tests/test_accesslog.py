@@ -40,6 +40,8 @@ def _log(path: Path, **kwargs: Any) -> tuple[AccessLogFile, Clock]:
 
 
 def test_combined_line_has_every_field(tmp_path):
+    """A combined-format line carries every field, the signature redacted, the request
+    id and the duration last."""
     access, clock = _log(tmp_path / "a.log")
     access.add(*FIELDS)
     access.close()
@@ -50,6 +52,7 @@ def test_combined_line_has_every_field(tmp_path):
 
 
 def test_json_line_has_the_same_fields(tmp_path):
+    """The JSON format carries the same fields as the combined one, typed."""
     access, clock = _log(tmp_path / "a.log", fmt="json")
     access.add(*FIELDS)
     access.close()
@@ -70,6 +73,8 @@ def test_json_line_has_the_same_fields(tmp_path):
 
 
 def test_lines_wait_for_the_buffer_or_the_interval(tmp_path):
+    """Lines are written when the buffer fills or the flush interval passes, whichever
+    comes first; closing writes the rest and leaves no timer; lines after close are dropped."""
     path = tmp_path / "a.log"
     access, clock = _log(path, buffer_size=1000, flush_interval=1.0)
     access.add(*FIELDS)
@@ -89,6 +94,8 @@ def test_lines_wait_for_the_buffer_or_the_interval(tmp_path):
 
 
 def test_reopen_after_rename_starts_a_new_file(tmp_path):
+    """After logrotate renames the file, reopen() sends buffered lines to the renamed
+    file and new ones to a fresh file at the configured path."""
     path = tmp_path / "a.log"
     access, clock = _log(path)
     access.add(*FIELDS)
@@ -115,6 +122,7 @@ def test_two_processes_appending_never_split_a_line(tmp_path):
 
 
 def test_service_flushes_on_stop(tmp_path):
+    """Stopping the access-log service writes what is still buffered."""
     path = tmp_path / "a.log"
     clock = Clock()
     access = AccessLogFile(path, clock)
@@ -137,10 +145,12 @@ def test_service_flushes_on_stop(tmp_path):
     ],
 )
 def test_access_log_config(value, expected):
+    """`access_log` accepts a path, null (off) or a mapping, with its defaults filled in."""
     assert parse_config({"access_log": value}, "e.yaml").access_log == expected
 
 
 def test_access_log_unset_keeps_the_twistd_log():
+    """Without `access_log`, access lines stay in the twistd log as before."""
     assert parse_config({}, "e.yaml").access_log is None
 
 
@@ -156,6 +166,8 @@ def test_access_log_unset_keeps_the_twistd_log():
     ],
 )
 def test_access_log_config_errors(value, key, reason):
+    """Each bad `access_log` value is refused naming its key and reason, and judged on
+    its own: a bad key elsewhere is reported in the same run."""
     with pytest.raises(ConfigError) as caught:
         parse_config({"access_log": value, "workers": 0}, "e.yaml")
     problems = caught.value.problems
@@ -166,6 +178,8 @@ def test_access_log_config_errors(value, key, reason):
 
 @pytest_twisted.ensureDeferred
 async def test_edge_writes_access_lines_to_its_file(tmp_path, captured_access):
+    """A running edge writes its access lines to the configured file, signature
+    redacted and request id included, and none to the twistd log."""
     from tests.integration.conftest import BUCKET, EdgeFactory, request
 
     factory = EdgeFactory(tmp_path)
@@ -192,6 +206,7 @@ async def test_edge_writes_access_lines_to_its_file(tmp_path, captured_access):
 
 @pytest_twisted.ensureDeferred
 async def test_access_log_off(tmp_path, captured_access):
+    """`access_log: null` turns access lines off: none anywhere."""
     from dataclasses import replace
 
     from tests.integration.conftest import BUCKET, EdgeFactory, request
@@ -224,6 +239,7 @@ def captured_access():
 
 @pytest_twisted.ensureDeferred
 async def test_sigusr1_reopens_the_file(tmp_path):
+    """SIGUSR1 reopens the access file (after a rename) and is passed on to the workers."""
     import signal
 
     from twisted.internet import reactor

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.process import twistd_env
+from edge.testing.process import twistd_env
 
 
 def cosedge(*args: str, cwd: Path) -> tuple[int, list[str]]:

@@ -20,7 +20,7 @@ from edge.isp.index import ISPIndex
 from edge.isp.sources import ASNMap, SourceError, SourceSpec, read_ip2region
 from edge.isp.table import TableError, read_table_texts, read_tables, table_generation
 from edge.isp.update import main, write_tables_atomically
-from tests.process import twistd_env
+from edge.testing.process import twistd_env
 from tests.xdb import write_xdb
 
 ASNS = """\

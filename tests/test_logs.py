@@ -15,7 +15,7 @@ from twisted.logger import Logger, LogLevel, LogPublisher, jsonFileLogObserver
 
 from edge.config import ConfigError, parse_config
 from edge.logs import LogLevelService, WorkerLogRelay
-from tests.process import start_twistd, wait_ready
+from edge.testing.process import start_twistd, wait_ready
 
 BUCKET = "b-1250000000"
 
@@ -104,7 +104,7 @@ def test_worker_events_reach_the_main_process_as_events(tmp_path):
         "--logger",
         "edge.logs.json_observer",
     )
-    from tests.process import OutputDrain
+    from edge.testing.process import OutputDrain
 
     output = OutputDrain(proc.stdout, b"")
     worker: list[dict] = []

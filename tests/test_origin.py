@@ -20,7 +20,7 @@ from edge.origin.copier import (
     PinnedEndpointFactory,
 )
 from edge.store.folder.store import FolderStore as ObjectStore
-from edge.testing.origin import ScriptedResolver
+from edge.testing.resolver import ScriptedResolver
 
 
 @dataclass(frozen=True)

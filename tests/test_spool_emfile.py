@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge.api.signature import sign
-from tests.process import twistd_env, wait_ready
+from edge.testing.process import twistd_env, wait_ready
 
 BUCKET = "emfile-1250000000"
 LIMIT = 64

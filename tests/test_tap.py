@@ -20,7 +20,7 @@ from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
 from edge.process import tap
-from tests.process import (
+from edge.testing.process import (
     http_get,
     start_twistd,
     static_origin,
@@ -284,7 +284,7 @@ def _needs_root() -> None:
         if os.environ.get("CI"):
             pytest.fail("CI runs as root; this test must run there")
         pytest.skip("needs root to drop privileges with twistd --uid")
-    from tests.process import REPO
+    from edge.testing.process import REPO
 
     for folder in [REPO, *REPO.parents]:
         if not os.stat(folder).st_mode & 0o001:

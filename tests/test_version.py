@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 from edge import __version__
-from tests.process import start_twistd
+from edge.testing.process import start_twistd
 
 
 def test_version_comes_from_the_installed_metadata():

@@ -22,7 +22,7 @@ from edge.process import tap
 from edge.store.folder.keylocks import KeyLocks
 from edge.store.folder.store import FolderStore as ObjectStore
 from edge.testing.origin import FakeOrigin
-from tests.process import http_get, start_twistd, wait_ready
+from edge.testing.process import http_get, start_twistd, wait_ready
 from tests.test_origin import HangingAgent
 
 BUCKET = "b-1250000000"

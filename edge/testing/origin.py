@@ -3,24 +3,19 @@
 `FakeOrigin` is an HTTP/1.1 origin on a real socket that can misbehave on purpose: short or
 long bodies, resets, stalls, redirects. It is written on raw `Protocol` rather than
 `twisted.web` because the faults it produces are exactly the ones a well-behaved server
-framework refuses to produce. `ScriptedResolver` answers DNS lookups from a script.
+framework refuses to produce.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IHostnameResolver,
-    IHostResolution,
-    IResolutionReceiver,
 )
 from twisted.internet.protocol import Factory, Protocol
-from zope.interface import implementer
 
 
 @dataclass
@@ -184,45 +179,3 @@ class FakeOrigin:
         for protocol in list(self.open_connections):
             if protocol.transport is not None:
                 protocol.transport.abortConnection()
-
-
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        """Scripted answers are given at once: there is nothing to cancel."""
-
-
-@implementer(IHostnameResolver)
-class ScriptedResolver:
-    """A name resolver that answers from a script, at once, for testing what the edge
-    does with DNS answers (caching, rebinding, empty answers) without real DNS.
-
-    The Nth lookup of a name gets `script[name][min(N, last)]`; a name not in the script
-    resolves to nothing. `lookups` records every name looked up, in order.
-    """
-
-    def __init__(self, script: Mapping[str, Sequence[Sequence[str]]]) -> None:
-        self.script = {name: [list(a) for a in answers] for name, answers in script.items()}
-        self.lookups: list[str] = []
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: IResolutionReceiver,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: Any = None,
-        transportSemantics: str = "TCP",
-    ) -> IHostResolution:
-        resolution = _Resolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        answers = self.script.get(hostName, [])
-        seen = self.lookups.count(hostName)
-        self.lookups.append(hostName)
-        if answers:
-            for address in answers[min(seen, len(answers) - 1)]:
-                resolutionReceiver.addressResolved(IPv4Address("TCP", address, portNumber))
-        resolutionReceiver.resolutionComplete()
-        return resolution

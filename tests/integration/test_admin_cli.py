@@ -8,8 +8,8 @@ import sys
 import pytest_twisted
 from twisted.internet.utils import getProcessOutputAndValue
 
+from edge.testing.process import twistd_env
 from tests.integration.conftest import BUCKET
-from tests.process import twistd_env
 
 SECRET_ID = "AKIDadmin"
 SECRET_KEY = "admin-secret"

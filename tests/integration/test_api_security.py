@@ -359,7 +359,7 @@ async def test_absolute_form_cannot_carry_a_signature_to_another_bucket(edge):
     B and refused, and B's object stays."""
     from twisted.internet.threads import deferToThread
 
-    from tests.process import raw_request
+    from edge.testing.process import raw_request
 
     (edge.data_dir / OTHER / "k").write_bytes(b"B's object")
     auth = sign(SECRET_ID, SECRET_KEY, "DELETE", "/k", {}, {"host": api_host(BUCKET)})

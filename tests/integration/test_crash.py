@@ -24,8 +24,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 
+from edge.testing.process import OutputDrain, start_twistd, wait_ready
 from tests.integration.conftest import BUCKET, request, wait_until
-from tests.process import OutputDrain, start_twistd, wait_ready
 
 # Twisted's reactor stubs are stricter than its runtime (factories, addresses).
 reactor: Any = _reactor

@@ -30,9 +30,10 @@ from twisted.internet.task import deferLater
 from edge.origin.copier import OriginCopier
 from edge.process.tap import build_service, load_policy
 from edge.store.folder.store import FolderStore as ObjectStore
-from edge.testing.origin import FakeOrigin, ScriptedResolver
+from edge.testing.origin import FakeOrigin
+from edge.testing.process import fd_table
+from edge.testing.resolver import ScriptedResolver
 from tests.integration.conftest import BUCKET, request, wait_until
-from tests.process import fd_table
 
 # Twisted's reactor stubs are stricter than its runtime (factories, addresses).
 reactor: Any = _reactor

@@ -8,7 +8,7 @@ import stat
 import time
 from pathlib import Path
 
-from tests.process import start_twistd, static_origin, status_of, wait_ready
+from edge.testing.process import start_twistd, static_origin, status_of, wait_ready
 
 BUCKET = "b-1250000000"
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.testing.process import raw_request, start_twistd, wait_ready
 from tests.integration.conftest import BUCKET, DOMAIN
-from tests.process import raw_request, start_twistd, wait_ready
 
 SECRET = b"TOP-SECRET-OUTSIDE-THE-BUCKET"
 INSIDE = b"inside the bucket " * 10

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.api.signature import sign
+from edge.testing.process import start_twistd, wait_ready
 from tests.integration.conftest import BUCKET, DOMAIN
-from tests.process import start_twistd, wait_ready
 
 SECRET_ID = "AKIDfuzzsigned"
 SECRET_KEY = "fuzz-signed-secret"

@@ -28,8 +28,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from edge.testing.process import fd_table, start_twistd, wait_ready
 from tests.integration.conftest import BUCKET
-from tests.process import fd_table, start_twistd, wait_ready
 
 CLIENTS = 200
 SECONDS = float(os.environ.get("COSEDGE_LOAD_SECONDS", "10"))

@@ -76,6 +76,8 @@ def _open_fds() -> set[str]:
 
 @pytest_twisted.ensureDeferred
 async def test_large_body_exact_bytes_slow_reader(edges, tmp_path):
+    """A body sent by sendfile to a client that reads slowly arrives whole and byte for
+    byte, with its Content-Length, however often the socket fills."""
     data = _body(SIZE)
     edge = await _edge(edges, tmp_path, {"big.bin": data})
     response = await deferToThread(_raw, edge.port, _get("big.bin"), True)
@@ -113,6 +115,8 @@ async def test_ranges_and_pipelining_on_sendfile(edges, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_head_and_304_keep_their_bytes(edges, tmp_path):
+    """HEAD and a 304 of a sendfile-sized and of an inline-sized object send headers
+    only: not a byte of body, whichever body path the object would take."""
     data = _body(SIZE)
     edge = await _edge(edges, tmp_path, {"big.bin": data, "small.bin": data[:4096]})
     for key, size in (("big.bin", SIZE), ("small.bin", 4096)):
@@ -133,6 +137,7 @@ async def test_head_and_304_keep_their_bytes(edges, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_inline_body_exact(edges, tmp_path):
+    """A range of an object exactly the inline limit long is sent inline, exactly."""
     data = _body(objects.INLINE_MAX)
     edge = await _edge(edges, tmp_path, {"edge.bin": data})
     response = await deferToThread(_raw, edge.port, _get("edge.bin", "Range: bytes=5-\r\n"))
@@ -142,6 +147,8 @@ async def test_inline_body_exact(edges, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_client_gone_mid_sendfile_leaks_no_descriptor(edges, tmp_path):
+    """Clients that reset their connections mid-sendfile leave no descriptor behind:
+    the socket, its sendfile duplicate and the open file all close."""
     data = _body(64 * 1024 * 1024)
     edge = await _edge(edges, tmp_path, {"huge.bin": data})
     before = _open_fds()

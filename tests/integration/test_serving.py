@@ -221,7 +221,7 @@ async def test_absolute_form_target_names_the_bucket_by_its_authority(edges, bod
     target's authority and the Host header is ignored; the path after it is the key."""
     from twisted.internet.threads import deferToThread
 
-    from tests.process import raw_request
+    from edge.testing.process import raw_request
 
     edge = await _edge_with_file(edges, body)
 

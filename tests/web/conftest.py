@@ -27,7 +27,7 @@ from edge.config import EdgeConfig, parse_config
 from edge.origin.copier import OriginCopier, OriginResolver
 from edge.process.tap import build_policy
 from edge.store.folder.store import FolderStore as ObjectStore
-from edge.testing.origin import ScriptedResolver
+from edge.testing.resolver import ScriptedResolver
 from edge.web.bodies import BodySpools, SpoolBudget
 from edge.web.root import EdgeResource
 from edge.web.site import EdgeSite

@@ -1,4 +1,5 @@
-"""Running `twistd cosedge` as a real process from the tests, and talking to it."""
+"""Running `twistd cosedge` as a real process, and talking to it: for the tests and the
+benchmarks alike (one copy of how an edge is started, found ready and read from)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+# The folder holding the `edge` package: the checkout, or site-packages when installed.
+REPO = Path(__file__).resolve().parents[2]
 READY = re.compile(rb"cosedge ready: listening on 127\.0\.0\.1:(\d+)")
+# twisted.scripts.twistd has no __main__ guard; run() is what the `twistd` script calls.
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
 
 
-def twistd_env() -> dict[str, str]:
+def twistd_env(*paths: Path) -> dict[str, str]:
+    """This environment, with this edge (and `paths`, say a benchmark's own modules)
+    first on the import path of the child."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    front = os.pathsep.join(str(p) for p in (REPO, *paths))
+    env["PYTHONPATH"] = front + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -32,17 +39,7 @@ def start_twistd(*args: str, cwd: Path, twistd_args: Sequence[str] = ()) -> subp
     """`twistd -n --pidfile= [TWISTD_ARGS] cosedge ARGS` from this checkout, output
     captured."""
     return subprocess.Popen(
-        # twisted.scripts.twistd has no __main__ guard; run() is what the `twistd` script calls
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            *twistd_args,
-            "cosedge",
-            *args,
-        ],
+        [*TWISTD, *twistd_args, "cosedge", *args],
         cwd=cwd,
         env=twistd_env(),
         stdout=subprocess.PIPE,

@@ -248,14 +248,15 @@ class ObjectStore(Protocol):
         """Stop serving a bucket another process or node removed."""
 
     def open_object(
-        self, bucket: str, key: str, *, range_header: str | None = None, body: bool = True
+        self, bucket: str, key: str, request: IRequest | None = None
     ) -> Deferred[StoredObject | None]:
         """The object, or None when the key holds none.
 
-        Two hints let a store that fetches bytes over the network do it in one request:
-        `range_header` is the client's `Range` (fetch just that), `body=False` says the
-        caller will most likely not send the body (HEAD, conditional requests: fetch the
-        metadata only). `send` works for any range either way."""
+        `request` is the GET or HEAD the object is opened for, a hint for a store that
+        fetches bytes over the network: from its method, `Range` and conditional headers it
+        can fetch in one round trip just what will be sent (or only the metadata). A store
+        that reads local files ignores it, so a hit pays nothing for the hint. `send` works
+        for any range either way."""
 
     def exists(self, bucket: str, key: str) -> Deferred[bool]: ...
 

@@ -22,6 +22,7 @@ from edge.web.http import (
     precondition_status,
 )
 from edge.web.replies import finish_error, unexpected
+from edge.web.turns import then
 
 _dates: dict[float, bytes] = {}
 
@@ -50,9 +51,8 @@ class Hits:
         for name, value in meta.user.items():
             if is_token(name) and is_safe_value(value):
                 request.setHeader(send_as_is(name.encode("latin-1")), value.encode("utf-8"))
-        d = obj.etag()  # fired already when the ETag is known: answered in this turn
-        d.addCallback(_respond, request, obj, content_type)
-        d.addErrback(_failed, request, obj)
+        # Fired already when the ETag is known: answered in this turn.
+        then(obj.etag(), _respond, _failed, request, obj, content_type)
 
 
 def _respond(etag_hex: str, request: Request, obj: StoredObject, content_type: str) -> None:
@@ -101,7 +101,11 @@ def _respond(etag_hex: str, request: Request, obj: StoredObject, content_type: s
         obj.close()
         request.finish()
         return
-    obj.send(request, first, length).addErrback(_send_failed, request)
+    then(obj.send(request, first, length), _sent, _send_failed, request)
+
+
+def _sent(_: None, request: Request) -> None:
+    """The object finished the request itself."""
 
 
 def _send_failed(failure: Failure, request: Request) -> None:
@@ -117,6 +121,6 @@ def _send_failed(failure: Failure, request: Request) -> None:
     unexpected(failure, request, request.request_id)  # type: ignore[attr-defined]
 
 
-def _failed(failure: Failure, request: Request, obj: StoredObject) -> None:
+def _failed(failure: Failure, request: Request, obj: StoredObject, content_type: str = "") -> None:
     obj.close()
     unexpected(failure, request, request.request_id)  # type: ignore[attr-defined]

@@ -28,8 +28,6 @@ from edge.web.misses import Misses
 from edge.web.replies import error, unexpected
 from edge.web.target import Target
 
-_CONDITIONALS = (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since")
-
 
 class ObjectReads:
     """GET/HEAD of an object, signed or not: a hit is served, a miss goes to its rule."""
@@ -42,16 +40,13 @@ class ObjectReads:
     def read(self, request: Request, target: Target) -> bytes | int:
         if target.bucket is None or target.key is None:
             return error(request, errors.NO_SUCH_BUCKET)
-        conditional = any(request.getHeader(h) for h in _CONDITIONALS)
-        range_header = request.getHeader(b"range")
-        d = self._store.open_object(
-            target.bucket.name,
-            target.key,
-            range_header=range_header.decode("latin-1") if range_header else None,
-            body=request.method != b"HEAD" and not conditional,
+        d = self._store.open_object(target.bucket.name, target.key, request)
+        d.addCallbacks(
+            self._opened,
+            self._failed,
+            callbackArgs=(request, target),
+            errbackArgs=(request, target),
         )
-        d.addCallback(self._opened, request, target)
-        d.addErrback(self._failed, request, target)
         return NOT_DONE_YET
 
     def _opened(self, obj: StoredObject | None, request: Request, target: Target) -> None:

@@ -227,20 +227,29 @@ class EdgeSite(Site):
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def getResourceFor(self, request: http.Request) -> IResource:
-        """The request's handler, found once per request by Twisted's traversal from the
-        root: at the end of the headers for a request with a body (`EdgeRequest.gotLength`),
-        else when it is processed. The edge's leaves read the raw target, not
-        `prepath`/`postpath`, so a handler found early needs no traversal state later."""
+        """The request's handler, found once per request: at the end of the headers for a
+        request with a body (`EdgeRequest.gotLength`), else when it is processed.
+
+        The edge's root picks the leaf from the raw target (`leaf_for`), and leaves read
+        the raw target rather than `prepath`/`postpath`, so the handler is asked of the
+        root directly instead of through Twisted's segment-by-segment traversal (which
+        cost a 4 KiB hit a tenth of its time); any other root is traversed as usual."""
+        request.site = self  # type: ignore[attr-defined]
         handler: IResource | None = getattr(request, "handler", None)
         if handler is not None:
-            request.site = self  # type: ignore[attr-defined]
             return handler
-        if getattr(request, "postpath", None) is None:  # at the end of the headers
-            path = request.uri.split(b"?", 1)[0]
-            request.prepath = []  # type: ignore[attr-defined]
-            request.postpath = list(map(unquote, path[1:].split(b"/")))  # type: ignore[attr-defined]
-        handler = super().getResourceFor(request)
+        leaf_for = getattr(self.resource, "leaf_for", None)
+        if leaf_for is not None:
+            request.sitepath = []  # type: ignore[attr-defined]
+            handler = leaf_for(request)
+        else:
+            if getattr(request, "postpath", None) is None:  # at the end of the headers
+                path = request.uri.split(b"?", 1)[0]
+                request.prepath = []  # type: ignore[attr-defined]
+                request.postpath = list(map(unquote, path[1:].split(b"/")))  # type: ignore[attr-defined]
+            handler = super().getResourceFor(request)
         request.handler = handler  # type: ignore[attr-defined]
+        assert handler is not None
         return handler
 
     def buildProtocol(self, addr: Any) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 
 from edge.store.folder.deletes import FolderDeletes
 from edge.store.folder.etags import ETagCache, ETagHasher
@@ -133,10 +134,13 @@ class FolderStore:
     # -- objects ------------------------------------------------------------------------------
 
     def open_object(
-        self, bucket: str, key: str, *, range_header: str | None = None, body: bool = True
+        self, bucket: str, key: str, request: IRequest | None = None
     ) -> Deferred[StoredObject | None]:
-        """The open file (the hints do not matter here: the body is read as it is sent)."""
-        return maybeDeferred(self.reader.open, bucket, key)
+        """The open file (the request does not matter: the body is read as it is sent)."""
+        try:
+            return succeed(self.reader.open(bucket, key))
+        except Exception:
+            return fail()
 
     def exists(self, bucket: str, key: str) -> Deferred[bool]:
         return succeed(self.reader.exists(bucket, key))

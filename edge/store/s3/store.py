@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 
 from edge.cluster.redis import RedisCoordinator
 from edge.s3 import S3Client, S3Error, S3Unavailable
@@ -41,6 +42,8 @@ from edge.store.s3.uploads import S3Uploads
 from edge.store.s3.writes import MiB, S3PendingWrite, WriteContext
 
 log = Logger()
+
+_CONDITIONALS = (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since")
 
 TEMP_AGE = 3600.0  # a spool or copy idles out in seconds; an hour-old scratch file is dead
 
@@ -152,8 +155,18 @@ class S3Store:
     # -- objects --------------------------------------------------------------------------
 
     def open_object(
-        self, bucket: str, key: str, *, range_header: str | None = None, body: bool = True
+        self, bucket: str, key: str, request: IRequest | None = None
     ) -> Deferred[StoredObject | None]:
+        """One GET with the client's single Range (one round trip for a hit), or one HEAD
+        when the body will most likely not be sent (HEAD, conditional requests)."""
+        range_header: str | None = None
+        body = True
+        if request is not None:
+            raw = request.getHeader(b"range")
+            range_header = raw.decode("latin-1") if raw else None
+            body = request.method != b"HEAD" and not any(
+                request.getHeader(name) for name in _CONDITIONALS
+            )
         d: Deferred[Any] = Deferred.fromCoroutine(self._open(bucket, key, range_header, body))
         return d
 

@@ -16,10 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from netaddr import IPSet
 
+from edge.isp.asncsv import ASNMap
 from edge.isp.cli import main as cli_main
 from edge.isp.index import ISPIndex
 from edge.isp.intervals import intersect_intervals, merge_intervals, subtract_intervals
-from edge.isp.sources import ASNMap, RoutedSpec, SourceError, read_routed_mmdb
+from edge.isp.routed import RoutedSpec, read_routed_mmdb
+from edge.isp.sources import SourceError
 from edge.isp.table import read_table_texts, read_tables
 from edge.isp.update import main
 from tests.xdb import write_xdb

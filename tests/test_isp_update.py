@@ -16,10 +16,13 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from edge.isp import ISP_NAMES
+from edge.isp.asncsv import ASNMap
 from edge.isp.index import ISPIndex
-from edge.isp.sources import ASNMap, SourceError, SourceSpec, read_ip2region
+from edge.isp.ip2region import read_ip2region
+from edge.isp.sources import SourceError, SourceSpec
 from edge.isp.table import TableError, read_table_texts, read_tables, table_generation
-from edge.isp.update import main, write_tables_atomically
+from edge.isp.update import main
+from edge.isp.writer import write_tables_atomically
 from edge.testing.process import twistd_env
 from tests.xdb import write_xdb
 

@@ -33,19 +33,12 @@ from pathlib import Path
 from typing import TextIO
 
 from edge.isp import ISP_NAMES
+from edge.isp.asncsv import ASNMap, iter_asn_csv
 from edge.isp.index import bundled_tables_dir
 from edge.isp.intervals import Interval, merge_intervals
-from edge.isp.sources import (
-    IP2REGION_LABELS,
-    NOT_MAINLAND,
-    ASNMap,
-    RoutedSpec,
-    SourceError,
-    XdbSegment,
-    iter_asn_csv,
-    iter_xdb,
-    read_routed_mmdb,
-)
+from edge.isp.ip2region import IP2REGION_LABELS, NOT_MAINLAND, XdbSegment, iter_xdb
+from edge.isp.routed import RoutedSpec, read_routed_mmdb
+from edge.isp.sources import SourceError
 
 
 class Coverage:

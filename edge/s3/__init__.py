@@ -12,7 +12,7 @@ with backpressure, and turns every failure into one exception hierarchy (`S3Erro
 from edge.s3.bodies import FileRangeProducer, sha256_of_file
 from edge.s3.client import S3Client
 from edge.s3.errors import S3Error, S3Unavailable
-from edge.s3.results import ListPage, ObjectInfo, ObjectStream, ObjectSummary, Upload
+from edge.s3.results import ListPage, ObjectInfo, ObjectStream, ObjectSummary, Part, Upload
 
 __all__ = [
     "FileRangeProducer",
@@ -20,6 +20,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectStream",
     "ObjectSummary",
+    "Part",
     "S3Client",
     "S3Error",
     "S3Unavailable",

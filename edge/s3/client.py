@@ -61,6 +61,7 @@ from edge.s3.results import (
     ObjectInfo,
     ObjectStream,
     ObjectSummary,
+    Part,
     Upload,
     children_named,
     header_value,
@@ -261,14 +262,18 @@ class S3Client:
         return object_info(response)
 
     async def get_object(
-        self, bucket: str, key: str, range: str | None = None
+        self, bucket: str, key: str, range: str | None = None, if_match: str | None = None
     ) -> ObjectStream | None:
         """Start a GET (optionally `Range: bytes=...`); None when the key does not exist.
 
         Returns as soon as the headers are in: the body is taken from the `ObjectStream`.
-        A range the object cannot satisfy raises S3Error 416 `InvalidRange`.
+        A range the object cannot satisfy raises S3Error 416 `InvalidRange`. With `if_match`
+        (a quoted ETag) an object replaced since is S3Error 412 `PreconditionFailed`, so a
+        second GET for another range of an object never mixes two versions.
         """
         headers = {"Range": range} if range else {}
+        if if_match:
+            headers["If-Match"] = if_match
         response = await self._send("GET", bucket, key, headers=headers)
         if response.code >= 300:
             error = await self._fail(response)
@@ -386,18 +391,54 @@ class S3Client:
         return etag
 
     async def complete_multipart_upload(
-        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        if_none_match: bool = False,
     ) -> str:
-        """Join the parts (number, ETag) into the object; returns the object's ETag."""
+        """Join the parts (number, ETag) into the object; returns the object's ETag.
+
+        With `if_none_match`, `If-None-Match: *` makes a store that supports it (SeaweedFS
+        4.48, AWS) refuse to replace an existing key (S3Error 412); the upload then stays
+        open, for the caller to abort."""
         xml = "".join(
             f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(etag)}</ETag></Part>"
             for n, etag in sorted(parts)
         )
         body = f"<CompleteMultipartUpload>{xml}</CompleteMultipartUpload>".encode()
         headers = {"Content-Type": "application/xml"}
+        if if_none_match:
+            headers["If-None-Match"] = "*"
         _, data = await self._call("POST", bucket, key, {"uploadId": upload_id}, headers, body)
         root = parse_xml(data) if data.strip() else None
         return (child_text(root, "ETag") if root is not None else None) or ""
+
+    async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
+        """Every uploaded part of an upload (all pages), by part number; S3Error 404
+        `NoSuchUpload` when the upload is not (or no longer) there."""
+        parts: list[Part] = []
+        marker: str | None = None
+        while True:
+            query: dict[str, str | None] = {"uploadId": upload_id}
+            if marker:
+                query["part-number-marker"] = marker
+            _, data = await self._call("GET", bucket, key, query)
+            root = await self._xml(data)
+            for item in children_named(root, "Part"):
+                parts.append(
+                    Part(
+                        number=int(child_text(item, "PartNumber") or 0),
+                        etag=child_text(item, "ETag") or "",
+                        size=int(child_text(item, "Size") or 0),
+                        last_modified=iso_date(child_text(item, "LastModified")),
+                    )
+                )
+            marker = child_text(root, "NextPartNumberMarker")
+            truncated = (child_text(root, "IsTruncated") or "").lower() == "true"
+            if not truncated or not marker:
+                return sorted(parts, key=lambda p: p.number)
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Abort an upload and drop its parts."""

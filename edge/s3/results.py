@@ -65,6 +65,16 @@ class Upload:
     initiated: float
 
 
+@dataclass(frozen=True)
+class Part:
+    """One uploaded part of a multipart upload (ListParts); `etag` quoted, as sent."""
+
+    number: int
+    etag: str
+    size: int
+    last_modified: float
+
+
 class ObjectStream:
     """A GET whose headers have arrived and whose body has not been read yet.
 

@@ -1,5 +1,6 @@
-"""The S3 store (edge/store/s3) against a real SeaweedFS on 127.0.0.1, and a real Redis where
-deletes race copies across nodes.
+"""The S3 store (edge/store/s3) against a real SeaweedFS on 127.0.0.1 (and with `-m ceph`
+against a real Ceph RGW, `s3_server`), and a real Redis where deletes race copies across
+nodes.
 
 Hits are streamed into real Twisted requests over loopback; writes, multipart uploads, listings
 and buckets are checked against what the store really holds afterwards, through a plain client.
@@ -33,6 +34,7 @@ from edge.store.interface import BucketNotEmpty, ObjectMeta, ObjectStore, StoreU
 from edge.store.s3 import S3Object, S3Store
 from edge.store.s3.tracking import InternalUpload, InternalUploads
 from tests.cluster.redis_server import RedisServer
+from tests.cluster.s3_server import S3Server
 from tests.cluster.seaweedfs_server import SeaweedFS
 
 reactor: Any = _reactor
@@ -41,7 +43,7 @@ pytestmark = pytest.mark.cluster
 MiB = 1024 * 1024
 
 
-def client_for(server: SeaweedFS, **kwargs: Any) -> S3Client:
+def client_for(server: S3Server, **kwargs: Any) -> S3Client:
     return S3Client(server.endpoint, server.region, server.access_key, server.secret_key, **kwargs)
 
 
@@ -50,8 +52,8 @@ def blockon(d: Any) -> Any:
 
 
 @pytest.fixture
-def s3(seaweedfs: SeaweedFS) -> Iterator[S3Client]:
-    client = client_for(seaweedfs)
+def s3(s3_server: S3Server) -> Iterator[S3Client]:
+    client = client_for(s3_server)
     yield client
     blockon(Deferred.fromCoroutine(client.close()))
 

@@ -28,6 +28,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from edge.s3 import FileRangeProducer, S3Client, S3Error, S3Unavailable, sha256_of_file
+from tests.cluster.ceph_server import CephRGW
 from tests.cluster.s3_server import S3Server
 from tests.cluster.seaweedfs_server import SeaweedFS
 
@@ -223,6 +224,27 @@ async def test_if_none_match_refuses_overwrite(s3: S3Client, bucket: str) -> Non
         await s3.put_object(bucket, "once", b"second", if_none_match=True)
     assert (raised.value.status, raised.value.code) == (412, "PreconditionFailed")
     assert await read_all(s3, bucket, "once") == b"first"
+
+
+@pytest_twisted.ensureDeferred
+async def test_if_none_match_on_complete(s3_server: S3Server, s3: S3Client, bucket: str) -> None:
+    """complete_multipart_upload(if_none_match=True) on a key that exists: SeaweedFS 4.48
+    refuses with 412 PreconditionFailed and keeps the upload open; Ceph RGW 16.2 ignores the
+    header and replaces the object (a documented store difference: the S3 store therefore
+    checks the key again just before completing)."""
+    await s3.put_object(bucket, "taken", b"first")
+    upload_id = await s3.create_multipart_upload(bucket, "taken")
+    etag = await s3.upload_part(bucket, "taken", upload_id, 1, b"second")
+    if isinstance(s3_server, CephRGW):
+        await s3.complete_multipart_upload(bucket, "taken", upload_id, [(1, etag)], True)
+        assert await read_all(s3, bucket, "taken") == b"second"
+        return
+    with pytest.raises(S3Error) as raised:
+        await s3.complete_multipart_upload(bucket, "taken", upload_id, [(1, etag)], True)
+    assert (raised.value.status, raised.value.code) == (412, "PreconditionFailed")
+    assert await read_all(s3, bucket, "taken") == b"first"
+    assert [u.upload_id for u in await s3.list_multipart_uploads(bucket)] == [upload_id]
+    await s3.abort_multipart_upload(bucket, "taken", upload_id)
 
 
 @pytest_twisted.ensureDeferred

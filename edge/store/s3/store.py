@@ -167,6 +167,13 @@ class S3Store:
             body = request.method != b"HEAD" and not any(
                 request.getHeader(name) for name in _CONDITIONALS
             )
+        return self.fetch_object(bucket, key, range_header=range_header, body=body)
+
+    def fetch_object(
+        self, bucket: str, key: str, *, range_header: str | None = None, body: bool = True
+    ) -> Deferred[StoredObject | None]:
+        """`open_object` with its hints spelled out: the `Range` to fetch, and whether to
+        fetch the body at all (False: a HEAD; `send` fetches later if it must)."""
         d: Deferred[Any] = Deferred.fromCoroutine(self._open(bucket, key, range_header, body))
         return d
 

@@ -5,8 +5,10 @@ only `publish` sends it: one PUT up to the multipart threshold, a multipart uplo
 ranges above it. S3 makes either visible whole or not at all; a failed multipart upload is
 aborted, and one left by a node that died is swept (`tracking`). Create-only writes (copies)
 are checked with HEAD first and sent with `If-None-Match: *`, so an object already there is
-never replaced (the store answers 412, and the write fires False); a watched copy also asks
-the delete counters before and after writing and takes back what a DELETE raced.
+never replaced (the store answers 412, and the write fires False); a multipart one is checked
+with HEAD again before completing, for stores that ignore the header there (Ceph RGW 16.2).
+A watched copy also asks the delete counters before and after writing and takes back what a
+DELETE raced.
 """
 
 from __future__ import annotations
@@ -213,8 +215,13 @@ class S3PendingWrite:
     async def _complete(
         self, upload_id: str, parts: list[tuple[int, str]], replace: bool
     ) -> str | None:
+        client = self._context.client
+        # Ceph RGW 16.2 ignores If-None-Match on the completion and would replace a key
+        # written while the parts went up; a second HEAD narrows that to one round trip.
+        if not replace and await client.head_object(self.store_bucket, self.key) is not None:
+            return None
         try:
-            return await self._context.client.complete_multipart_upload(
+            return await client.complete_multipart_upload(
                 self.store_bucket, self.key, upload_id, parts, if_none_match=not replace
             )
         except S3Error as e:

@@ -150,8 +150,9 @@ def listen_address(listen: str) -> ListenAddress | None:
     if kind == "TCP":
         port, interface = int(args[0]), kwargs.get("interface", "")
     elif getattr(kind, "prefix", None) == "tcp6":
-        port, interface = int(kwargs.get("port", args[0] if args else 0)), kwargs.get(
-            "interface", "::"
+        port, interface = (
+            int(kwargs.get("port", args[0] if args else 0)),
+            kwargs.get("interface", "::"),
         )
     else:
         return None

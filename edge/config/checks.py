@@ -301,7 +301,9 @@ def _check_breaker(value: object, key: str, source: str) -> BreakerConfig:
     settings: dict[str, Any] = {}
     failures = value.get("failures", BreakerConfig.failures)
     if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
-        raise ConfigError(source, key + ".failures", f"must be a whole number >= 1, not {failures!r}")
+        raise ConfigError(
+            source, key + ".failures", f"must be a whole number >= 1, not {failures!r}"
+        )
     settings["failures"] = failures
     for name in ("window", "open"):
         item = value.get(name, getattr(BreakerConfig, name))

@@ -128,9 +128,7 @@ class _BodyWriter(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.reset(self._idle_timeout)
         if self._job.received + len(data) > self._limit:
-            self._abort(
-                CopyFailed(f"body over max_object_size ({self._limit} bytes)", status=200)
-            )
+            self._abort(CopyFailed(f"body over max_object_size ({self._limit} bytes)", status=200))
             return
         try:
             self._sink(data)

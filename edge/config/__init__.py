@@ -7,7 +7,7 @@ parsing (`addresses`) and the error types (`errors`) apart; this module is its p
 so callers import from `edge.config` whatever module a name lives in.
 """
 
-from edge.config.addresses import ListenAddress, OriginAddress, listen_address
+from edge.config.addresses import ListenAddress, OriginAddress, listen_address, loop_reason
 from edge.config.checks import check_origin_addresses, check_workers
 from edge.config.errors import ConfigError, ConfigProblems, raise_problems
 from edge.config.load import load_config, parse_config
@@ -45,6 +45,7 @@ __all__ = [
     "check_workers",
     "listen_address",
     "load_config",
+    "loop_reason",
     "parse_config",
     "raise_problems",
 ]

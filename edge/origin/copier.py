@@ -37,6 +37,7 @@ from edge.origin.fetch import (
     outcome_of,
     report_failure,
 )
+from edge.origin.probe import ProbeResult, probe_key
 from edge.origin.protection import OriginProtection, Refusal
 from edge.origin.resolver import (
     OriginResolver,
@@ -140,6 +141,13 @@ class OriginCopier(Service):
     def _pinned_agent(self, address: str, port: int, meter: WireMeter) -> IAgent:
         """The client's agent for one copy, under the `connect_timeout` in force now."""
         return self.client.agent(address, port, meter, self._fetch.connect_timeout)
+
+    def probe(self, origin: OriginAddress, address: str, key: str) -> Deferred[ProbeResult]:
+        """HEAD one key at a vetted address, as a copy would connect (a dry run)."""
+        agent = self._pinned_agent(address, origin.connect_port, WireMeter())
+        return Deferred.fromCoroutine(
+            probe_key(agent, self._clock, origin, address, key, self._fetch)
+        )
 
     def drop_queued(self, bucket: str, key: str) -> bool:
         """Forget a copy of `bucket/key` still waiting for a slot (a DELETE came: the copy

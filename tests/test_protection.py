@@ -4,6 +4,8 @@ served in turn."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.task import Clock
 
 from edge.config import BreakerConfig, OriginAddress, OriginFetchConfig
@@ -89,7 +91,7 @@ def test_backoff_remembers_a_bounded_number_of_keys():
     ]
 
 
-def _protection(clock: Clock, **breaker: float) -> OriginProtection:
+def _protection(clock: Any, **breaker: float) -> OriginProtection:
     fetch = OriginFetchConfig(breaker=BreakerConfig(**breaker))  # type: ignore[arg-type]
     return OriginProtection(clock, fetch, jitter=lambda: 0.0)
 

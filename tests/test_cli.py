@@ -45,7 +45,7 @@ def test_check_config_judges_every_ip_origin_and_the_data_folder(tmp_path):
     config.write_text(
         f"data_dir: {blocker / 'data'}\nbuckets:\n"
         "  a-1250000000: {origin: {address: '8.8.8.8'}}\n"
-        "  b-1250000000: {origin: {address: '127.0.0.1:8080'}}\n"
+        "  b-1250000000: {origin: {address: '127.0.0.1:8081'}}\n"
     )
     code, lines = cosedge("check-config", str(config), cwd=tmp_path)
     assert code == 1

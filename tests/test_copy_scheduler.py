@@ -45,7 +45,10 @@ def store(tmp_path):
 
 def _copier(store: ObjectStore, agent: Any, **fetch: Any) -> tuple[OriginCopier, Clock]:
     clock = Clock()
-    copier = OriginCopier(clock, store, OriginFetchConfig(**fetch), lambda a, p, m: agent)
+    # No jitter: the waits are exactly as configured, so the tests can step to them.
+    copier = OriginCopier(
+        clock, store, OriginFetchConfig(**fetch), lambda a, p, m: agent, jitter=lambda: 0.0
+    )
     return copier, clock
 
 

@@ -9,10 +9,15 @@ edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
     cosedge-admin origin set BUCKET HOST[:PORT] --add [--priority N] ...
     cosedge-admin origin set BUCKET --xml FILE
     cosedge-admin origin delete BUCKET
+    cosedge-admin origin check BUCKET HOST[:PORT] [--key K] [--json]
 
 `set` replaces all of a bucket's rules (as COS's PutBucketOrigin does) unless `--add` asks
 to keep the rules in force and add one; `delete` removes the rules set through the API, so
-the config file's `origin:` (if the bucket has one) applies again.
+the config file's `origin:` (if the bucket has one) applies again. `check` is a dry run:
+it shows what the edge makes of an address (each resolved address's ISP verdict, a loop
+back into the edge) and, with `--key`, what the origin answers to a HEAD of that key; it
+saves nothing and exits 0 when the rule would be accepted, 1 when refused, 2 on usage
+errors.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import os
 import sys
 import urllib.error
@@ -148,6 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="remove the rules set through the API; the config file's origin: applies again",
     )
     delete.add_argument("bucket")
+    check = actions.add_parser(
+        "check",
+        help="dry run: resolve and judge an origin address, optionally HEAD one key; "
+        "saves nothing (exit 0 accepted, 1 refused, 2 usage error)",
+    )
+    check.add_argument("bucket")
+    check.add_argument("address", help="origin host or IP, optional :port")
+    check.add_argument("--key", help="probe this key with a HEAD through the vetted address")
+    check.add_argument("--json", action="store_true", help="print the edge's JSON answer")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     secret_id = os.environ.get("COSEDGE_SECRET_ID", "")
@@ -175,6 +190,8 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
             content_type,
         )
 
+    if args.action == "check":
+        return _check(args, secret_id, secret_key)
     if args.action == "show":
         reply = api("GET")
         if reply.status == 404 and b"NoSuchOriginConfiguration" in reply.body:
@@ -246,6 +263,48 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
         "the config file's origin: applies again if the bucket has one"
     )
     return 0
+
+
+def _check(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
+    """`origin check`: the edge's dry-run verdict, printed; 0 accepted, 1 refused."""
+    try:
+        OriginAddress.parse(args.address)
+    except ValueError as e:
+        raise AdminError(f"address: {e}") from None
+    params = {"cosedge-origin-check": "", "address": args.address}
+    if args.key is not None:
+        params["key"] = args.key
+    reply = call(args.endpoint, secret_id, secret_key, "GET", args.bucket, params)
+    if reply.status != 200:
+        raise AdminError(_error_text(reply))
+    try:
+        answer = json.loads(reply.body)
+        accepted = answer["accepted"] is True
+    except (ValueError, KeyError, TypeError):
+        raise AdminError("the edge's answer is not the check's JSON") from None
+    if args.json:
+        sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+        return 0 if accepted else 1
+    verdict = "accepted" if accepted else f"refused: {answer.get('reason')}"
+    print(f"{args.bucket}: origin {answer.get('address')} would be {verdict}")
+    if answer.get("addresses"):
+        print("address\tverdict\tisps\treason")
+    for item in answer.get("addresses", []):
+        isps = ",".join(item.get("isps", [])) or "-"
+        state = "accepted" if item.get("accepted") else "refused"
+        print(f"{item.get('address')}\t{state}\t{isps}\t{item.get('reason')}")
+    probe = answer.get("probe")
+    if probe:
+        where = f"HEAD /{probe['key']} via {probe['address']}"
+        if probe.get("error"):
+            print(f"{where}: no answer ({probe['error']})")
+        else:
+            size = "" if probe.get("length") is None else f", {probe['length']} bytes"
+            etag = "" if not probe.get("etag") else f", ETag {probe['etag']}"
+            print(f"{where}: {probe['status']}{size}{etag}")
+    elif args.key is not None and not accepted:
+        print(f"HEAD /{args.key}: not sent (the address is refused)")
+    return 0 if accepted else 1
 
 
 if __name__ == "__main__":

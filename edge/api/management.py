@@ -5,8 +5,9 @@ request that carries a COS signature here; once the signature and the key's buck
 check out (`edge.api.auth`), object GET/HEAD go back to the public read path (hits, misses
 and back-to-origin behave the same signed or not) and everything else is routed by
 `ManagementAPI.render` to the module of its operation family: `service` (GET Service),
-`bucket` (bucket PUT/HEAD/DELETE, listings), `object` (object PUT/DELETE), `multipart`
-and `origin` (`?origin` rules). This module is only the entry object and that routing.
+`bucket` (bucket PUT/HEAD/DELETE, listings), `object` (object PUT/DELETE), `multipart`,
+`origin` (`?origin` rules) and `origin_check` (the dry run of a rule). This module is only
+the entry object and that routing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from edge.api.buckets import BucketRegistry
 from edge.api.multipart import MultipartOperations, is_multipart
 from edge.api.object import ObjectOperations, is_object_subresource, refuse_object_subresource
 from edge.api.origin import OriginOperations
+from edge.api.origin_check import QUERY as ORIGIN_CHECK
+from edge.api.origin_check import OriginCheck
 from edge.api.rules import OriginRules
 from edge.api.service import ServiceOperations
 from edge.config import Credential
@@ -58,7 +61,13 @@ class ManagementAPI:
         self._bucket = BucketOperations(registry, store, rules)
         self._object = ObjectOperations(store, copier)
         self._multipart = MultipartOperations(store.uploads)
-        self._origin = OriginOperations(rules, resolver)
+        self._origin = OriginOperations(rules, resolver, self._domains)
+        self._origin_check = OriginCheck(resolver, copier, self._domains)
+
+    def _domains(self, bucket: str) -> tuple[str, ...]:
+        """The bucket's own domains: an origin naming one of them would loop."""
+        config = self._registry.get(bucket)
+        return () if config is None else config.domains
 
     def set_credentials(self, credentials: Sequence[Credential]) -> None:
         """The key pairs after a config reload; the next request is judged by them."""
@@ -80,6 +89,10 @@ class ManagementAPI:
                 return self._service.list_buckets(request, credential)
             raise Denied(errors.METHOD_NOT_ALLOWED)
         if key is None:
+            if ORIGIN_CHECK in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._origin_check.render(request, bucket, query)
             if "origin" in query:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)

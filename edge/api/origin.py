@@ -2,11 +2,14 @@
 
 The rules model and its XML (`OriginConfiguration`) are `edge.api.rules`; this module reads
 the request, vets every origin the rules name before any is saved (each address a host
-resolves to must pass the same ISP check as an origin in the config file) and answers. A
-DELETE falls back to the config file's rule, when it has one.
+resolves to must pass the same ISP check as an origin in the config file, and none may
+loop back into the edge) and answers. A DELETE falls back to the config file's rule, when
+it has one.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -24,6 +27,7 @@ from edge.api.rules import (
     parse_origin_xml,
     render_origin_xml,
 )
+from edge.config import loop_reason
 from edge.origin.copier import OriginResolver
 
 log = Logger()
@@ -34,9 +38,15 @@ _MAX_ORIGIN_BODY = 64 * 1024
 class OriginOperations:
     """`?origin` of a bucket the dispatcher found registered."""
 
-    def __init__(self, rules: OriginRules, resolver: OriginResolver) -> None:
+    def __init__(
+        self,
+        rules: OriginRules,
+        resolver: OriginResolver,
+        domains: Callable[[str], tuple[str, ...]] = lambda bucket: (),
+    ) -> None:
         self._rules = rules
         self._resolver = resolver
+        self._domains = domains
 
     def render(self, request: Request, bucket: str) -> bytes | int:
         """PUT sets the rules, GET shows them, DELETE drops them; anything else is 405."""
@@ -59,7 +69,7 @@ class OriginOperations:
             code = errors.MALFORMED_XML if malformed else errors.INVALID_ARGUMENT
             raise Denied(code, str(e)) from None
         for rule in rules:
-            await self._vet(rule)
+            await self._vet(rule, self._domains(bucket))
         in_order = ordered(rules)
         await deferToThread(self._rules.save, bucket, in_order)  # fsyncs: off the reactor
         self._rules.apply(bucket, in_order)
@@ -73,9 +83,13 @@ class OriginOperations:
         request.setHeader(b"content-length", b"0")
         request.finish()
 
-    async def _vet(self, rule: OriginRule) -> None:
+    async def _vet(self, rule: OriginRule, domains: tuple[str, ...]) -> None:
         """Every address the rule's host stands for must pass the ISP check, as in the
-        config file; a domain is resolved now and each address judged."""
+        config file; a domain is resolved now and each address judged. An origin that is
+        the bucket's own domain, or resolves to where the edge listens, would loop."""
+        loop = loop_reason(rule.origin, domains)
+        if loop is not None:
+            raise Denied(errors.INVALID_ARGUMENT, loop)
         resolved = await self._resolver.resolve(rule.origin)
         if resolved.error is not None:
             raise Denied(

@@ -7,7 +7,7 @@ parsing (`addresses`) and the error types (`errors`) apart; this module is its p
 so callers import from `edge.config` whatever module a name lives in.
 """
 
-from edge.config.addresses import OriginAddress
+from edge.config.addresses import ListenAddress, OriginAddress, listen_address, loop_reason
 from edge.config.checks import check_origin_addresses, check_workers
 from edge.config.errors import ConfigError, ConfigProblems, raise_problems
 from edge.config.load import load_config, parse_config
@@ -16,6 +16,7 @@ from edge.config.model import (
     DEFAULT_DATA_DIR,
     DEFAULT_LISTEN,
     AccessLogConfig,
+    BreakerConfig,
     BucketConfig,
     Credential,
     EdgeConfig,
@@ -29,18 +30,22 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_LISTEN",
     "AccessLogConfig",
+    "BreakerConfig",
     "BucketConfig",
     "ConfigError",
     "ConfigProblems",
     "Credential",
     "EdgeConfig",
     "LimitsConfig",
+    "ListenAddress",
     "OriginAddress",
     "OriginConfig",
     "OriginFetchConfig",
     "check_origin_addresses",
     "check_workers",
+    "listen_address",
     "load_config",
+    "loop_reason",
     "parse_config",
     "raise_problems",
 ]

@@ -113,3 +113,92 @@ def _check_domain(host: str, text: str) -> str:
     if labels[-1].isdigit():
         raise ValueError(f"{text!r}: {host!r} is not a valid host name")
     return lowered
+
+
+# Loop refusal (SPEC §12): an origin that is the edge itself would have every miss copy
+# from, and redirect to, the edge; the config, the API and the copier refuse it alike.
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where the edge listens: an interface (None: all of them) and a TCP port."""
+
+    interface: str | None
+    port: int
+
+    def reaches(self, address: str, port: int) -> bool:
+        """Whether a connection to `address:port` would land on this listener."""
+        if port != self.port or self.port == 0:
+            return False
+        if self.interface is not None:
+            try:
+                return ipaddress.ip_address(address) == ipaddress.ip_address(self.interface)
+            except ValueError:
+                return False
+        return is_local_address(address)
+
+
+def listen_address(listen: str) -> ListenAddress | None:
+    """The TCP interface and port of a Twisted endpoint string (None for a UNIX socket or
+    anything else no origin address could name)."""
+    from twisted.internet.endpoints import _parseServer  # the parser serverFromString uses
+
+    try:
+        kind, args, kwargs = _parseServer(listen, None)
+    except (ValueError, TypeError, KeyError):
+        return None
+    if kind == "TCP":
+        port, interface = int(args[0]), kwargs.get("interface", "")
+    elif getattr(kind, "prefix", None) == "tcp6":
+        port, interface = (
+            int(kwargs.get("port", args[0] if args else 0)),
+            kwargs.get("interface", "::"),
+        )
+    else:
+        return None
+    unspecified = interface in ("", "0.0.0.0", "::")
+    return ListenAddress(None if unspecified else str(interface), port)
+
+
+def is_local_address(address: str) -> bool:
+    """Whether `address` is one of this machine's own: only those can be bound to, which
+    is what the kernel, not a list kept here, answers."""
+    import socket
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.is_unspecified or ip.is_loopback:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(ip), 0))
+    except OSError:
+        return False
+    return True
+
+
+def loop_reason(
+    origin: OriginAddress,
+    domains: tuple[str, ...] = (),
+    listening: tuple[ListenAddress, ...] = (),
+    address: str | None = None,
+) -> str | None:
+    """Why `origin` (reached at `address`, or at its IP literal) would be the edge
+    itself, or None: its host is one of the bucket's own `domains`, or the address and
+    port are where the edge listens."""
+    if origin.host in domains:
+        return f"origin {origin.netloc} would loop: it is one of the bucket's own domains"
+    target = address if address is not None else (None if origin.ip is None else str(origin.ip))
+    if target is None:
+        return None
+    for listener in listening:
+        if listener.reaches(target, origin.connect_port):
+            where = f"{listener.interface or '*'}:{listener.port}"
+            return (
+                f"origin {origin.netloc} would loop: {target}:{origin.connect_port} is where "
+                f"this edge listens ({where})"
+            )
+    return None

@@ -11,11 +11,12 @@ from typing import Any
 
 from netaddr import AddrFormatError, IPNetwork
 
-from edge.config.addresses import OriginAddress
+from edge.config.addresses import OriginAddress, listen_address, loop_reason
 from edge.config.errors import ConfigError, raise_problems
 from edge.config.model import (
     BUCKET_NAME_RE,
     AccessLogConfig,
+    BreakerConfig,
     BucketConfig,
     Credential,
     EdgeConfig,
@@ -41,6 +42,9 @@ _FETCH_KEYS = {
     "dns_timeout": "seconds",
     "shutdown_grace": "seconds",
     "retry_after": "seconds",
+    "per_origin_concurrency": "int",
+    "not_found_ttl": "seconds",
+    "breaker": "breaker",
 }
 
 
@@ -280,9 +284,35 @@ def check_fetch(value: object, source: str) -> OriginFetchConfig:
             if isinstance(item, bool) or not isinstance(item, int | float) or not item > 0:
                 raise ConfigError(source, key, f"must be a number of seconds > 0, not {item!r}")
             settings[name] = float(item)
+        elif kind == "breaker":
+            settings[name] = _check_breaker(item, key, source)
         else:
             settings[name] = _parse_size(item, key, source)
     return OriginFetchConfig(**settings)
+
+
+def _check_breaker(value: object, key: str, source: str) -> BreakerConfig:
+    """`origin_fetch.breaker: {failures, window, open}`; each part optional."""
+    if value is None:
+        return BreakerConfig()
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, key, "must be a mapping (failures, window, open)")
+    no_unknown_keys(value, {"failures", "window", "open"}, key + ".", source)
+    settings: dict[str, Any] = {}
+    failures = value.get("failures", BreakerConfig.failures)
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
+        raise ConfigError(
+            source, key + ".failures", f"must be a whole number >= 1, not {failures!r}"
+        )
+    settings["failures"] = failures
+    for name in ("window", "open"):
+        item = value.get(name, getattr(BreakerConfig, name))
+        if isinstance(item, bool) or not isinstance(item, int | float) or not item > 0:
+            raise ConfigError(
+                source, f"{key}.{name}", f"must be a number of seconds > 0, not {item!r}"
+            )
+        settings[name] = float(item)
+    return BreakerConfig(**settings)
 
 
 def check_limits(value: object, source: str) -> LimitsConfig:
@@ -325,12 +355,20 @@ def check_origin_addresses(config: EdgeConfig, accepts: Callable[[str], tuple[bo
     """Refuse the config if an enabled origin given as an IP literal fails the ISP rule.
 
     Domain origins are judged when a copy starts (SPEC §5), since their addresses change.
-    `accepts(ip)` answers (accepted, reason).
+    `accepts(ip)` answers (accepted, reason). An origin that would loop back to the edge
+    (SPEC §12) is refused too, whatever its kind.
     """
     problems: list[ConfigError] = []
+    listening = listen_address(config.listen)
     for name, bucket in config.buckets.items():
         origin = bucket.active_origin
-        if origin is None or origin.ip is None:
+        if origin is None:
+            continue
+        loop = loop_reason(origin, bucket.domains, () if listening is None else (listening,))
+        if loop is not None:
+            problems.append(config.error(f"buckets.{name}.origin.address", loop))
+            continue
+        if origin.ip is None:
             continue
         ok, reason = accepts(str(origin.ip))
         if not ok:

@@ -38,6 +38,16 @@ class BucketConfig:
 
 
 @dataclass(frozen=True)
+class BreakerConfig:
+    """`origin_fetch.breaker`: `failures` origin faults (connection errors, timeouts, 5xx)
+    within `window` seconds open an origin's breaker for `open` seconds."""
+
+    failures: int = 5
+    window: float = 30.0
+    open: float = 30.0
+
+
+@dataclass(frozen=True)
 class OriginFetchConfig:
     """Limits on origin copies: each one bounds a resource a misbehaving origin could eat."""
 
@@ -53,6 +63,11 @@ class OriginFetchConfig:
     dns_timeout: float = 3.0
     shutdown_grace: float = 5.0
     retry_after: float = 10.0
+    # Origin protection (SPEC §12): a cap per origin host under `concurrency`, how long an
+    # origin 404 stands for its key, and the per-host circuit breaker.
+    per_origin_concurrency: int = 4
+    not_found_ttl: float = 300.0
+    breaker: BreakerConfig = BreakerConfig()
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,44 @@
 """The copy scheduler: when copies from origins run, and how many.
 
 One copy runs per bucket+key however many misses arrive (single flight), across worker
-processes too (a per-key lock); at most `concurrency` run, `queue_size` more wait in
-order and the rest are skipped with one warning a minute; a key whose copy failed is left
-alone for `retry_after` seconds so a dead origin is not hammered once per miss. Stopping
-the edge gives running copies `shutdown_grace` seconds, then cancels them. The fetch of one
-object is fetch.py's; the connections are the `OriginClient`'s, which the copier owns.
-The resolver's names are re-exported here, where the rest of the edge has imported them.
+processes too (a per-key lock); at most `concurrency` run, and at most
+`per_origin_concurrency` to one origin (slots.py: queued per origin, served in turn);
+`queue_size` more wait and the rest are skipped with one warning a minute. Before a copy
+starts, protection.py is asked whether its key is backing off (a 404 under
+`not_found_ttl`, a failure under its doubling `retry_after`) or its origin's circuit
+breaker is open. Stopping the edge gives running copies `shutdown_grace` seconds, then
+cancels them. The fetch of one object is fetch.py's; the connections are the
+`OriginClient`'s, which the copier owns. The resolver's names are re-exported here, where
+the rest of the edge has imported them.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict, deque
+import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 
 from edge.config import OriginAddress, OriginFetchConfig
 from edge.origin.client import AgentFactory, OriginClient, PinnedEndpointFactory, WireMeter
-from edge.origin.fetch import CopyFailed, CopyJob, Fetched, ObjectFetcher, report_failure
+from edge.origin.fetch import (
+    CopyFailed,
+    CopyJob,
+    Fetched,
+    ObjectFetcher,
+    Outcome,
+    outcome_of,
+    report_failure,
+)
+from edge.origin.probe import ProbeResult, probe_key
+from edge.origin.protection import OriginProtection, Refusal
 from edge.origin.resolver import (
     OriginResolver,
     ReactorClock,
@@ -32,6 +46,7 @@ from edge.origin.resolver import (
     ResolvedOrigin,
     choose_address,
 )
+from edge.origin.slots import CopySlots
 from edge.store.interface import KeyLock, ObjectStore
 
 __all__ = [
@@ -50,7 +65,6 @@ __all__ = [
 
 log = Logger()
 
-_MAX_REMEMBERED_FAILURES = 100_000
 _OVERFLOW_WARN_INTERVAL = 60.0
 
 
@@ -63,7 +77,16 @@ class CopyStart(enum.Enum):
     OVERFLOW = "overflow"  # the queue is full: no copy; the client was redirected anyway
     STOPPING = "stopping"
     ELSEWHERE = "elsewhere"  # another worker process is copying this bucket+key
-    BACKING_OFF = "backing off"  # this key's last copy failed under retry_after seconds ago
+    BACKING_OFF = "backing off"  # this key's last copy failed; its retry time has not come
+    NOT_FOUND = "not found"  # the origin answered 404 for this key under not_found_ttl ago
+    BREAKER_OPEN = "breaker open"  # the origin's circuit breaker holds copies back
+
+
+_REFUSED = {
+    Refusal.NOT_FOUND: (CopyStart.NOT_FOUND, "not_found"),
+    Refusal.BACKING_OFF: (CopyStart.BACKING_OFF, "backing_off"),
+    Refusal.BREAKER_OPEN: (CopyStart.BREAKER_OPEN, "breaker_open"),
+}
 
 
 class OriginCopier(Service):
@@ -82,15 +105,16 @@ class OriginCopier(Service):
         store: ObjectStore,
         fetch: OriginFetchConfig,
         agent_factory: AgentFactory | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self._clock: ReactorClock = reactor
         self._store = store
         self._fetch = fetch
         self.client = OriginClient(reactor)
         self._fetcher = ObjectFetcher(reactor, store, fetch, agent_factory or self._pinned_agent)
+        self.protection = OriginProtection(reactor, fetch, jitter)
         self._jobs: dict[tuple[str, str], CopyJob] = {}
-        self._queue: deque[CopyJob] = deque()
-        self._running = 0
+        self._slots = CopySlots()
         self._stopping = False
         self.counters: dict[str, int] = {
             "started": 0,
@@ -101,8 +125,9 @@ class OriginCopier(Service):
             "overflow": 0,
             "elsewhere": 0,
             "backing_off": 0,
+            "not_found": 0,
+            "breaker_open": 0,
         }
-        self._failed: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._overflowed = 0
         self._overflow_warned_at = -_OVERFLOW_WARN_INTERVAL
 
@@ -111,19 +136,26 @@ class OriginCopier(Service):
         running ones finish under the limits they started with."""
         self._fetch = fetch
         self._fetcher.reconfigure(fetch)
+        self.protection.reconfigure(fetch)
 
     def _pinned_agent(self, address: str, port: int, meter: WireMeter) -> IAgent:
         """The client's agent for one copy, under the `connect_timeout` in force now."""
         return self.client.agent(address, port, meter, self._fetch.connect_timeout)
+
+    def probe(self, origin: OriginAddress, address: str, key: str) -> Deferred[ProbeResult]:
+        """HEAD one key at a vetted address, as a copy would connect (a dry run)."""
+        agent = self._pinned_agent(address, origin.connect_port, WireMeter())
+        return Deferred.fromCoroutine(
+            probe_key(agent, self._clock, origin, address, key, self._fetch)
+        )
 
     def drop_queued(self, bucket: str, key: str) -> bool:
         """Forget a copy of `bucket/key` still waiting for a slot (a DELETE came: the copy
         would bring the object back). A running copy is dropped by the store's tombstone
         instead, since it already holds the key's lock."""
         job = self._jobs.get((bucket, key))
-        if job is None or job.started is not None:
+        if job is None or job.started is not None or not self._slots.remove(job):
             return False
-        self._queue.remove(job)
         del self._jobs[(bucket, key)]
         return True
 
@@ -146,25 +178,25 @@ class OriginCopier(Service):
         job_key = (bucket, key)
         if job_key in self._jobs:
             return CopyStart.JOINED
-        failed_at = self._failed.get(job_key)
-        if failed_at is not None:
-            if self._clock.seconds() - failed_at < self._fetch.retry_after:
-                # A dead or broken origin is not hammered (nor the log flooded) once per
-                # miss: the client is redirected anyway, and the key is tried again later.
-                self.counters["backing_off"] += 1
-                return CopyStart.BACKING_OFF
-            del self._failed[job_key]
         job = CopyJob(bucket, key, origin, address, request_id)
-        if self._running < self._fetch.concurrency:
+        refused = self.protection.refusal(bucket, key, job.host)
+        if refused is not None:
+            # A dead or broken origin is not hammered (nor the log flooded) once per
+            # miss: the client is redirected anyway, and the key is tried again later.
+            start, counter = _REFUSED[refused]
+            self.counters[counter] += 1
+            return start
+        fetch = self._fetch
+        if self._slots.can_start(job.host, fetch.concurrency, fetch.per_origin_concurrency):
             if not self._start(job):
                 return CopyStart.ELSEWHERE
             return CopyStart.STARTED
-        if len(self._queue) >= self._fetch.queue_size:
+        if self._slots.queued >= fetch.queue_size:
             self.counters["overflow"] += 1
             self._warn_overflow(job)
             return CopyStart.OVERFLOW
         self._jobs[job_key] = job
-        self._queue.append(job)
+        self._slots.enqueue(job)
         return CopyStart.QUEUED
 
     def _warn_overflow(self, job: CopyJob) -> None:
@@ -190,7 +222,8 @@ class OriginCopier(Service):
         taken while the lock is asked for; the folder store answers at once, so a copy left
         to another worker is known (False) before this returns."""
         self._jobs[(job.bucket, job.key)] = job
-        self._running += 1
+        self._slots.take(job.host)
+        self.protection.admit(job)
         outcome: list[bool] = []
         d = self._store.lock_key(job.bucket, job.key)
         started: Deferred[bool] = d.addCallbacks(
@@ -236,32 +269,38 @@ class OriginCopier(Service):
 
     def _give_up(self, job: CopyJob) -> None:
         """Free the slot `_start` took for `job`, and fill it from the queue."""
-        self._running -= 1
+        self._slots.free(job.host)
+        self.protection.abandoned(job)
         self._jobs.pop((job.bucket, job.key), None)
         self._drain_queue()
 
     def _finished(self, result: Fetched | Failure, job: CopyJob) -> None:
-        self._running -= 1
+        self._slots.free(job.host)
         self._jobs.pop((job.bucket, job.key), None)
         if job.lock is not None:
             # Still holding the key's lock: a tombstone a DELETE left for this copy has
             # done its work (the copy saw it, or the DELETE came after the link).
             self._store.forget_deletes(job.bucket, job.key)
             job.lock.release()
+        outcome = Outcome.CANCELLED if self._stopping else outcome_of(result)
+        self.protection.finished(job, outcome)
         if isinstance(result, Failure):
             self.counters["failed"] += 1
-            if not result.check(CancelledError) and not self._stopping:
-                self._failed[(job.bucket, job.key)] = self._clock.seconds()
-                while len(self._failed) > _MAX_REMEMBERED_FAILURES:
-                    self._failed.popitem(last=False)
             report_failure(result, job, self._fetch)
         else:
             self.counters[result.value] += 1
         self._drain_queue()
 
     def _drain_queue(self) -> None:
-        while self._queue and self._running < self._fetch.concurrency and not self._stopping:
-            self._start(self._queue.popleft())
+        while not self._stopping:
+            job = self._slots.next_job(self._fetch.concurrency, self._fetch.per_origin_concurrency)
+            if job is None:
+                return
+            if self.protection.breakers.blocks(job.host):  # it opened while the job waited
+                self._jobs.pop((job.bucket, job.key), None)
+                self.counters["breaker_open"] += 1
+                continue
+            self._start(job)
 
     def startService(self) -> None:
         super().startService()
@@ -271,9 +310,8 @@ class OriginCopier(Service):
         """Let running copies finish for a short grace period, then cancel what remains."""
         super().stopService()
         self._stopping = True
-        for job in self._queue:
+        for job in self._slots.clear():
             self._jobs.pop((job.bucket, job.key), None)
-        self._queue.clear()
         running = [j.deferred for j in self._jobs.values() if j.deferred is not None]
 
         async def drain() -> None:

@@ -42,7 +42,17 @@ _KEY_SAFE = "/!$&'()*+,;=:@~-._"
 
 
 class CopyFailed(Exception):
-    """A copy that stored nothing; `str()` is the reason logged for the operator."""
+    """A copy that stored nothing; `str()` is the reason logged for the operator.
+
+    `status` is the origin's answer when it gave one; `fault` says the origin itself
+    misbehaved (stalled, timed out, dropped the connection), which is what its circuit
+    breaker counts (with 5xx answers).
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None, fault: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.fault = fault
 
 
 @dataclass
@@ -60,6 +70,12 @@ class CopyJob:
     expected: int | None = None
     deferred: Deferred[Any] | None = field(default=None, repr=False)
     lock: KeyLock | None = field(default=None, repr=False)
+    probe: bool = False  # the one copy a half-open breaker lets through to its origin
+
+    @property
+    def host(self) -> str:
+        """The origin's `host:port`, what per-origin caps and breakers are kept by."""
+        return origin_host(self.origin)
 
     def fields(self) -> dict[str, Any]:
         """The fields every log event about this copy carries."""
@@ -75,6 +91,12 @@ class CopyJob:
     def url(self) -> bytes:
         path = urllib.parse.quote(self.key, safe=_KEY_SAFE)
         return f"http://{self.origin.netloc}/{path}".encode("ascii")
+
+
+def origin_host(origin: OriginAddress) -> str:
+    """`host:port` with the port always written, so `a.com` and `a.com:80` are one origin."""
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host
+    return f"{host}:{origin.connect_port}"
 
 
 class _BodyWriter(Protocol):
@@ -106,7 +128,7 @@ class _BodyWriter(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.reset(self._idle_timeout)
         if self._job.received + len(data) > self._limit:
-            self._abort(CopyFailed(f"body over max_object_size ({self._limit} bytes)"))
+            self._abort(CopyFailed(f"body over max_object_size ({self._limit} bytes)", status=200))
             return
         try:
             self._sink(data)
@@ -117,7 +139,8 @@ class _BodyWriter(Protocol):
 
     def _idle(self) -> None:
         self._timer = None
-        self._abort(CopyFailed(f"origin sent nothing for {self._idle_timeout:g}s (idle timeout)"))
+        reason = f"origin sent nothing for {self._idle_timeout:g}s (idle timeout)"
+        self._abort(CopyFailed(reason, fault=True))
 
     def _abort(self, reason: Exception) -> None:
         if self._failed:
@@ -143,7 +166,11 @@ class _BodyWriter(Protocol):
         else:
             self._failed = True
             self.finished.errback(
-                Failure(CopyFailed(f"connection lost mid-body after {self._job.received} bytes"))
+                Failure(
+                    CopyFailed(
+                        f"connection lost mid-body after {self._job.received} bytes", fault=True
+                    )
+                )
             )
 
 
@@ -224,13 +251,18 @@ class ObjectFetcher:
         if response.code != 200:
             response.deliverBody(_Discard())
             hint = " (redirects are not followed)" if 300 <= response.code < 400 else ""
-            raise CopyFailed(f"origin answered {response.code}{hint}")
+            raise CopyFailed(
+                f"origin answered {response.code}{hint}",
+                status=response.code,
+                fault=response.code >= 500,
+            )
         expected = None if response.length is UNKNOWN_LENGTH else int(response.length)
         job.expected = expected
         if expected is not None and expected > self._fetch.max_object_size:
             response.deliverBody(_Discard())
             raise CopyFailed(
-                f"Content-Length {expected} over max_object_size ({self._fetch.max_object_size})"
+                f"Content-Length {expected} over max_object_size ({self._fetch.max_object_size})",
+                status=200,
             )
         pending = self._store.new_upload(job.bucket, job.key, watch=watch)
         try:
@@ -245,7 +277,8 @@ class ObjectFetcher:
             await writer.finished
             if expected is not None and pending.size != expected:
                 raise CopyFailed(
-                    f"body length {pending.size} does not match Content-Length {expected}"
+                    f"body length {pending.size} does not match Content-Length {expected}",
+                    status=200,
                 )
             if expected is not None:
                 await self._check_nothing_more(meter, expected)
@@ -288,7 +321,9 @@ class ObjectFetcher:
         await closing
         sent = meter.body_length
         if sent is not None and sent > expected:
-            raise CopyFailed(f"origin sent {sent} body bytes, Content-Length said {expected}")
+            raise CopyFailed(
+                f"origin sent {sent} body bytes, Content-Length said {expected}", status=200
+            )
 
 
 EXPECTED_FAILURES = (
@@ -307,10 +342,40 @@ def _timed_out(reason: str) -> Callable[[Any, float], Any]:
 
     def convert(result: Any, timeout: float) -> Any:
         if isinstance(result, Failure):
-            return Failure(CopyFailed(reason))
+            return Failure(CopyFailed(reason, fault=True))
         return result
 
     return convert
+
+
+class Outcome(enum.Enum):
+    """What a finished fetch says about its key and its origin (origin protection)."""
+
+    STORED = "stored"  # the origin answered 200 and the copy ended well
+    PRESENT = "present"  # nothing learnt about the origin: the object was there already
+    NOT_FOUND = "not found"  # the origin answered 404
+    FAULT = "fault"  # connection error, timeout, stall, 5xx: the origin is unwell
+    ANSWERED = "answered"  # the origin answered, but nothing storable (403, bad length...)
+    LOCAL = "local"  # a cause on this side (disk, store, unsafe key, a bug)
+    CANCELLED = "cancelled"  # the edge stopped it
+
+
+def outcome_of(result: Fetched | Failure) -> Outcome:
+    """Sort a fetch's result for the key's backoff and the origin's breaker."""
+    if not isinstance(result, Failure):
+        return Outcome.PRESENT if result is Fetched.ALREADY_PRESENT else Outcome.STORED
+    if result.check(CancelledError):
+        return Outcome.CANCELLED
+    error = result.value
+    if isinstance(error, CopyFailed):
+        if error.status == 404:
+            return Outcome.NOT_FOUND
+        if error.fault:
+            return Outcome.FAULT
+        return Outcome.ANSWERED if error.status is not None else Outcome.LOCAL
+    if result.check(TimeoutError, ConnectError, ResponseFailed, ResponseNeverReceived):
+        return Outcome.FAULT
+    return Outcome.LOCAL
 
 
 def describe_failure(failure: Failure, fetch: OriginFetchConfig) -> str:

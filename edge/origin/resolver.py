@@ -5,7 +5,8 @@ services, loopback, a DNS name that rebinds to one). So a domain origin is resol
 once per TTL and with one shared lookup per host, bounded by `dns_timeout`; every address
 is judged by the ISP policy on each use (only raw addresses are cached, so a table reload
 applies at once), and a copy later connects to one of the addresses that passed, never
-resolving the name again.
+resolving the name again. An address and port where the edge itself listens is refused
+too (`listening`): such an origin would loop back into the edge.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from edge.config import OriginAddress
+from edge.config import ListenAddress, OriginAddress, loop_reason
 from edge.isp.policy import AddressVerdict, OriginAddressPolicy
 
 # The namespace the origin side has always logged under (operators filter on it).
@@ -120,6 +121,28 @@ class OriginResolver:
         self._pending: dict[str, list[Deferred[list[str]]]] = {}
         self._verdicts: dict[str, tuple[Any, AddressVerdict]] = {}
         self.lookups_started = 0
+        self.listening: tuple[ListenAddress, ...] = ()
+        self._listening_ports: frozenset[int] = frozenset()
+
+    def listening_on(self, address: ListenAddress) -> None:
+        """Where this edge listens: origins that resolve there are refused (a loop)."""
+        if address not in self.listening:
+            self.listening = (*self.listening, address)
+            self._listening_ports = frozenset(a.port for a in self.listening)
+
+    def _unlooped(
+        self, origin: OriginAddress, verdicts: tuple[AddressVerdict, ...]
+    ) -> ResolvedOrigin:
+        """The answer, with every address that is this edge itself refused as a loop."""
+        if origin.connect_port not in self._listening_ports:  # the usual case: one set lookup
+            return ResolvedOrigin(origin, verdicts)
+        judged = []
+        for verdict in verdicts:
+            loop = loop_reason(origin, listening=self.listening, address=verdict.address)
+            if loop is not None:
+                verdict = AddressVerdict(verdict.address, verdict.isps, False, loop)
+            judged.append(verdict)
+        return ResolvedOrigin(origin, tuple(judged))
 
     def reconfigure(self, ttl: float, timeout: float) -> None:
         """New `dns_cache_ttl` / `dns_timeout` from a reload; answers cached stay."""
@@ -131,11 +154,11 @@ class OriginResolver:
         addresses are cached. The miss path then redirects without a Deferred round-trip.
         Verdicts are still judged against the tables in force right now."""
         if origin.ip is not None:
-            return ResolvedOrigin(origin, (self._judge(str(origin.ip)),))
+            return self._unlooped(origin, (self._judge(str(origin.ip)),))
         cached = self._cache.get(origin.host)
         if cached is None or cached[0] <= self._clock.seconds() or not cached[1]:
             return None
-        return ResolvedOrigin(origin, tuple(self._judge(a) for a in cached[1]))
+        return self._unlooped(origin, tuple(self._judge(a) for a in cached[1]))
 
     def _judge(self, address: str) -> AddressVerdict:
         """The policy's verdict, remembered until the tables are reloaded."""
@@ -163,7 +186,7 @@ class OriginResolver:
             return ResolvedOrigin(origin, (), error=f"resolution failed: {e}")
         if not addresses:
             return ResolvedOrigin(origin, (), error="name did not resolve")
-        return ResolvedOrigin(origin, tuple(self._judge(a) for a in addresses))
+        return self._unlooped(origin, tuple(self._judge(a) for a in addresses))
 
     def _addresses(self, host: str) -> Deferred[list[str]]:
         now = self._clock.seconds()

@@ -7,6 +7,7 @@ module: each side imports it, neither imports the other.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from twisted.application.internet import StreamServerEndpointService
@@ -45,6 +46,11 @@ class ListenerService(StreamServerEndpointService):
 
     _raiseSynchronously = True
 
+    def __init__(self, endpoint: Any, factory: Any) -> None:
+        super().__init__(endpoint, factory)
+        # Called with the bound address once listening (the resolver's loop refusal).
+        self.ready_hooks: list[Callable[[Any], None]] = []
+
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
@@ -63,4 +69,6 @@ class ListenerService(StreamServerEndpointService):
 
     def _ready(self, port: Any) -> Any:
         log.info("cosedge ready: listening on {where}", where=describe_address(port.getHost()))
+        for hook in self.ready_hooks:
+            hook(port.getHost())
         return port

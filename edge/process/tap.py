@@ -282,6 +282,8 @@ def build_service(
     else:
         listener = ListenerService(serverFromString(reactor, config.listen), site)
         listener.setName("listener")
+        listener.ready_hooks.append(lambda host: _note_listening(resolver, host))
+    _note_listening(resolver, config.listen)
     listener.setServiceParent(top)
     levels = LogLevelService(config.log_level)
     levels.setServiceParent(top)
@@ -331,6 +333,22 @@ def build_service(
         workers=f"{config.workers} process(es)" if inherited_fd is None else "worker process",
     )
     return top
+
+
+def _note_listening(resolver: Any, where: Any) -> None:
+    """Tell the resolver where the edge listens (an endpoint string, or the bound address
+    once known), so an origin that resolves there is refused as a loop (SPEC §12)."""
+    from edge.config import ListenAddress, listen_address
+
+    if isinstance(where, str):
+        address = listen_address(where)
+    elif hasattr(where, "port"):
+        unspecified = where.host in ("", "0.0.0.0", "::")
+        address = ListenAddress(None if unspecified else where.host, where.port)
+    else:
+        address = None
+    if address is not None and address.port:
+        resolver.listening_on(address)
 
 
 def _bucket_not_made(failure: Failure, bucket: str) -> None:

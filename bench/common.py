@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.testing.process import READY, TWISTD, twistd_env  # noqa: E402
 
+__all__ = ["READY", "TWISTD", "twistd_env"]  # re-exported for the benchmarks
+
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bench-1250000000"
 

@@ -14,6 +14,7 @@ import ipaddress
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from netaddr import IPAddress, IPSet
 
@@ -21,7 +22,7 @@ from edge.isp.index import ISPIndex, address_int, bundled_tables_dir
 from edge.isp.table import read_tables
 
 
-def sample_addresses(index_tables: dict, count: int, seed: int = 7) -> list[str]:
+def sample_addresses(index_tables: dict[str, Any], count: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
     networks = [n for nets in index_tables.values() for n in nets]
     v4 = [n for n in networks if n.version == 4]

@@ -107,7 +107,7 @@ class LogLevelService(Service):
     applied and a warning says so.
     """
 
-    name = "log-level"  # type: ignore[assignment]
+    name = "log-level"
 
     def __init__(self, level: str, publisher: LogPublisher = globalLogPublisher) -> None:
         self.level = LogLevel.levelWithName(level)

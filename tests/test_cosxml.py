@@ -11,7 +11,7 @@ from edge.api import cosxml
 from edge.api.errors import INVALID_ARGUMENT, error_body
 from edge.api.multipart import parse_complete
 from edge.api.rules import MalformedRuleXML, parse_origin_xml, render_origin_xml
-from edge.store.folder.multipart import MultipartError
+from edge.store.interface import MultipartError
 
 
 def test_document_has_cos_declaration_and_escapes():

@@ -85,7 +85,8 @@ def parse(body: bytes) -> ET.Element:
     for node in root.iter():
         if isinstance(node.tag, str):
             node.tag = local_name(node.tag)
-    return root
+    parsed: ET.Element = root
+    return parsed
 
 
 def local_name(tag: str) -> str:

@@ -33,8 +33,9 @@ def run(request: Request, coroutine: Coroutine[Any, Any, None]) -> int:
 def _failed(failure: Failure, request: Request) -> None:
     if request.finished or request._disconnected:
         return
-    if failure.check(Denied):
-        finish_error(request, failure.value.error, failure.value.message)
+    denied = failure.value
+    if isinstance(denied, Denied):
+        finish_error(request, denied.error, denied.message)
         return
     request.processingFailed(failure)
 

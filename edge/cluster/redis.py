@@ -80,7 +80,7 @@ class RedisCoordinator(Service):
     `ttl` later exactly as if the node had died.
     """
 
-    name = "redis-coordinator"  # type: ignore[assignment]
+    name = "redis-coordinator"
 
     def __init__(
         self, address: RedisAddress, timeout: float = 2.0, reconnect_max_delay: float = 2.0
@@ -232,7 +232,7 @@ class RedisCoordinator(Service):
                 self._sub_ready = False
             if conn.transport is not None:
                 conn.transport.abortConnection()
-            reason = failure.getErrorMessage() or failure.type.__name__
+            reason = failure.getErrorMessage() or type(failure.value).__name__
             self._failed(reason)
             return Failure(RedisUnavailable(f"Redis at {self.address} is unavailable: {reason}"))
 

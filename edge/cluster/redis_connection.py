@@ -17,14 +17,14 @@ from edge.cluster.redis_address import RedisAddress
 log = Logger()
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):
+class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]  # txredisapi ships no types
     """Hands each published message to its factory, which dispatches it."""
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
         self.factory.on_message(channel, message)
 
 
-class _Factory(txredisapi.RedisFactory):
+class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]  # txredisapi ships no types
     """A one-connection txredisapi factory that tells its coordinator when the connection
     becomes usable or is gone, and retries quickly: an edge node should be serving again
     within a couple of seconds of Redis coming back, not after txredisapi's 10 s backoff."""

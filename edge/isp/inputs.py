@@ -108,7 +108,11 @@ def download(specs: Sequence[SourceSpec], workdir: Path) -> dict[SourceSpec, Pat
             d.addCallback(lambda path, spec=spec: fetched.__setitem__(spec, path))
             deferreds.append(d)
         done = defer.gatherResults(deferreds, consumeErrors=True)
-        done.addErrback(lambda f: failures.append(f.value.subFailure.value))
+
+        def failed(f: Any) -> None:
+            failures.append(f.value.subFailure.value)
+
+        done.addErrback(failed)
         done.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(start)

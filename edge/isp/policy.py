@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netaddr import AddrFormatError, IPNetwork, cidr_merge
 
@@ -52,7 +53,8 @@ def _parse_cidrs(cidrs: Sequence[str]) -> list[IPNetwork]:
             networks.append(IPNetwork(str(cidr).strip()).cidr)
         except (AddrFormatError, ValueError, TypeError):
             raise ValueError(f"not a CIDR: {cidr!r}") from None
-    return cidr_merge(networks)
+    merged: list[Any] = cidr_merge(networks)
+    return merged
 
 
 class OriginAddressPolicy:

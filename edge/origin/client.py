@@ -144,7 +144,7 @@ class OriginClient(Service):
     for it alone and see the origin close it after the body.
     """
 
-    name = "origin-client"  # type: ignore[assignment]
+    name = "origin-client"
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
@@ -153,7 +153,8 @@ class OriginClient(Service):
     def agent(self, address: str, port: int, meter: WireMeter, connect_timeout: float) -> IAgent:
         """An agent for one copy, on its own connection to the vetted `address`."""
         factory = PinnedEndpointFactory(self._reactor, address, port, connect_timeout, meter)
-        return Agent.usingEndpointFactory(self._reactor, factory, pool=self.pool)
+        agent: IAgent = Agent.usingEndpointFactory(self._reactor, factory, pool=self.pool)
+        return agent
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

@@ -97,7 +97,7 @@ class OriginCopier(Service):
     the `OriginClient` it owns (started and stopped with it) closes its connections.
     """
 
-    name = "origin-copier"  # type: ignore[assignment]
+    name = "origin-copier"
 
     def __init__(
         self,
@@ -263,7 +263,7 @@ class OriginCopier(Service):
             "Copy of {bucket}/{key} not started: its lock cannot be taken ({reason})",
             bucket=job.bucket,
             key=job.key,
-            reason=str(failure.value) or failure.type.__name__,
+            reason=str(failure.value) or type(failure.value).__name__,
         )
         return False
 

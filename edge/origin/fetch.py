@@ -394,7 +394,7 @@ def describe_failure(failure: Failure, fetch: OriginFetchConfig) -> str:
         return "connection closed before response headers"
     if failure.check(ResponseFailed):
         return "connection lost in the response"
-    return f"{failure.type.__name__}: {failure.value}"
+    return f"{type(failure.value).__name__}: {failure.value}"
 
 
 def report_failure(failure: Failure, job: CopyJob, fetch: OriginFetchConfig) -> None:

@@ -87,7 +87,7 @@ class KeyBackoff:
         base = min(cap, self.retry_after * 2 ** min(failures - 1, 32))
         wait = min(cap, base * (1 + JITTER * self._jitter()))
         self._remember(key, _KeyState(self._clock.seconds() + wait, failures))
-        return wait
+        return float(wait)
 
     def not_found(self, key: tuple[str, str]) -> None:
         self._remember(key, _KeyState(self._clock.seconds() + self.not_found_ttl, 0, True))

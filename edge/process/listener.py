@@ -58,7 +58,9 @@ class ListenerService(StreamServerEndpointService):
             where = f"{e.interface or '*'}:{e.port}"
             reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
             fail(f"listen: cannot listen on {where}: {reason}")
-        self._waitingForPort.addCallback(self._ready)
+        waiting = self._waitingForPort
+        assert waiting is not None  # set by privilegedStartService
+        waiting.addCallback(self._ready)
 
     def stopService(self) -> Deferred[None]:
         d: Deferred[None] = super().stopService()

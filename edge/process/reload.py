@@ -19,7 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -47,7 +47,7 @@ class ReloadService(Service):
     """Reloads on SIGHUP (or `reload()`): read and validate in a thread, apply on the
     reactor, one structured event per outcome (`outcome`: "reloaded" or "failed")."""
 
-    name = "reload"  # type: ignore[assignment]
+    name = "reload"
 
     def __init__(
         self,
@@ -141,7 +141,7 @@ class ReloadService(Service):
     def _failed(self, failure: Failure, started: float) -> None:
         duration = round((time.monotonic() - started) * 1000, 1)
         if failure.check(ConfigError):
-            problems = [str(p) for p in failure.value.problems]
+            problems = [str(p) for p in cast(ConfigError, failure.value).problems]
             log.error(
                 "Not reloaded: {reason}; the running config and ISP tables stay in force",
                 reason="; ".join(problems),
@@ -153,7 +153,7 @@ class ReloadService(Service):
         log.failure(
             "Not reloaded; the running config and ISP tables stay in force",
             failure,
-            reason=f"{failure.type.__name__}: {failure.value}",
+            reason=f"{type(failure.value).__name__}: {failure.value}",
             duration_ms=duration,
             outcome="failed",
         )

@@ -27,7 +27,7 @@ _TEMP_AGE = 3600.0  # a state write takes milliseconds; an hour-old temp file is
 
 
 class Sweeper(TimerService):
-    name = "sweeper"  # type: ignore[assignment]
+    name = "sweeper"
 
     def __init__(
         self,

@@ -352,9 +352,8 @@ def _note_listening(resolver: Any, where: Any) -> None:
 
 
 def _bucket_not_made(failure: Failure, bucket: str) -> None:
-    reason = failure.value
-    if isinstance(reason, OSError):
-        reason = f"{reason.filename}: {reason.strerror}"
+    error = failure.value
+    reason = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) else str(error)
     log.error(
         "Bucket {bucket} is served, but its storage cannot be made: {reason}",
         bucket=bucket,

@@ -110,7 +110,7 @@ def socket_family(fd: int) -> int:
 class AdoptedListenerService(Service):
     """A worker's listener: the main process's socket, adopted instead of bound."""
 
-    name = "listener"  # type: ignore[assignment]
+    name = "listener"
 
     def __init__(self, reactor: Any, fd: int, factory: Any) -> None:
         self._reactor = reactor
@@ -136,7 +136,7 @@ class AdoptedListenerService(Service):
         super().stopService()
         close = getattr(self._factory, "close_connections", None)
         if self._port is not None:
-            d = self._port.stopListening()
+            d: Deferred[None] | None = self._port.stopListening()
             if close is not None:
                 close()
             return d
@@ -172,7 +172,7 @@ def _relay_text(number: int, line: str) -> None:
 class WorkerSupervisor(Service):
     """Starts, watches and stops the worker processes of the main process."""
 
-    name = "workers"  # type: ignore[assignment]
+    name = "workers"
 
     def __init__(
         self, reactor: Any, listener: Any, argv: Sequence[str], count: int, grace: float

@@ -81,7 +81,7 @@ class FileRangeProducer:
         self.offset = offset
         self.length = length
         self._cooperate = cooperator.cooperate if cooperator is not None else task.cooperate
-        self._task: task.CooperativeTask | None = None
+        self._task: task.CooperativeTask[Any] | None = None
 
     def sha256(self) -> Deferred[str]:
         """The SHA-256 of exactly the bytes this producer sends (in a thread)."""
@@ -228,7 +228,10 @@ class TouchingProducer:
         self.length = producer.length
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        return self._producer.startProducing(_TouchingConsumer(consumer, self._watchdog))
+        started: Deferred[None] = self._producer.startProducing(
+            _TouchingConsumer(consumer, self._watchdog)
+        )
+        return started
 
     def pauseProducing(self) -> None:
         self._producer.pauseProducing()

@@ -45,7 +45,7 @@ def encode_query(params: Mapping[str, str | None]) -> str:
     return "&".join(parts)
 
 
-class _PresetPayloadSigner(S3SigV4Auth):
+class _PresetPayloadSigner(S3SigV4Auth):  # type: ignore[misc]  # botocore ships no types
     """`S3SigV4Auth` that takes the payload hash from the request instead of hashing a body.
 
     Bodies are streamed by Twisted, never handed to botocore, so their hash is computed

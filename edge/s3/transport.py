@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote, urlsplit
 from xml.etree.ElementTree import Element
 
@@ -29,11 +29,11 @@ from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.web._newclient import RequestNotSent
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
     RequestGenerationFailed,
-    RequestNotSent,
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
@@ -166,7 +166,7 @@ class S3Transport:
         d = self._agent.request(method.encode(), url.encode("ascii"), request_headers, producer)
         pending.append(d)
         try:
-            return cast(IResponse, await d)
+            return await d
         except _NETWORK_ERRORS as e:
             if watchdog.expired:
                 why = f"no answer from the store within {self._timeout:g} s"

@@ -76,7 +76,7 @@ class StateWatcher(TimerService):
     guarded here: one unreadable file must not end change detection for the process.
     """
 
-    name = "state-watcher"  # type: ignore[assignment]
+    name = "state-watcher"
 
     def __init__(self, interval: float, refreshers: Sequence[Callable[[], Any]], clock: Any):
         super().__init__(interval, self._refresh_all)

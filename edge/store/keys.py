@@ -31,12 +31,28 @@ class UnsafePath(Exception):
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
+# Keys judged valid lately: a hot key is judged once, not on every hit (the full check was
+# 3 us, a twentieth of a hit). Small, so its worst case (850-byte keys) stays ~4 MB.
+_VALID_SEEN: dict[str, None] = {}
+_VALID_SEEN_MAX = 4096
+
+
 def validate_key(key: str) -> str:
     """Refuse keys the filesystem would interpret: `.`/`..`/empty segments, NUL, backslash.
 
     Checked on the decoded key before any filesystem call (SPEC §3); a percent-encoded `/`
     has been decoded by now, so it is judged like any other `/`.
     """
+    if key in _VALID_SEEN:
+        return key
+    _check_key(key)
+    if len(_VALID_SEEN) >= _VALID_SEEN_MAX:
+        _VALID_SEEN.clear()
+    _VALID_SEEN[key] = None
+    return key
+
+
+def _check_key(key: str) -> None:
     if not key:
         raise InvalidKey("empty key")
     if "\0" in key:
@@ -58,7 +74,6 @@ def validate_key(key: str) -> str:
             raise InvalidKey(f"key has a {segment or 'empty'!r} segment")
         if len(segment.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT_BYTES:
             raise InvalidKey(f"a key segment is longer than {_MAX_SEGMENT_BYTES} bytes")
-    return key
 
 
 def validate_prefix(prefix: str, what: str = "prefix") -> str:

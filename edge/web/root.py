@@ -95,4 +95,5 @@ class EdgeResource(Resource):
 
     def render(self, request: Request) -> bytes | int:
         # Reached only when Twisted traverses nothing (an empty postpath).
-        return self.leaf_for(request).render(request)
+        answer: bytes | int = self.leaf_for(request).render(request)
+        return answer

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -76,7 +76,7 @@ class Sink:
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         assert streaming and IPushProducer.providedBy(producer)
-        self.producer = cast(IPushProducer, producer)
+        self.producer = producer
 
     def unregisterProducer(self) -> None:
         self.producer = None

@@ -28,9 +28,14 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from edge.cluster.redis import RedisCoordinator, parse_redis_url
 from edge.s3 import S3Client
-from edge.store.folder.multipart import MultipartError
 from edge.store.folder.writes import UploadSpool
-from edge.store.interface import BucketNotEmpty, ObjectMeta, ObjectStore, StoreUnavailable
+from edge.store.interface import (
+    BucketNotEmpty,
+    MultipartError,
+    ObjectMeta,
+    ObjectStore,
+    StoreUnavailable,
+)
 from edge.store.s3 import S3Object, S3Store
 from edge.store.s3.tracking import InternalUpload, InternalUploads
 from tests.cluster.redis_server import RedisServer

@@ -151,7 +151,7 @@ class MultipartUploads:
             os.replace(temp, index)
         except FileNotFoundError:
             raise MultipartError("NoSuchUpload", "The specified upload does not exist.") from None
-        return etag
+        return str(etag)
 
     def _parts(self, folder: Path) -> list[_StoredPart]:
         parts = []

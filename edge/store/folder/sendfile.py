@@ -52,7 +52,7 @@ def usable(request: Request) -> bool:
 
 def _buffered(transport: Any) -> int:
     """Bytes the transport still holds (headers, or an earlier pipelined response)."""
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    return int(len(transport.dataBuffer) - transport.offset + transport._tempDataLen)
 
 
 class SendfileBody:

@@ -145,11 +145,11 @@ class PendingObject:
 
     @property
     def etag(self) -> str:
-        return self._md5.hexdigest()
+        return str(self._md5.hexdigest())
 
     @property
     def md5_digest(self) -> bytes:
-        return self._md5.digest()
+        return bytes(self._md5.digest())
 
     def publish(self, replace: bool = False, meta: ObjectMeta | None = None) -> Deferred[bool]:
         """Flush to disk (in a thread: fsync can take a while) and link into place.
@@ -252,7 +252,7 @@ class PendingObject:
     def _discard_after_failure(self, failure: Failure) -> Failure:
         unlink_quietly(self.temp_path)
         if failure.check(IsADirectoryError, NotADirectoryError, FileExistsError):
-            error = failure.value
+            error = cast(OSError, failure.value)
             raise KeyConflict(f"{error.filename}: {error.strerror}") from None
         return failure
 

@@ -18,8 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from edge.s3 import S3Error, S3Unavailable
-from edge.store.folder.multipart import MultipartError
-from edge.store.interface import StoreUnavailable
+from edge.store.interface import MultipartError, StoreUnavailable
 
 log = Logger()
 

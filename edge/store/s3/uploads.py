@@ -18,8 +18,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from edge.s3 import FileRangeProducer
-from edge.store.folder.multipart import MultipartError
-from edge.store.interface import ObjectMeta, Part, PendingWrite, SpooledBody, UploadInfo
+from edge.store.interface import (
+    MultipartError,
+    ObjectMeta,
+    Part,
+    PendingWrite,
+    SpooledBody,
+    UploadInfo,
+)
 from edge.store.s3.writes import MAX_PARTS, WriteContext, store_metadata
 
 _NO_SUCH_UPLOAD = ("NoSuchUpload", "The specified upload does not exist.")

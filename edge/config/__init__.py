@@ -9,6 +9,7 @@ so callers import from `edge.config` whatever module a name lives in.
 
 from edge.config.addresses import OriginAddress
 from edge.config.checks import check_origin_addresses, check_workers
+from edge.config.cluster import CoordinationConfig, StoreConfig
 from edge.config.errors import ConfigError, ConfigProblems, raise_problems
 from edge.config.load import load_config, parse_config
 from edge.config.model import (
@@ -32,12 +33,14 @@ __all__ = [
     "BucketConfig",
     "ConfigError",
     "ConfigProblems",
+    "CoordinationConfig",
     "Credential",
     "EdgeConfig",
     "LimitsConfig",
     "OriginAddress",
     "OriginConfig",
     "OriginFetchConfig",
+    "StoreConfig",
     "check_origin_addresses",
     "check_workers",
     "load_config",

@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "api": 4,
     "origin": 3,
     "store": 2,
-    "cluster": 2,
+    "cluster": 1,
     "s3": 1,
     "isp": 0,
     "config": -1,

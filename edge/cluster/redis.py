@@ -27,8 +27,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from edge.config.redis_address import DEFAULT_PORT, RedisAddress, parse_redis_url
 from edge.cluster.redis_connection import _Factory, _Subscriber
+from edge.config.redis_address import DEFAULT_PORT, RedisAddress, parse_redis_url
 
 __all__ = [
     "DEFAULT_PORT",

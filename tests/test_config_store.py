@@ -124,9 +124,9 @@ def test_s3_without_coordination_says_why(tmp_path):
         ),
         (
             "{type: s3, endpoint: 'http://h', access_key_id: a, secret_access_key: b, "
-            "bucket_template: 'a-very-long-prefix-{bucket}'}",
+            "bucket_template: '{bucket}-'}",
             "store.bucket_template",
-            "63",
+            "not a valid S3 bucket",
         ),
         (
             "{type: s3, endpoint: 'http://h', access_key_id: a, secret_access_key: b, "
@@ -182,3 +182,16 @@ def test_check_config_reports_store_and_coordination_problems(tmp_path):
 def test_store_and_coordination_need_a_restart():
     """SIGHUP leaves both as they run: a new store or Redis needs a restart."""
     assert "store" in RESTART_ONLY and "coordination" in RESTART_ONLY
+
+
+def test_template_must_name_every_configured_bucket(tmp_path):
+    """A template that makes a configured bucket's store name too long is refused, naming
+    the bucket."""
+    long_name = "b" * 40 + "-1250000000"
+    text = S3.replace("store:", f"buckets: {{{long_name}: {{}}}}\nstore:").replace(
+        "  secret_access_key: SK\n",
+        "  secret_access_key: SK\n  bucket_template: 'cosedge-edge-{bucket}'\n",
+    )
+    error = _error(tmp_path, text)
+    assert error.key == "store.bucket_template"
+    assert long_name in error.reason and "not a valid S3 bucket name" in error.reason

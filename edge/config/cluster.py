@@ -34,7 +34,7 @@ _COORDINATION_KEYS = {"redis", "lock_ttl"}
 # S3's bucket names: 3-63 lowercase letters, digits, '.' and '-', a letter or digit at
 # each end (no IP-address look-alikes, no '..').
 _S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SAMPLE_BUCKETS = ("a-1", "examplebucket-1250000000", "b" * 50 + "-1250000000")
+_SAMPLE_BUCKETS = ("a-1",)  # the shortest edge bucket; configured ones are checked too
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,21 @@ def check_coordination(value: object, source: str) -> CoordinationConfig | None:
 
 
 def check_together(
-    store: StoreConfig | None, coordination: CoordinationConfig | None, source: str
+    store: StoreConfig | None,
+    coordination: CoordinationConfig | None,
+    buckets: Mapping[str, object],
+    source: str,
 ) -> None:
     """An S3 store is shared by nodes that must agree on one origin fetch per key: that
-    needs the Redis of `coordination:`."""
-    if store is not None and store.kind == "s3" and coordination is None:
+    needs the Redis of `coordination:`. And every configured bucket must have a store
+    bucket the template can name."""
+    if store is None or store.kind != "s3":
+        return
+    for bucket in buckets:
+        problem = s3_bucket_problem(store.store_bucket(bucket))
+        if problem is not None:
+            raise ConfigError(source, "store.bucket_template", f"for bucket {bucket}: {problem}")
+    if coordination is None:
         raise ConfigError(
             source,
             "coordination",

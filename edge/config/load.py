@@ -149,7 +149,7 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     )
     store = checked(check_store, raw.get("store"), source)
     coordination = checked(check_coordination, raw.get("coordination"), source)
-    checked(check_together, store, coordination, source)
+    checked(check_together, store, coordination, buckets or {}, source)
     raise_problems(problems)
     return EdgeConfig(
         source=source,

@@ -120,7 +120,7 @@ class S3Client:
         self._timeout = timeout
         self._owns_pool = pool is None
         if pool is None:
-            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool = _ClosablePool(reactor, persistent=True)
             pool.maxPersistentPerHost = 32
             # Below the idle timeouts of common stores (SeaweedFS 30 s), so a cached connection
             # is dropped by us before the store closes it under a request.
@@ -132,6 +132,8 @@ class S3Client:
     async def close(self) -> None:
         """Close the pool's idle connections if the pool is ours (not one passed in)."""
         if self._owns_pool:
+            if isinstance(self._pool, _ClosablePool):
+                self._pool.closed = True
             await self._pool.closeCachedConnections()
 
     # -- the exchange every call goes through -------------------------------------------------
@@ -498,6 +500,19 @@ class S3Client:
     async def delete_bucket(self, bucket: str) -> None:
         """Delete an empty bucket (S3Error 409 `BucketNotEmpty` otherwise)."""
         await self._call("DELETE", bucket)
+
+
+class _ClosablePool(HTTPConnectionPool):
+    """A pool that, once closed, closes connections its requests still in flight hand
+    back instead of caching them (each cached one would leave an idle-timeout timer)."""
+
+    closed = False
+
+    def _putConnection(self, key: Any, connection: Any) -> None:
+        if self.closed:
+            connection.transport.loseConnection()
+            return
+        super()._putConnection(key, connection)
 
 
 def _cancelled(e: BaseException) -> bool:

@@ -288,7 +288,9 @@ class RedisCoordinator(Service):
             return defer.succeed(None)
         conn = self._sub_conn
         if conn is None:
-            return self._unavailable("not connected")
+            # Nothing was tried: the subscriber connection is still being made (start-up)
+            # or remade, and subscribes to every channel when it is; not an outage.
+            return defer.fail(RedisUnavailable(f"Redis at {self.address}: not connected yet"))
         return self._subscribe_on(conn, channel)
 
     def _subscribe_on(self, conn: Any, channel: str) -> Deferred[None]:

@@ -37,6 +37,7 @@ from twisted.web.client import (
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
+    _HTTP11ClientFactory,
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
@@ -502,11 +503,19 @@ class S3Client:
         await self._call("DELETE", bucket)
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    """Twisted's per-connection factory without its "Starting factory" log lines: a
+    store client opens connections all day, and each line would say nothing."""
+
+    noisy = False
+
+
 class _ClosablePool(HTTPConnectionPool):
     """A pool that, once closed, closes connections its requests still in flight hand
     back instead of caching them (each cached one would leave an idle-timeout timer)."""
 
     closed = False
+    _factory = _QuietFactory
 
     def _putConnection(self, key: Any, connection: Any) -> None:
         if self.closed:

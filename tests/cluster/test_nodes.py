@@ -62,7 +62,7 @@ async def _two(cluster: Cluster) -> tuple[Node, Node]:
     b = await cluster.start("b")
     client = cluster.client()
     try:  # both nodes made (or found) the store bucket, and the gateway takes writes to it
-        await wait_until(lambda: not a.store.buckets._missing and not b.store.buckets._missing)
+        await wait_until(lambda: not a.store.buckets._missing and not b.store.buckets._missing, 20)
         await _within(5.0, lambda: _writable(client, cluster.store_bucket))
     finally:
         await client.close()

@@ -18,7 +18,7 @@ from twisted.web.server import Request
 
 from edge.api import cosxml, errors
 from edge.api.auth import Denied
-from edge.api.buckets import BucketExists, BucketRegistry
+from edge.api.buckets import BucketExists, BucketRegistry, marker_record
 from edge.api.replies import finish_xml, run
 from edge.api.rules import OriginRules
 from edge.config import BUCKET_NAME_RE
@@ -72,10 +72,19 @@ class BucketOperations:
             raise Denied(errors.INVALID_BUCKET_NAME)
         if bucket in self._registry:
             raise Denied(errors.BUCKET_ALREADY_EXISTS)
+        record = marker_record()
+        shared = self._registry.shared
+        # A cluster: the state bucket decides who made it (create-only), for every node.
+        if shared is not None and not await shared.put(
+            f"buckets/{bucket}", record, create_only=True
+        ):
+            raise Denied(errors.BUCKET_ALREADY_EXISTS)
         try:
-            await deferToThread(self._registry.write_marker, bucket)  # fsyncs: off the reactor
+            # fsyncs: off the reactor
+            await deferToThread(self._registry.write_marker, bucket, record)
         except BucketExists:
-            raise Denied(errors.BUCKET_ALREADY_EXISTS) from None
+            if shared is None:  # with one, this node's pull wrote it already: we won
+                raise Denied(errors.BUCKET_ALREADY_EXISTS) from None
         self._registry.adopt(bucket)
         await self._store.add_bucket(bucket)
         log.info("Bucket {bucket} created", bucket=bucket)
@@ -96,6 +105,10 @@ class BucketOperations:
             await self._store.remove_bucket(bucket)  # first: it refuses if anything is left
         except BucketNotEmpty:
             raise Denied(errors.BUCKET_NOT_EMPTY) from None
+        shared = self._registry.shared
+        if shared is not None:
+            await shared.delete(f"buckets/{bucket}")
+            await shared.delete(f"origin/{bucket}.json")
         await deferToThread(self._registry.remove_marker, bucket)
         self._registry.forget(bucket)
         self._rules.forget(bucket)

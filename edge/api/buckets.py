@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge.config import BUCKET_NAME_RE, BucketConfig
 from edge.store.changestamp import ChangeStamp
+from edge.store.interface import SharedWrites
 from edge.store.statefiles import fsync_dir
 
 # SPEC §7: `<bucket>.<anything>.myqcloud.com`, as the COS SDKs send when given an IP.
@@ -26,6 +27,11 @@ _API_HOST = re.compile(r"^(?P<bucket>[a-z0-9-]+-\d+)\.(?:[a-z0-9-]+\.)+myqcloud\
 
 class BucketExists(Exception):
     """Another process created the bucket first."""
+
+
+def marker_record() -> bytes:
+    """What a bucket's marker holds: when it was made (read by nobody yet; for operators)."""
+    return json.dumps({"created": time.time()}).encode()
 
 
 class BucketRegistry:
@@ -42,6 +48,16 @@ class BucketRegistry:
         self._legacy = Path(state_dir) / "buckets.json"
         self._on_change = on_change
         self._stamp = ChangeStamp(Path(state_dir) / "buckets.stamp")
+        # A cluster's state bucket (SPEC §8), written before the marker; None on one node.
+        self.shared: SharedWrites | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self._folder
+
+    @property
+    def stamp_path(self) -> Path:
+        return self._stamp.path
 
     def load(self) -> list[str]:
         """Take in the buckets created through the API (by any process); returns their
@@ -152,19 +168,19 @@ class BucketRegistry:
             pass
         fsync_dir(self._folder)
 
-    def write_marker(self, name: str) -> None:
+    def write_marker(self, name: str, record: bytes | None = None) -> None:
         """The bucket's marker, made with O_EXCL and flushed with its folder (blocking);
         `BucketExists` if another process made it first."""
-        self._write_marker(name)
+        self._write_marker(name, record)
 
-    def _write_marker(self, name: str) -> None:
+    def _write_marker(self, name: str, record: bytes | None = None) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self._folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             raise BucketExists(name) from None
         try:
-            os.write(fd, json.dumps({"created": time.time()}).encode())
+            os.write(fd, marker_record() if record is None else record)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -56,6 +56,8 @@ class OriginOperations:
         if method == b"GET":
             return self._get(request, bucket)
         if method == b"DELETE":
+            if self._rules.shared is not None:
+                return run(request, self._delete_shared(request, bucket))
             return self._delete(request, bucket)
         raise Denied(errors.METHOD_NOT_ALLOWED)
 
@@ -71,6 +73,10 @@ class OriginOperations:
         for rule in rules:
             await self._vet(rule, self._domains(bucket))
         in_order = ordered(rules)
+        if self._rules.shared is not None:  # a cluster: the state bucket first, for every node
+            await self._rules.shared.put(
+                f"origin/{bucket}.json", self._rules.record(bucket, in_order)
+            )
         await deferToThread(self._rules.save, bucket, in_order)  # fsyncs: off the reactor
         self._rules.apply(bucket, in_order)
         log.info(
@@ -112,6 +118,13 @@ class OriginOperations:
         request.setHeader(b"content-type", b"application/xml")
         request.setHeader(b"content-length", b"%d" % len(body))
         return body
+
+    async def _delete_shared(self, request: Request, bucket: str) -> None:
+        """A cluster's DELETE: out of the state bucket first, then here."""
+        assert self._rules.shared is not None
+        await self._rules.shared.delete(f"origin/{bucket}.json")
+        request.write(self._delete(request, bucket))
+        request.finish()
 
     def _delete(self, request: Request, bucket: str) -> bytes:
         self._rules.delete(bucket)

@@ -19,7 +19,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 from edge.api import cosxml, errors
 from edge.api.auth import Denied
 from edge.api.errors import CosError
+from edge.cluster.redis import RedisUnavailable
 from edge.store.folder.writes import UploadSpool
+from edge.store.interface import StoreUnavailable
 
 
 def run(request: Request, coroutine: Coroutine[Any, Any, None]) -> int:
@@ -36,6 +38,10 @@ def _failed(failure: Failure, request: Request) -> None:
     denied = failure.value
     if isinstance(denied, Denied):
         finish_error(request, denied.error, denied.message)
+        return
+    if failure.check(StoreUnavailable, RedisUnavailable) and not request.startedWriting:
+        # The store or the cluster's Redis is out (SPEC §8): try again later, not a bug.
+        finish_error(request, errors.SERVICE_UNAVAILABLE)
         return
     request.processingFailed(failure)
 

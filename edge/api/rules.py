@@ -22,6 +22,7 @@ from pathlib import Path
 from edge.api import cosxml
 from edge.config import BucketConfig, OriginAddress
 from edge.store.changestamp import ChangeStamp
+from edge.store.interface import SharedWrites
 from edge.store.statefiles import fsync_dir, write_atomically
 
 PROXY = "Proxy"
@@ -258,6 +259,12 @@ class OriginRules:
         self._rules: dict[str, tuple[OriginRule, ...]] = dict(self._shorthand)
         self._stored: set[str] = set()
         self._stamp = ChangeStamp(self.folder / ".stamp")
+        # A cluster's state bucket (SPEC §8), written before the local file; None on one node.
+        self.shared: SharedWrites | None = None
+
+    @property
+    def stamp_path(self) -> Path:
+        return self._stamp.path
 
     def reconfigure(self, buckets: Mapping[str, BucketConfig]) -> None:
         """The config file's `origin:` shorthands after a reload; a bucket whose rules
@@ -338,7 +345,12 @@ class OriginRules:
         fsync_dir(self.folder)
         self._stamp.touch()
 
+    @staticmethod
+    def record(bucket: str, rules: tuple[OriginRule, ...]) -> bytes:
+        """A rule set as saved, here and in a cluster's state bucket (the same bytes)."""
+        record = {"bucket": bucket, "rules": [r.to_json() for r in rules]}
+        return json.dumps(record, indent=1).encode()
+
     def _save(self, bucket: str, rules: tuple[OriginRule, ...]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        record = {"bucket": bucket, "rules": [r.to_json() for r in rules]}
-        write_atomically(self.folder / f"{bucket}.json", json.dumps(record, indent=1).encode())
+        write_atomically(self.folder / f"{bucket}.json", self.record(bucket, rules))

@@ -8,7 +8,7 @@ after a short timeout, and while a connection is down calls fail at once with
 once when it starts and once when it ends, not once per failed call.
 
 txredisapi binds its timers to the global reactor, so this module does too. The URL
-parsing lives in `redis_address`, the txredisapi plumbing in `redis_connection`.
+parsing lives in `edge.config.redis_address`, the txredisapi plumbing in `redis_connection`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from edge.cluster.redis_address import DEFAULT_PORT, RedisAddress, parse_redis_url
 from edge.cluster.redis_connection import _Factory, _Subscriber
+from edge.config.redis_address import DEFAULT_PORT, RedisAddress, parse_redis_url
 
 __all__ = [
     "DEFAULT_PORT",
@@ -288,7 +288,9 @@ class RedisCoordinator(Service):
             return defer.succeed(None)
         conn = self._sub_conn
         if conn is None:
-            return self._unavailable("not connected")
+            # Nothing was tried: the subscriber connection is still being made (start-up)
+            # or remade, and subscribes to every channel when it is; not an outage.
+            return defer.fail(RedisUnavailable(f"Redis at {self.address}: not connected yet"))
         return self._subscribe_on(conn, channel)
 
     def _subscribe_on(self, conn: Any, channel: str) -> Deferred[None]:

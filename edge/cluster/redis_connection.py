@@ -12,7 +12,7 @@ from typing import Any
 import txredisapi
 from twisted.logger import Logger
 
-from edge.cluster.redis_address import RedisAddress
+from edge.config.redis_address import RedisAddress
 
 log = Logger()
 

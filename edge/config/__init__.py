@@ -9,6 +9,7 @@ so callers import from `edge.config` whatever module a name lives in.
 
 from edge.config.addresses import ListenAddress, OriginAddress, listen_address, loop_reason
 from edge.config.checks import check_origin_addresses, check_workers
+from edge.config.cluster import CoordinationConfig, StoreConfig
 from edge.config.errors import ConfigError, ConfigProblems, raise_problems
 from edge.config.load import load_config, parse_config
 from edge.config.model import (
@@ -34,6 +35,7 @@ __all__ = [
     "BucketConfig",
     "ConfigError",
     "ConfigProblems",
+    "CoordinationConfig",
     "Credential",
     "EdgeConfig",
     "LimitsConfig",
@@ -41,6 +43,7 @@ __all__ = [
     "OriginAddress",
     "OriginConfig",
     "OriginFetchConfig",
+    "StoreConfig",
     "check_origin_addresses",
     "check_workers",
     "listen_address",

@@ -27,6 +27,7 @@ from edge.config.checks import (
     check_workers,
     no_unknown_keys,
 )
+from edge.config.cluster import check_coordination, check_store, check_together
 from edge.config.errors import ConfigError, raise_problems
 from edge.config.model import DEFAULT_DATA_DIR, DEFAULT_LISTEN, EdgeConfig
 
@@ -42,6 +43,8 @@ _TOP_KEYS = {
     "workers",
     "log_level",
     "access_log",
+    "store",
+    "coordination",
 }
 
 
@@ -144,6 +147,9 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     access_log = (
         checked(check_access_log, raw["access_log"], source) if "access_log" in raw else None
     )
+    store = checked(check_store, raw.get("store"), source)
+    coordination = checked(check_coordination, raw.get("coordination"), source)
+    checked(check_together, store, coordination, buckets or {}, source)
     raise_problems(problems)
     return EdgeConfig(
         source=source,
@@ -158,4 +164,6 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
         workers=workers,
         log_level=log_level,
         access_log=access_log,
+        store=store,
+        coordination=coordination,
     )

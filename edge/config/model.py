@@ -9,6 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from edge.config.addresses import OriginAddress
+from edge.config.cluster import CoordinationConfig, StoreConfig
 from edge.config.errors import ConfigError
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
@@ -121,6 +122,8 @@ class EdgeConfig:
     workers: int = 1
     log_level: str = "info"
     access_log: AccessLogConfig | None = None
+    store: StoreConfig = StoreConfig()
+    coordination: CoordinationConfig | None = None
 
     def error(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.source, key, reason)

@@ -32,7 +32,7 @@ from edge.config import ConfigError, EdgeConfig
 log = Logger()
 
 # Keys a running edge cannot change: they need a new listener, data folder or processes.
-RESTART_ONLY = ("listen", "data_dir", "workers", "access_log")
+RESTART_ONLY = ("listen", "data_dir", "workers", "access_log", "store", "coordination")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from edge.store.interface import ObjectStore
+from edge.store.interface import ObjectStore, StoreUnavailable
 
 log = Logger()
 
@@ -73,4 +73,7 @@ class Sweeper(TimerService):
 
     def _failed(self, failure: Any) -> None:
         # A TimerService stops for good when its call fails: report, and sweep next time.
+        if failure.check(StoreUnavailable):  # the store warned once for its outage
+            log.info("Sweep skipped: {reason}", reason=failure.getErrorMessage())
+            return
         log.failure("Sweeping .cosedge failed; trying again next interval", failure)

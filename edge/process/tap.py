@@ -99,6 +99,7 @@ class Options(usage.Options):
         get their 302s. So the work is done with that user's effective ids, and a folder
         that user cannot write stops start-up naming both.
         """
+        from edge.process.stores import prepare_local
         from edge.store.folder.layout import STATE_FOLDERS
         from edge.store.folder.store import FolderStore as ObjectStore
         from edge.store.keys import UnsafePath
@@ -108,6 +109,10 @@ class Options(usage.Options):
         as_whom = f" as user {user.name}" if user is not None else ""
         try:
             with switched_to(user):
+                if config.store.kind == "s3":  # buckets live in the store: local scratch only
+                    prepare_local(config)
+                    self.store = None
+                    return
                 store.prepare(sweep=self.inherited_fd is None)
                 state = [store.state_dir / name for name in STATE_FOLDERS]
                 for folder in [*state, *(config.data_dir / b for b in config.buckets)]:
@@ -233,6 +238,7 @@ def build_service(
     from edge.logs import LogLevelService
     from edge.origin.copier import OriginCopier, OriginResolver
     from edge.process.reload import Loaded, ReloadService
+    from edge.process.stores import folder_assembly, s3_assembly
     from edge.process.sweeper import Sweeper
     from edge.process.workers import AdoptedListenerService, WorkerSupervisor
     from edge.store.changestamp import StateWatcher
@@ -241,6 +247,13 @@ def build_service(
     from edge.web.site import EdgeSite
 
     top = MultiService()
+    if config.store.kind == "s3":
+        assembly = s3_assembly(config, reactor, main=inherited_fd is None)
+    else:
+        assembly = folder_assembly(store)
+    store = assembly.store
+    for service in assembly.services:  # first: they stop last
+        service.setServiceParent(top)
     copier = OriginCopier(reactor, store, config.origin_fetch)
     resolver = OriginResolver(
         reactor.nameResolver,
@@ -256,8 +269,9 @@ def build_service(
         for name in removed:
             store.forget_bucket(name)
 
-    registry = BucketRegistry(config.buckets, store.state_dir, buckets_changed)
-    rules = OriginRules(store.state_dir, config.buckets)
+    registry = BucketRegistry(config.buckets, assembly.state_dir, buckets_changed)
+    rules = OriginRules(assembly.state_dir, config.buckets)
+    registry.shared = rules.shared = assembly.shared
     try:
         registry.load()
         rules.load()
@@ -287,7 +301,7 @@ def build_service(
     listener.setServiceParent(top)
     levels = LogLevelService(config.log_level)
     levels.setServiceParent(top)
-    refreshers = [registry.refresh, rules.refresh, store.refresh_meta_buckets]
+    refreshers = [registry.refresh, rules.refresh, *assembly.refreshers]
     StateWatcher(STATE_CHECK_INTERVAL, refreshers, reactor).setServiceParent(top)
     supervisor = None
     if inherited_fd is None and config.workers > 1 and worker_argv is not None:
@@ -329,7 +343,7 @@ def build_service(
         "cosedge configured from {source}: {count} bucket(s), data in {data_dir}, {workers}",
         source=config.source,
         count=len(config.buckets),
-        data_dir=str(store.data_dir),
+        data_dir=os.path.abspath(config.data_dir),
         workers=f"{config.workers} process(es)" if inherited_fd is None else "worker process",
     )
     return top
@@ -352,6 +366,10 @@ def _note_listening(resolver: Any, where: Any) -> None:
 
 
 def _bucket_not_made(failure: Failure, bucket: str) -> None:
+    from edge.store.interface import StoreUnavailable
+
+    if failure.check(StoreUnavailable):  # an S3 store that is out: made when it is back
+        return
     error = failure.value
     reason = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) else str(error)
     log.error(

@@ -37,6 +37,7 @@ from twisted.web.client import (
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
+    _HTTP11ClientFactory,
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
@@ -94,7 +95,7 @@ class S3Transport:
         self._timeout = timeout
         self._owns_pool = pool is None
         if pool is None:
-            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool = _ClosablePool(reactor, persistent=True)
             pool.maxPersistentPerHost = 32
             # Below the idle timeouts of common stores (SeaweedFS 30 s), so a cached connection
             # is dropped by us before the store closes it under a request.
@@ -106,6 +107,8 @@ class S3Transport:
     async def close(self) -> None:
         """Close the pool's idle connections if the pool is ours (not one passed in)."""
         if self._owns_pool:
+            if isinstance(self._pool, _ClosablePool):
+                self._pool.closed = True
             await self._pool.closeCachedConnections()
 
     # -- the exchange every call goes through -------------------------------------------------
@@ -221,6 +224,27 @@ class S3Transport:
         if root is None:
             raise S3Unavailable("store answered with a body that is not XML", 200, "BadXML")
         return root
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    """Twisted's per-connection factory without its "Starting factory" log lines: a
+    store client opens connections all day, and each line would say nothing."""
+
+    noisy = False
+
+
+class _ClosablePool(HTTPConnectionPool):
+    """A pool that, once closed, closes connections its requests still in flight hand
+    back instead of caching them (each cached one would leave an idle-timeout timer)."""
+
+    closed = False
+    _factory = _QuietFactory
+
+    def _putConnection(self, key: Any, connection: Any) -> None:
+        if self.closed:
+            connection.transport.loseConnection()
+            return
+        super()._putConnection(key, connection)
 
 
 def _cancelled(e: BaseException) -> bool:

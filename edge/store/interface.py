@@ -210,6 +210,17 @@ class Uploads(Protocol):
         """Abort uploads begun more than `older_than` seconds before `now`."""
 
 
+class SharedWrites(Protocol):
+    """Where API-made state (bucket markers, origin rules) is written so every node of a
+    cluster sees it (`edge.store.s3.state`); absent (None) for the folder store, whose
+    state is already where every process of the one node reads it."""
+
+    def put(self, name: str, data: bytes, *, create_only: bool = False) -> Deferred[bool]:
+        """Store `name` (e.g. `buckets/<bucket>`); False when `create_only` and taken."""
+
+    def delete(self, name: str) -> Deferred[None]: ...
+
+
 class ObjectStore(Protocol):
     """All buckets of one edge, wherever their objects live."""
 

@@ -89,11 +89,19 @@ class StoreBuckets:
         return Deferred.fromCoroutine(self._add_bucket(bucket))
 
     async def _add_bucket(self, bucket: str) -> None:
+        """Serve the bucket from now on; its store bucket is made now or, on an unreachable
+        store, with the other missing ones when it is back (requests meanwhile get 503s)."""
         store_bucket = self.store_bucket(bucket)
-        await self._gate.run(
-            f"create bucket {store_bucket}", self._client.create_bucket(store_bucket)
-        )
         self._names.add(bucket)
+        try:
+            await self._gate.run(
+                f"create bucket {store_bucket}", self._client.create_bucket(store_bucket)
+            )
+        except StoreUnavailable:
+            self._missing.add(store_bucket)
+            if self._retry is None:
+                self._retry = self._reactor.callLater(RETRY_DELAYS[0], self._retry_now)
+            raise
 
     def forget_bucket(self, bucket: str) -> None:
         self._names.discard(bucket)

@@ -95,6 +95,12 @@ class S3Store:
     def tmp_dir(self) -> Path:
         return self._tmp_dir
 
+    @property
+    def gate(self) -> StoreGate:
+        """Who tells this store's outages (one warning each): shared with whatever else
+        of the node talks to the same store (`state.SharedState`)."""
+        return self._gate
+
     def store_bucket(self, bucket: str) -> str:
         """The store bucket that holds edge bucket `bucket`."""
         return self.buckets.store_bucket(bucket)

@@ -1,7 +1,7 @@
 """Where a node's Redis is: the `coordination.redis` URL (SPEC §8), parsed and checked.
 
-Kept apart from the connection code so the config layer can validate the URL at start-up
-without importing a Redis client.
+Kept in the config layer, apart from the connection code (`edge.cluster`), so start-up can
+validate the URL without importing a Redis client.
 """
 
 from __future__ import annotations

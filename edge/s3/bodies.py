@@ -316,7 +316,10 @@ class ConsumerFeeder(Protocol):
     def connectionLost(self, reason: Failure = _DONE) -> None:
         timed_out = self._watchdog.expired
         self._watchdog.stop()
-        self._consumer.unregisterProducer()
+        # A twisted.web request whose client has gone has no channel left to unregister
+        # from (and has already let go of this producer): nothing to undo then.
+        if getattr(self._consumer, "channel", True) is not None:
+            self._consumer.unregisterProducer()
         if reason.check(ResponseDone):
             self.finished.callback(self.received)
         else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +23,7 @@ import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
@@ -207,6 +210,29 @@ async def test_hit_streams_whole_and_ranged(store: S3Store, site: tuple[str, Ser
     assert got == data[1000:1500] and resource.opened[-1].fetched == (1000, 500)
     got = await fetch(f"{url}/blob.bin?first=5&length=10", "bytes=0-99")
     assert got == data[5:15]
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_gone_mid_hit_is_quiet(store: S3Store, site: tuple[str, Serve]) -> None:
+    """A client that resets its connection in the middle of a streamed hit stops the
+    store's body and logs nothing (it once logged a critical traceback from unregistering
+    the producer of a request whose channel was gone); the next hit is whole."""
+    data = os.urandom(8 * MiB)
+    assert await put(store, "big.bin", data)
+    url, _ = site
+    port = int(url.rsplit(":", 1)[1])
+
+    def reset_mid_body() -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.recv(4096)  # headers and the first bytes: the body is streaming
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # RST
+
+    await deferToThread(reset_mid_body)
+    await deferLater(reactor, 0.5, lambda: None)
+    assert await fetch(f"{url}/big.bin") == data
 
 
 @pytest_twisted.ensureDeferred

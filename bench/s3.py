@@ -1,0 +1,431 @@
+"""The cluster benchmarks: cosedge on an S3 store (SeaweedFS) with Redis, each figure a
+same-run ratio.
+
+One `weed mini` and one `redis-server` on free loopback ports (started as the cluster tests
+start them), cosedge as twistd processes with `store: {type: s3}`, contenders alternating
+round by round, medians over rounds:
+
+    4 KiB / 1 MiB hits  cosedge (store s3)  vs wrk straight at SeaweedFS's S3 port with a
+                                               pre-signed URL (same wrk, same connections;
+                                               the store is the ceiling)   goal >= 0.8x (1 MiB)
+    256 MiB copy        cosedge miss -> object in the store (HEAD polled)
+                                            vs treq GET from the origin streamed as a
+                                               multipart upload with the repo's S3 client
+                                                                           goal >= 0.8x
+                        plus the edge's peak RSS growth (VmHWM)            goal < 64 MiB
+    4 KiB hits/s        2 nodes (wrk -t1 at each, summed) vs 1 node (wrk -t2), same total
+                        connections, one shared store
+
+The origin is `twistd web` serving one file (a random 1 MiB block repeated). Everything runs
+on the same machine, so the store, the nodes and wrk share its cores: the two-node figure
+says whether a second node adds anything there, not how a cluster scales.
+
+    python bench/s3.py [--rounds 3] [--seconds 5] [--connections 32] [--size 256]
+"""
+
+from __future__ import annotations
+
+# The checkout on sys.path, for `edge` and the cluster tests' server helpers.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from botocore.auth import S3SigV4QueryAuth  # noqa: E402
+from botocore.awsrequest import AWSRequest  # noqa: E402
+from botocore.credentials import Credentials  # noqa: E402
+from common import (  # noqa: E402
+    BUCKET,
+    EDGE_READY,
+    TWISTD,
+    LoadResult,
+    Server,
+    edge_config,
+    env,
+    have_wrk,
+    load,
+    median,
+    rss_kib,
+    start_logging_to,
+    start_twistd_web,
+)
+
+from tests.cluster.redis_server import RedisServer  # noqa: E402
+from tests.cluster.seaweedfs_server import SeaweedFS, start_seaweedfs  # noqa: E402
+
+SIZES = {"4KiB": 4096, "1MiB": 1024 * 1024}
+PART = 8 * 2**20  # the edge's multipart part size (edge/store/s3/store.py)
+
+#: Run by the benchmark in a process of its own: the store seeded, the plain copy timed.
+S3_SCRIPT = """
+import os, sys, time
+import treq
+from twisted.internet import defer, task
+from edge.s3 import S3Client, S3Error
+
+PART = %(part)d
+
+async def retry(make):
+    for _ in range(100):  # SeaweedFS may answer NoSuchBucket just after making the bucket
+        try:
+            return await make()
+        except S3Error as e:
+            if e.code != "NoSuchBucket":
+                raise
+            await task.deferLater(task_reactor[0], 0.1, lambda: None)
+    return await make()
+
+async def seed(client, bucket, names_sizes):
+    try:
+        await client.create_bucket(bucket)
+    except S3Error as e:
+        if e.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    for pair in names_sizes:
+        name, size = pair.split("=")
+        data = os.urandom(int(size))
+        await retry(lambda: client.put_object(bucket, name, data))
+    print("SEEDED", flush=True)
+
+async def copy(client, bucket, key, url):
+    started = time.monotonic()
+    response = await treq.get(url, unbuffered=True)
+    assert response.code == 200, response.code
+    upload_id = await client.create_multipart_upload(bucket, key)
+    parts, pending, chain = [], [], [defer.succeed(None)]
+
+    def cut(final):
+        while pending and (final or sum(map(len, pending)) >= PART):
+            data = b"".join(pending)
+            pending.clear()
+            if not final and len(data) > PART:
+                pending.append(data[PART:])
+                data = data[:PART]
+            number = len(parts) + 1
+            parts.append(None)
+
+            def send(_, data=data, number=number):
+                async def one():
+                    etag = await client.upload_part(bucket, key, upload_id, number, data)
+                    parts[number - 1] = (number, etag)
+                return defer.Deferred.fromCoroutine(one())
+            chain[0] = chain[0].addCallback(send)
+            if final:
+                break
+
+    def write(data):
+        pending.append(data)
+        cut(False)
+
+    await treq.collect(response, write)
+    cut(True)
+    await chain[0]
+    await client.complete_multipart_upload(bucket, key, upload_id, parts)
+    print(f"SECONDS {time.monotonic() - started:.3f}", flush=True)
+
+task_reactor = []
+
+async def main(reactor, what, endpoint, region, ak, sk, bucket, *rest):
+    task_reactor.append(reactor)
+    client = S3Client(endpoint, region, ak, sk, reactor=reactor, timeout=120)
+    try:
+        if what == "seed":
+            await seed(client, bucket, rest)
+        else:
+            await copy(client, bucket, rest[0], rest[1])
+    finally:
+        await client.close()
+
+task.react(lambda reactor: defer.ensureDeferred(main(reactor, *sys.argv[1:])))
+"""
+
+
+def s3_script(store: SeaweedFS, what: str, *args: str, cwd: Path) -> str:
+    """Run S3_SCRIPT (`seed` or `copy`) against the store; returns its output."""
+    return subprocess.run(
+        [sys.executable, "-c", S3_SCRIPT % {"part": PART}, what, store.endpoint, store.region,
+         store.access_key, store.secret_key, BUCKET, *args],
+        capture_output=True, text=True, env=env(), cwd=cwd, check=True, timeout=600,
+    ).stdout  # fmt: skip
+
+
+def presign(store: SeaweedFS, method: str, key: str) -> str:
+    """A pre-signed URL (SigV4 in the query, valid an hour), so wrk can load the store."""
+    auth = S3SigV4QueryAuth(
+        Credentials(store.access_key, store.secret_key), "s3", store.region, expires=3600
+    )
+    request = AWSRequest(method=method, url=f"{store.endpoint}/{BUCKET}/{key}")
+    auth.add_auth(request)
+    return str(request.url)
+
+
+def store_has(url: str, size: int) -> bool:
+    """Whether a HEAD of the pre-signed `url` says the object is there with `size` bytes."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        conn.request("HEAD", f"{parts.path}?{parts.query}")
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200 and response.getheader("Content-Length") == str(size)
+    finally:
+        conn.close()
+
+
+def start_node(name: str, work: Path, store: SeaweedFS, redis: RedisServer, origin: int) -> Server:
+    """One twistd cosedge node on the shared store, logging to `<name>.log` as in
+    production."""
+    folder = work / name
+    folder.mkdir()
+    config = folder / "edge.yaml"
+    config.write_text(
+        edge_config(
+            folder / "data",
+            f"buckets:\n  {BUCKET}:\n    origin: {{address: '127.0.0.1:{origin}'}}\n"
+            "store:\n  type: s3\n"
+            f"  endpoint: {store.endpoint}\n  region: {store.region}\n"
+            f"  access_key_id: {store.access_key}\n  secret_access_key: {store.secret_key}\n"
+            f"coordination:\n  redis: '{redis.url}'\n",
+        )
+    )
+    log = folder / "edge.log"
+    argv = [*TWISTD, "--logfile", str(log), "cosedge", "--config", str(config)]
+    return start_logging_to(argv, log, EDGE_READY, folder)
+
+
+def wait_hit(port: int, key: str, timeout: float = 20) -> None:
+    """Wait until the node serves `key` from the store (it may still be making the bucket)."""
+    deadline = time.monotonic() + timeout
+    status = 0
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", f"/{BUCKET}/{key}")
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        status = response.status
+        if status == 200:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"node on {port} answers {status} for {key}")
+
+
+def reset_peak(pid: int) -> None:
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS (Linux)
+    except OSError:
+        pass
+
+
+def copy_with_edge(node: Server, key: str, head_url: str, size: int) -> tuple[float, int]:
+    """Time a miss on `key` until the store has it; returns seconds and peak RSS growth
+    (KiB)."""
+    pid = node.proc.pid
+    before = rss_kib(pid)
+    reset_peak(pid)
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=30)
+    conn.request("GET", f"/{BUCKET}/{key}")
+    status = conn.getresponse().status
+    conn.close()
+    assert status == 302, f"miss answered {status}"
+    sampled = before
+    while not store_has(head_url, size):
+        if time.monotonic() - started > 600:
+            raise RuntimeError("copy did not finish in 10 minutes")
+        sampled = max(sampled, rss_kib(pid))
+        time.sleep(0.02)
+    seconds = time.monotonic() - started
+    return seconds, max(rss_kib(pid, "VmHWM"), sampled) - before
+
+
+def summed(results: list[LoadResult]) -> LoadResult:
+    return LoadResult(
+        sum(r.requests_per_s for r in results),
+        sum(r.mb_per_s for r in results),
+        max(r.p50_ms for r in results),
+        max(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+    )
+
+
+ERROR_WORDS = re.compile(rb"Traceback|Unhandled|#critical|#error|#warn|unavailable|unreachable")
+
+
+def log_problems(folder: Path) -> list[str]:
+    """Lines of a node's log (`edge.log` and the files twistd rotated it into at 1 MB) that
+    look like trouble: tracebacks, warnings, 5xx access lines."""
+    found = []
+    for path in sorted(folder.glob("edge.log*")):
+        for line in path.read_bytes().splitlines():
+            if ERROR_WORDS.search(line) or re.search(rb'" (5\d\d) ', line):
+                found.append(line.decode(errors="replace")[:200])
+    return found
+
+
+def _message(line: str) -> str:
+    """A log line without its timestamp, so equal messages can be counted together."""
+    line = line.strip()
+    return line.split(" ", 1)[1] if re.match(r"\d{4}-", line) else line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--size", type=int, default=256, help="MiB copied from the origin")
+    parser.add_argument("--logs", type=Path, help="copy the nodes' logs into this folder")
+    args = parser.parse_args()
+    size = args.size * 2**20
+
+    hits: dict[tuple[str, str], list[LoadResult]] = {}
+    nodes_runs: dict[str, list[LoadResult]] = {}
+    edge_copy: list[float] = []
+    plain_copy: list[float] = []
+    growth: list[int] = []
+    problems: dict[str, list[str]] = {}
+
+    with tempfile.TemporaryDirectory(prefix="cosedge-bench-s3-") as tmp:
+        work = Path(tmp)
+        origin_dir = work / "origin"
+        origin_dir.mkdir()
+        block = os.urandom(2**20)
+        with open(origin_dir / "big.bin", "wb") as f:
+            for _ in range(args.size):
+                f.write(block)
+        for n in range(args.rounds):
+            os.link(origin_dir / "big.bin", origin_dir / f"big-{n}.bin")
+
+        started: list[Server] = []
+        store: SeaweedFS | None = None
+        redis: RedisServer | None = None
+        try:
+            store = start_seaweedfs(work / "seaweedfs")
+            redis = RedisServer(work / "redis")
+            redis.start()
+            origin = start_twistd_web(work, "--path", str(origin_dir), access_file=True)
+            started.append(origin)
+            s3_script(store, "seed", *(f"{n}.bin={s}" for n, s in SIZES.items()), cwd=work)
+            a = start_node("a", work, store, redis, origin.port)
+            started.append(a)
+            b = start_node("b", work, store, redis, origin.port)
+            started.append(b)
+            for node in (a, b):
+                for name in SIZES:
+                    wait_hit(node.port, f"{name}.bin")
+
+            plain = {name: presign(store, "GET", f"{name}.bin") for name in SIZES}
+            for r in range(args.rounds):
+                for name in SIZES:
+                    for label, url in (
+                        ("SeaweedFS", plain[name]),
+                        ("cosedge", f"http://127.0.0.1:{a.port}/{BUCKET}/{name}.bin"),
+                    ):
+                        result = load(url, args.seconds, args.connections)
+                        hits.setdefault((name, label), []).append(result)
+
+                url_a = f"http://127.0.0.1:{a.port}/{BUCKET}/4KiB.bin"
+                url_b = f"http://127.0.0.1:{b.port}/{BUCKET}/4KiB.bin"
+                nodes_runs.setdefault("1 node", []).append(
+                    load(url_a, args.seconds, args.connections, threads=2)
+                )
+                half = max(1, args.connections // 2)
+                with ThreadPoolExecutor(2) as pool:
+                    runs = [
+                        pool.submit(load, u, args.seconds, half, "GET", 1) for u in (url_a, url_b)
+                    ]
+                    both = [run.result() for run in runs]
+                nodes_runs.setdefault("2 nodes", []).append(summed(both))
+
+                out = s3_script(
+                    store, "copy", f"plain-{r}.bin", f"http://127.0.0.1:{origin.port}/big.bin",
+                    cwd=work,
+                )  # fmt: skip
+                plain_copy.append(float(out.split("SECONDS")[1]))
+                key = f"big-{r}.bin"
+                seconds, grew = copy_with_edge(a, key, presign(store, "HEAD", key), size)
+                edge_copy.append(seconds)
+                growth.append(grew)
+        finally:
+            for server in reversed(started):
+                server.stop()
+            if redis is not None:
+                redis.stop()
+            if store is not None:
+                store.stop()
+        for name in ("a", "b"):
+            problems[name] = log_problems(work / name)
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for path in (work / name).glob("edge.log*"):
+                    shutil.copy(path, args.logs / f"{name}-{path.name}")
+
+    report(args, hits, nodes_runs, plain_copy, edge_copy, growth, problems)
+
+
+def report(
+    args: argparse.Namespace,
+    hits: dict[tuple[str, str], list[LoadResult]],
+    nodes_runs: dict[str, list[LoadResult]],
+    plain_copy: list[float],
+    edge_copy: list[float],
+    growth: list[int],
+    problems: dict[str, list[str]],
+) -> None:
+    client = "wrk" if have_wrk() else "built-in client"
+    print(
+        f"s3 store (SeaweedFS weed mini) + Redis: {args.rounds} alternating rounds x "
+        f"{args.seconds:g}s, {args.connections} keep-alive connections, {client}"
+    )
+    header = f"{'object':<7}{'server':<26}{'req/s':>10}{'MB/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+    print(header + f"{'errors':>8}{'ratio':>9}")
+
+    def row(name: str, label: str, runs: list[LoadResult], base: float) -> None:
+        rps = median([r.requests_per_s for r in runs])
+        print(
+            f"{name:<7}{label:<26}{rps:>10,.0f}{median([r.mb_per_s for r in runs]):>9.1f}"
+            f"{median([r.p50_ms for r in runs]):>9.2f}{median([r.p99_ms for r in runs]):>9.2f}"
+            f"{sum(r.errors for r in runs):>8}{rps / base:>8.2f}x"
+        )
+
+    for name in SIZES:
+        base = median([r.requests_per_s for r in hits[(name, "SeaweedFS")]])
+        row(name, "SeaweedFS (pre-signed)", hits[(name, "SeaweedFS")], base)
+        row(name, "cosedge (store s3)", hits[(name, "cosedge")], base)
+    base = median([r.requests_per_s for r in nodes_runs["1 node"]])
+    row("4KiB", "cosedge, 1 node", nodes_runs["1 node"], base)
+    row("4KiB", "cosedge, 2 nodes (summed)", nodes_runs["2 nodes"], base)
+    print("goals: 1 MiB cosedge >= 0.8x SeaweedFS; 2 nodes vs 1 node: reported (shared cores)")
+
+    mib = args.size
+    plain = median(plain_copy)
+    edge = median(edge_copy)
+    print(f"copy: {mib} MiB from a loopback twistd web origin into the store")
+    print(f"  treq GET -> S3 multipart (plain)  {plain:7.2f}s {mib / plain:8.1f} MiB/s   1.00x")
+    ratio = plain / edge
+    print(f"  cosedge miss -> in the store      {edge:7.2f}s {mib / edge:8.1f} MiB/s {ratio:6.2f}x")
+    print(f"  edge peak RSS growth during the copy: {max(growth) / 1024:.1f} MiB (max of rounds)")
+    print("  goals: >= 0.8x the plain copy; RSS growth < 64 MiB")
+    for name, lines in problems.items():
+        kinds = Counter(re.sub(r"\d+", "N", _message(line)) for line in lines)
+        print(f"node {name} log: {len(lines)} lines that look like trouble")
+        for kind, count in kinds.most_common(6):
+            print(f"  {count:6} x {kind}")
+
+
+if __name__ == "__main__":
+    main()

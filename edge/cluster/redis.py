@@ -96,6 +96,9 @@ class RedisCoordinator(Service):
         self._locks: set[RedisLock] = set()
         self._outage = False
         self._stopping = False
+        # Until the first connection is made or fails, "not connected" is start-up, not an
+        # outage: a call then fails (RedisUnavailable) without a warning.
+        self._first_attempt = True
 
     @property
     def available(self) -> bool:
@@ -149,6 +152,7 @@ class RedisCoordinator(Service):
         """Something could not reach Redis: warn if this starts an outage."""
         if self._stopping:
             return
+        self._first_attempt = False
         if self._sub_conn is not None and not self._sub_conn.connected:
             self._sub_conn = None
             self._sub_ready = False
@@ -175,6 +179,7 @@ class RedisCoordinator(Service):
     def _commands_ready(self, conn: Any) -> None:
         def verified(_: object) -> None:
             conn.verified = True
+            self._first_attempt = False
             self._maybe_back()
 
         self._verify(conn).addCallbacks(verified, lambda _: None)
@@ -210,7 +215,8 @@ class RedisCoordinator(Service):
         return None if self._commands is None else self._commands.ready_connection()
 
     def _unavailable(self, reason: str) -> Deferred[Any]:
-        self._failed(reason)
+        if not self._first_attempt:
+            self._failed(reason)
         return defer.fail(RedisUnavailable(f"Redis at {self.address} is unavailable: {reason}"))
 
     def _guard(self, conn: Any, d: Deferred[Any]) -> Deferred[Any]:

@@ -76,6 +76,27 @@ class Cluster:
             "coordination": {"redis": self.redis.url, "lock_ttl": self.lock_ttl},
         }
 
+    async def remove_buckets(self) -> None:
+        """Empty and delete this test's store buckets: SeaweedFS gives each bucket volumes
+        of its own, and a session that keeps them all runs out (writes then fail with
+        NoSuchBucket)."""
+        client = self.client()
+        try:
+            for bucket in (self.store_bucket, f"t{self.tag}-{NO_RULE}", f"t{self.tag}-state"):
+                if not await client.head_bucket(bucket):
+                    continue
+                for upload in await client.list_multipart_uploads(bucket):
+                    await client.abort_multipart_upload(bucket, upload.key, upload.upload_id)
+                while True:
+                    page = await client.list_objects_v2(bucket)
+                    for item in page.contents:
+                        await client.delete_object(bucket, item.key)
+                    if not page.is_truncated:
+                        break
+                await client.delete_bucket(bucket)
+        finally:
+            await client.close()
+
     def client(self) -> S3Client:
         s = self.seaweed
         return S3Client(s.endpoint, s.region, s.access_key, s.secret_key)

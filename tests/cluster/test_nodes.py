@@ -7,14 +7,16 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.threads import deferToThread
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 
 from edge.s3 import S3Error
 from edge.testing.origin import FakeOrigin
@@ -40,6 +42,21 @@ def _listen(fake: FakeOrigin) -> Any:
     return port
 
 
+@pytest.fixture(autouse=True)
+def _warnings_shown() -> Iterator[None]:
+    """Warnings the nodes log, on stderr: pytest shows them when a test fails, which is
+    what tells a store refusal from an outage."""
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical):
+            sys.stderr.write(f"{event.get('log_namespace')}: {formatEvent(event)}\n")
+
+    observer = cast(ILogObserver, observe)
+    globalLogPublisher.addObserver(observer)
+    yield
+    globalLogPublisher.removeObserver(observer)
+
+
 @pytest.fixture
 def origin() -> Iterator[FakeOrigin]:
     fake = FakeOrigin(reactor)
@@ -55,6 +72,8 @@ def cluster(tmp_path, seaweedfs: SeaweedFS, redis_server: RedisServer, origin) -
     yield made
     for node in made.nodes:
         pytest_twisted.blockon(ensureDeferred(node.stop()))
+    if not seaweedfs.stopped:
+        pytest_twisted.blockon(ensureDeferred(made.remove_buckets()))
 
 
 async def _two(cluster: Cluster) -> tuple[Node, Node]:
@@ -286,6 +305,7 @@ async def test_redis_outage_redirects_misses_503s_deletes_then_recovers(cluster,
     assert b"<Code>ServiceUnavailable</Code>" in delete.body
     assert origin.requests_for("/during.txt") == []
     cluster.redis.start()
+    await wait_until(lambda: a.store._coordinator.available and b.store._coordinator.available)
     await _within(10.0, lambda: _copied(b, "during.txt"))
     assert (await a.signed("DELETE", "/kept.txt", BUCKET, {})).status == 204
 

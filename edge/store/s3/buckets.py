@@ -50,6 +50,11 @@ class StoreBuckets:
     def names(self) -> list[str]:
         return sorted(self._names)
 
+    def made(self) -> list[str]:
+        """Buckets whose store bucket is known to exist: the sweep's, since one still
+        being made (start-up) can hold no upload and would only be refused NoSuchBucket."""
+        return [b for b in self.names() if self.store_bucket(b) not in self._missing]
+
     def make_missing(self) -> Deferred[None]:
         """Create every bucket's store bucket that is missing; on an unreachable store,
         retry on a timer (1 s, 2 s, 5 s, 10 s, then every 30 s) until made; never fails."""

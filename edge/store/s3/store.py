@@ -89,7 +89,7 @@ class S3Store:
             multipart_threshold,
             part_size,
         )
-        self.uploads: Uploads = S3Uploads(self._context, self.store_bucket, self.buckets.names)
+        self.uploads: Uploads = S3Uploads(self._context, self.store_bucket, self.buckets.made)
 
     @property
     def tmp_dir(self) -> Path:

@@ -28,6 +28,7 @@ from common import (
     edge_config,
     env,
     median,
+    reset_peak,
     rss_kib,
     start_edge,
     start_twistd_web,
@@ -50,14 +51,6 @@ async def main(reactor, url, path):
 task.react(lambda reactor: __import__("twisted.internet.defer", fromlist=["x"])
            .ensureDeferred(main(reactor, sys.argv[1], sys.argv[2])))
 """
-
-
-def reset_peak(pid: int) -> None:
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS (Linux)
-    except OSError:
-        pass
 
 
 def copy_with_edge(port: int, pid: int, target: Path, size: int) -> tuple[float, int]:

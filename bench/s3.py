@@ -46,7 +46,7 @@ from urllib.parse import urlsplit  # noqa: E402
 from botocore.auth import S3SigV4QueryAuth  # noqa: E402
 from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
-from common import (  # noqa: E402
+from common import (
     BUCKET,
     EDGE_READY,
     TWISTD,
@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     have_wrk,
     load,
     median,
+    reset_peak,  # noqa: E402
     rss_kib,
     start_logging_to,
     start_twistd_web,
@@ -220,14 +221,6 @@ def wait_hit(port: int, key: str, timeout: float = 20) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError(f"node on {port} answers {status} for {key}")
-
-
-def reset_peak(pid: int) -> None:
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS (Linux)
-    except OSError:
-        pass
 
 
 def copy_with_edge(node: Server, key: str, head_url: str, size: int) -> tuple[float, int]:

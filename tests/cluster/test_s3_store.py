@@ -41,6 +41,7 @@ from edge.store.interface import (
 )
 from edge.store.s3 import S3Object, S3Store
 from edge.store.s3.tracking import InternalUpload, InternalUploads
+from tests.cluster.nodes import restart_store
 from tests.cluster.redis_server import RedisServer
 from tests.cluster.s3_server import S3Server
 from tests.cluster.seaweedfs_server import SeaweedFS
@@ -531,3 +532,100 @@ async def test_sweep_aborts_orphaned_uploads_and_old_scratch(
     assert not old.exists() and new.exists()
     await s3.abort_multipart_upload(b, "live", live_id)
     await store.uploads.discard(api)
+
+
+async def until(what: str, check: Callable[[], Any], seconds: float = 10) -> Any:
+    """Poll the async `check` until it answers something true; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (found := await check()):
+        assert time.monotonic() < deadline, what
+        await deferLater(reactor, 0.02, lambda: None)
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_parts_go_up_while_the_write_goes_on(store: S3Store, s3: S3Client) -> None:
+    """Past the threshold (5 MiB parts here) each complete part is uploaded before publish,
+    while the write is still open: the open upload lists parts 1 and 2 once 11 MiB are
+    written; publish sends the last part and the object equals the bytes, in 3 parts."""
+    b = bucket_of(store)
+    data = os.urandom(14 * MiB + 5)
+    pending = store.new_upload(b, "streamed")
+    for i in range(0, 11 * MiB, MiB):
+        pending.write(data[i : i + MiB])
+    uploads = await until("no upload opened", lambda: s3.list_multipart_uploads(b))
+    upload_id = uploads[0].upload_id
+
+    async def two_parts() -> bool:
+        return [p.number for p in await s3.list_parts(b, "streamed", upload_id)] == [1, 2]
+
+    await until("parts 1 and 2 never went up", two_parts)
+    assert await s3.head_object(b, "streamed") is None
+    pending.write(data[11 * MiB :])
+    assert await pending.publish()
+    assert pending.etag.endswith("-3")
+    assert await read(s3, store, "streamed") == data
+    assert await s3.list_multipart_uploads(b) == []
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_discard_mid_write_aborts_the_upload(store: S3Store, s3: S3Client) -> None:
+    """A write discarded while its parts go up (a copy given up) aborts its upload: no
+    upload stays open, nothing is visible, the scratch file is gone."""
+    b = bucket_of(store)
+    pending = store.new_upload(b, "dropped")
+    for _ in range(12):
+        pending.write(os.urandom(MiB))
+    await until("no upload opened", lambda: s3.list_multipart_uploads(b))
+    pending.discard()
+
+    async def none_open() -> bool:
+        return await s3.list_multipart_uploads(b) == []
+
+    await until("the upload was never aborted", none_open)
+    assert await s3.head_object(b, "dropped") is None
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_stopped_mid_write(
+    seaweedfs_factory: Callable[[], SeaweedFS],
+    tmp_path: Path,
+    coordinators: Callable[[], RedisCoordinator],
+) -> None:
+    """A store that stops while a big write's parts go up fails the publish
+    (StoreUnavailable), shows nothing once back, and the upload its abort could not reach
+    is left to the sweep, which aborts it: no upload stays open after the restart."""
+    server = seaweedfs_factory()
+    client = client_for(server, timeout=2)
+    coordinator = await connected(coordinators())
+    store = S3Store(
+        client,
+        ["stopped"],
+        tmp_path / "scratch",
+        multipart_threshold=5 * MiB,
+        part_size=5 * MiB,
+        coordinator=coordinator,
+    )
+    try:
+        await store.prepare()
+        pending = store.new_upload("stopped", "k")
+        for _ in range(6):
+            pending.write(os.urandom(MiB))
+        await until("no upload opened", lambda: client.list_multipart_uploads("stopped"))
+        server.stop()
+        for _ in range(6):
+            pending.write(os.urandom(MiB))
+        with pytest.raises(StoreUnavailable):
+            await pending.publish()
+        assert list(store.tmp_dir.iterdir()) == []
+        await deferToThread(restart_store, server)
+        assert await client.head_object("stopped", "k") is None
+        assert len(await client.list_multipart_uploads("stopped")) == 1
+        counts = await store.sweep(time.time() + 7200)
+        assert counts["uploads"] == 1
+        assert await client.list_multipart_uploads("stopped") == []
+    finally:
+        store.stop()
+        await client.close()

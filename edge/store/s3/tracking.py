@@ -8,8 +8,10 @@ each one is recorded in Redis for as long as it runs: a member of the set
 `cosedge:upload:<store bucket>/<upload id>` that the coordinator renews while the publish
 runs. The member is removed before the lock is released, so a member whose lock is gone was
 left by a node that died mid-publish: the sweep aborts it once it is older than `lock_ttl`
-plus the sweep interval. Without a coordinator (one node) the record is kept in memory: what
-a crash leaves is then seen as an API upload and expires with those.
+plus the sweep interval. An upload whose abort the store did not answer (an outage) is
+`left` the same way: its member kept, its lock released, for the sweep. Without a
+coordinator (one node) the record is kept in memory: a left upload is aborted by the next
+sweep, and what a crash leaves is seen as an API upload and expires with those.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class InternalUploads:
         self._ttl = lock_ttl
         self._local: dict[str, InternalUpload] = {}  # upload id -> upload (this process)
         self._locks: dict[str, RedisLock] = {}
+        self._left: dict[str, InternalUpload] = {}  # without Redis: aborts that failed
 
     async def begin(self, upload: InternalUpload) -> None:
         """Record a started upload; fails `StoreUnavailable` when Redis cannot (the caller
@@ -88,9 +91,19 @@ class InternalUploads:
         if lock is not None:
             await lock.release()
 
+    async def left(self, upload: InternalUpload) -> None:
+        """The upload could not be aborted (the store unreachable): keep its record for the
+        sweep, as if its node had died (the lock goes, the member stays)."""
+        self._local.pop(upload.upload_id, None)
+        lock = self._locks.pop(upload.upload_id, None)
+        if self._redis is None:
+            self._left[upload.upload_id] = upload
+        elif lock is not None:
+            await lock.release()
+
     async def running_ids(self) -> set[str]:
         """Upload ids of every internal upload recorded, on any node."""
-        ids = set(self._local)
+        ids = set(self._local) | set(self._left)
         for upload in await self._members():
             ids.add(upload.upload_id)
         return ids
@@ -108,10 +121,10 @@ class InternalUploads:
     async def orphans(self, now: float, grace: float) -> list[InternalUpload]:
         """Recorded uploads started over `grace` seconds ago whose publish is gone (their
         liveness lock expired): what a node that died mid-publish left."""
-        orphans = []
+        orphans = list(self._left.values())
         redis = self._redis
         if redis is None:
-            return []
+            return orphans
         for upload in await self._members():
             if now - upload.started <= grace or upload.upload_id in self._local:
                 continue
@@ -125,6 +138,7 @@ class InternalUploads:
 
     async def drop(self, upload: InternalUpload) -> None:
         """Remove an aborted orphan's record."""
+        self._left.pop(upload.upload_id, None)
         if self._redis is None:
             return
         try:

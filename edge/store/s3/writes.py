@@ -1,21 +1,25 @@
-"""Writing objects into the S3 store: bytes gathered in local scratch, then sent whole.
+"""Writing objects into the S3 store: bytes gathered in local scratch, big ones sent as
+they come.
 
-A copy or an upload is written to a scratch file under `tmp_dir` (hashed on the way), and
-only `publish` sends it: one PUT up to the multipart threshold, a multipart upload of file
-ranges above it. S3 makes either visible whole or not at all; a failed multipart upload is
-aborted, and one left by a node that died is swept (`tracking`). Create-only writes (copies)
-are checked with HEAD first and sent with `If-None-Match: *`, so an object already there is
-never replaced (the store answers 412, and the write fires False); a multipart one is checked
-with HEAD again before completing, for stores that ignore the header there (Ceph RGW 16.2).
-A watched copy also asks the delete counters before and after writing and takes back what a
-DELETE raced.
+A copy or an upload is written to a scratch file under `tmp_dir` (hashed on the way). Up to
+the multipart threshold nothing leaves the node before `publish`, which sends one PUT; past
+it, `write` starts a multipart upload and its complete parts go up from the file while the
+rest is still being written (`parts`: at most two at once), and `publish` sends the last
+part and completes. A write published with other metadata than its key's defaults (an API
+PUT names them only then; those arrive whole in a spool, so nothing was sent yet) is sent
+from the file at publish. S3 makes either visible whole or not at all; a failed multipart
+upload (a part refused, the store gone, a discard) is aborted, and one left by a node that
+died is swept (`tracking`). Create-only writes (copies) are checked with HEAD first and
+sent with `If-None-Match: *`, so an object already there is never replaced (the store
+answers 412, and the write fires False); a multipart one is checked with HEAD again before
+completing, for stores that ignore the header there (Ceph RGW 16.2). A watched copy also
+asks the delete counters before and after writing and takes back what a DELETE raced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +28,18 @@ from typing import Any, BinaryIO
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from edge.s3 import FileRangeProducer, S3Client, S3Error, S3Unavailable
+from edge.s3 import FileRangeProducer, S3Client, S3Error
 from edge.store.folder.objects import ContentTypes
 from edge.store.interface import DeleteWatch, ObjectMeta, SpooledBody, StoreUnavailable
 from edge.store.s3.calls import StoreGate
 from edge.store.s3.deletes import S3DeleteWatch
 from edge.store.s3.objects import USER_META
-from edge.store.s3.tracking import InternalUpload, InternalUploads
+from edge.store.s3.parts import StreamedUpload
+from edge.store.s3.tracking import InternalUploads
 
 log = Logger()
 
 MiB = 1024 * 1024
-MIN_PART = 5 * MiB  # S3's smallest part but the last
 MAX_PARTS = 10_000
 
 
@@ -82,6 +86,7 @@ class S3PendingWrite:
         self.deleted_meanwhile = False
         self._store_etag: str | None = None
         self._discarded = False
+        self._parts: StreamedUpload | None = None
         self._file: BinaryIO | None
         if spool is not None:
             # An upload already in local scratch: taken over as it is, no second copy.
@@ -103,6 +108,32 @@ class S3PendingWrite:
         self._file.write(data)
         self._md5.update(data)
         self.size += len(data)
+        if self._parts is not None:
+            self._parts.feed(self.size)
+        elif self.size > self._context.multipart_threshold:
+            # Parts go up while the rest is written; the key's defaults, as a copy has.
+            self._parts = self._upload(self._context.types.for_key(self.key), {})
+            self._parts.feed(self.size)
+
+    def _upload(self, content_type: str, metadata: dict[str, str]) -> StreamedUpload:
+        context = self._context
+        return StreamedUpload(
+            context.client,
+            context.gate,
+            context.uploads,
+            self.store_bucket,
+            self.key,
+            self.temp_path,
+            context.part_size,
+            content_type,
+            metadata,
+            self._flush,
+        )
+
+    def _flush(self) -> None:
+        """Before a part is read back: what was written is in the file, not a buffer."""
+        if self._file is not None:
+            self._file.flush()
 
     @property
     def etag(self) -> str:
@@ -134,10 +165,19 @@ class S3PendingWrite:
                 self.key
             )
             metadata = store_metadata(meta)
-            if self.size <= self._context.multipart_threshold:
+            parts = self._parts
+            if parts is not None and (parts.content_type, parts.metadata) != (
+                content_type,
+                metadata,
+            ):
+                await parts.abort()  # begun with the key's defaults; these differ
+                parts = None
+            if parts is None and self.size > self._context.multipart_threshold:
+                parts = self._parts = self._upload(content_type, metadata)
+            if parts is None:
                 etag = await gate.run("PUT", self._put(replace, content_type, metadata))
             else:
-                etag = await self._multipart(replace, content_type, metadata)
+                etag = await parts.complete(self.size, replace)
             if etag is None:
                 return False  # the key was taken meanwhile; it is kept
             if await self._deleted():
@@ -145,13 +185,15 @@ class S3PendingWrite:
                 return False
             self._store_etag = etag.strip('"')
             return True
-        except ValueError:
+        except Exception:
             if not self._discarded:
                 raise
             # discard() took the scratch file away under a running publish (the client
             # or the copy gave up): the upload was aborted; report it as not written.
             raise StoreUnavailable(f"write of {self.bucket}/{self.key} discarded") from None
         finally:
+            if self._parts is not None:
+                await self._parts.abort()  # nothing if completed
             self._unlink()
 
     async def _deleted(self) -> bool:
@@ -181,70 +223,6 @@ class S3PendingWrite:
                 return None
             raise
 
-    async def _multipart(
-        self, replace: bool, content_type: str, metadata: dict[str, str]
-    ) -> str | None:
-        """Send the file as parts; aborts the upload on any failure or refusal."""
-        context = self._context
-        client, gate, sb = context.client, context.gate, self.store_bucket
-        upload_id = await gate.run(
-            "start upload", client.create_multipart_upload(sb, self.key, content_type, metadata)
-        )
-        upload = InternalUpload(sb, self.key, upload_id, time.time())
-        done = False
-        try:
-            await context.uploads.begin(upload)
-            part_size = max(context.part_size, MIN_PART, -(-self.size // MAX_PARTS))
-            parts = []
-            for number, offset in enumerate(range(0, self.size, part_size), 1):
-                length = min(part_size, self.size - offset)
-                producer = FileRangeProducer(self.temp_path, offset, length)
-                etag = await gate.run(
-                    f"PUT part {number}",
-                    client.upload_part(sb, self.key, upload_id, number, producer),
-                )
-                parts.append((number, etag))
-            result = await gate.run("complete upload", self._complete(upload_id, parts, replace))
-            done = result is not None
-            return result
-        finally:
-            if not done:
-                await self._abort(upload_id)
-            await context.uploads.end(upload)
-
-    async def _complete(
-        self, upload_id: str, parts: list[tuple[int, str]], replace: bool
-    ) -> str | None:
-        client = self._context.client
-        # Ceph RGW 16.2 ignores If-None-Match on the completion and would replace a key
-        # written while the parts went up; a second HEAD narrows that to one round trip.
-        if not replace and await client.head_object(self.store_bucket, self.key) is not None:
-            return None
-        try:
-            return await client.complete_multipart_upload(
-                self.store_bucket, self.key, upload_id, parts, if_none_match=not replace
-            )
-        except S3Error as e:
-            if not replace and e.code == "PreconditionFailed":
-                return None
-            raise
-
-    async def _abort(self, upload_id: str) -> None:
-        try:
-            await self._context.client.abort_multipart_upload(
-                self.store_bucket, self.key, upload_id
-            )
-        except S3Error as e:
-            if not isinstance(e, S3Unavailable):
-                self._context.gate.neutral(f"abort of upload {upload_id}", e)
-            log.info(
-                "Upload {upload_id} of {bucket}/{key} not aborted ({reason}); the sweep will",
-                upload_id=upload_id,
-                bucket=self.store_bucket,
-                key=self.key,
-                reason=str(e),
-            )
-
     async def _take_back(self, etag: str) -> None:
         """A DELETE raced this copy's write: remove what was written, unless the key holds
         something else by now (a PUT since)."""
@@ -268,4 +246,7 @@ class S3PendingWrite:
             except OSError:
                 pass
             self._file = None
+        if self._parts is not None:
+            # Cancels the parts running and aborts the upload, in the background.
+            Deferred.fromCoroutine(self._parts.abort())
         self._unlink()

@@ -127,7 +127,9 @@ class FileRangeProducer:
         if self._task is not None:
             try:
                 self._task.stop()
-            except (task.TaskDone, task.TaskFailed):
+            except (task.TaskDone, task.TaskFailed, task.TaskStopped):
+                # Finished, or stopped already: a cancelled request's connection is
+                # aborted, and its transport stops the producer a second time.
                 pass
 
 

@@ -613,7 +613,15 @@ async def test_store_stopped_mid_write(
         pending = store.new_upload("stopped", "k")
         for _ in range(6):
             pending.write(os.urandom(MiB))
-        await until("no upload opened", lambda: client.list_multipart_uploads("stopped"))
+        uploads = await until("no upload", lambda: client.list_multipart_uploads("stopped"))
+
+        async def part_one() -> bool:
+            parts = await client.list_parts("stopped", "k", uploads[0].upload_id)
+            return [p.number for p in parts] == [1]
+
+        # Part 1 listed: the edge has the upload's id (its POST was answered), so it is
+        # recorded; an upload whose id never came back cannot be, by anyone.
+        await until("part 1 never went up", part_one)
         server.stop()
         for _ in range(6):
             pending.write(os.urandom(MiB))

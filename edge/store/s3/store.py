@@ -3,9 +3,10 @@
 
 Edge bucket `b` lives in store bucket `bucket_template.format(bucket=b)`. This class owns
 the buckets (created when missing, at start-up and on PUT Bucket), listings, reads, deletes
-and the sweep; reads are `objects`, writes `writes`, the API's multipart `uploads`, deletes
-racing copies `deletes`, and the record of its own multipart uploads `tracking`. Only local
-scratch (request bodies, copies being gathered) stays on this node, under `scratch_dir`.
+and the sweep; reads are `objects`, writes `writes` (a big one's parts `parts`), the API's
+multipart `uploads`, deletes racing copies `deletes`, and the record of its own multipart
+uploads `tracking`. Only local scratch (request bodies, copies being gathered) stays on
+this node, under `scratch_dir`.
 """
 
 from __future__ import annotations

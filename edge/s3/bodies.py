@@ -82,12 +82,14 @@ class FileRangeProducer:
         self.length = length
         self._cooperate = cooperator.cooperate if cooperator is not None else task.cooperate
         self._task: task.CooperativeTask[Any] | None = None
+        self._stopped = False
 
     def sha256(self) -> Deferred[str]:
         """The SHA-256 of exactly the bytes this producer sends (in a thread)."""
         return sha256_of_file(self.path, self.offset, self.length)
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._stopped = False
         f = open(self.path, "rb")  # noqa: SIM115 - closed when the task ends
         f.seek(self.offset)
         self._task = self._cooperate(self._chunks(f, consumer))
@@ -112,7 +114,17 @@ class FileRangeProducer:
             if not chunk:
                 raise OSError(f"{self.path} ended {remaining} bytes before the range did")
             remaining -= len(chunk)
-            consumer.write(chunk)
+            try:
+                consumer.write(chunk)
+            except Exception:
+                if not self._stopped:
+                    raise
+            if self._stopped:
+                # The write lost the connection, which stopped this task under us (and the
+                # write may have raised for it): ending or raising now would finish the
+                # task twice (a ValueError in the Cooperator). It is never resumed.
+                yield None
+                return
             yield None
 
     def pauseProducing(self) -> None:
@@ -124,6 +136,7 @@ class FileRangeProducer:
             self._task.resume()
 
     def stopProducing(self) -> None:
+        self._stopped = True
         if self._task is not None:
             try:
                 self._task.stop()

@@ -54,9 +54,11 @@ def reload_events(events: list[dict]) -> list[dict]:
 
 @pytest_twisted.ensureDeferred
 async def test_edge_keeps_answering_while_a_sighup_reload_parses(edges, tmp_path, captured_events):
-    """While a SIGHUP reload parses big tables, requests are still answered: several
-    complete before the reload's event is logged. (Run on the reactor thread, the parse
-    would hold every request until it ended.) The new index is in force afterwards."""
+    """While a SIGHUP reload parses big tables, requests are still answered: at least one
+    completes before the reload's event is logged. (Run on the reactor thread, the parse
+    would hold every request until it ended, and none would.) How many depends on the
+    machine's load: a loaded CI machine once answered 2 where an idle one answers dozens.
+    The new index is in force afterwards."""
     tables = tmp_path / "tables"
     write_big_tables(tables, seed=1)
     edge, reloader = await start_with_tables(edges, tables)
@@ -71,7 +73,7 @@ async def test_edge_keeps_answering_while_a_sighup_reload_parses(edges, tmp_path
         assert reply.status == 200
         if not reload_events(captured_events):
             answered_during += 1
-    assert answered_during >= 3, answered_during
+    assert answered_during >= 1, answered_during
     (event,) = reload_events(captured_events)
     assert event.get("outcome") == "reloaded" and event.get("tables_dir") == str(tables)
     assert event["duration_ms"] > 0

@@ -267,3 +267,12 @@ def reset_peak(pid: int) -> None:
             f.write("5")
     except OSError:
         pass
+
+
+def write_big_file(path: Path, mib: int) -> None:
+    """A file of `mib` MiB of random bytes (one random MiB repeated: cheap to make, and
+    neither compression nor deduplication is on any path measured)."""
+    block = os.urandom(2**20)
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(block)

@@ -16,7 +16,6 @@ from __future__ import annotations
 # standard library's `copy` for every benchmark here, since a script's folder leads sys.path.
 import argparse
 import http.client
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from common import (
     rss_kib,
     start_edge,
     start_twistd_web,
+    write_big_file,
 )
 
 TREQ_DOWNLOAD = """
@@ -97,10 +97,7 @@ def main() -> None:
         work = Path(tmp)
         origin_dir = work / "origin"
         origin_dir.mkdir()
-        block = os.urandom(2**20)
-        with open(origin_dir / "big.bin", "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(block)
+        write_big_file(origin_dir / "big.bin", args.size_mib)
         origin = start_twistd_web(work, "--path", str(origin_dir), access_file=True)
         edge = start_edge(
             work,
@@ -120,7 +117,7 @@ def main() -> None:
                 seconds, grew = copy_with_edge(edge.port, edge.proc.pid, target, size)
                 edge_times.append(seconds)
                 growth.append(grew)
-            assert target.read_bytes()[: 2**20] == block
+            assert target.read_bytes()[: 2**20] == (origin_dir / "big.bin").read_bytes()[: 2**20]
         finally:
             edge.stop()
             origin.stop()

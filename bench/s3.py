@@ -61,6 +61,7 @@ from common import (
     rss_kib,
     start_logging_to,
     start_twistd_web,
+    write_big_file,
 )
 
 from tests.cluster.redis_server import RedisServer  # noqa: E402
@@ -296,10 +297,7 @@ def main() -> None:
         work = Path(tmp)
         origin_dir = work / "origin"
         origin_dir.mkdir()
-        block = os.urandom(2**20)
-        with open(origin_dir / "big.bin", "wb") as f:
-            for _ in range(args.size):
-                f.write(block)
+        write_big_file(origin_dir / "big.bin", args.size)
         for n in range(args.rounds):
             os.link(origin_dir / "big.bin", origin_dir / f"big-{n}.bin")
 

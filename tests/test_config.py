@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from edge.config import ConfigError, OriginAddress, load_config, parse_config
+from tests.configs import load_text as _load
+from tests.configs import refusal as _error
 
 GOOD = """
 listen: "tcp:8080:interface=127.0.0.1"
@@ -19,18 +21,6 @@ buckets:
       enabled: true
       address: "abc.qq.com:8080"
 """
-
-
-def _load(tmp_path: Path, text: str):
-    path = tmp_path / "c.yaml"
-    path.write_text(text)
-    return load_config(path)
-
-
-def _error(tmp_path: Path, text: str) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        _load(tmp_path, text)
-    return info.value
 
 
 def test_good_config(tmp_path):

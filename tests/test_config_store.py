@@ -3,14 +3,14 @@ other key, naming file, key and reason; no server is contacted."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from edge.config import ConfigError, load_config, parse_config
+from edge.config import ConfigError, parse_config
 from edge.config.cluster import check_store
 from edge.process.cli import check_config
 from edge.process.reload import RESTART_ONLY
+from tests.configs import load_text as _load
+from tests.configs import refusal as _error
 
 S3 = """
 store:
@@ -21,18 +21,6 @@ store:
 coordination:
   redis: redis://127.0.0.1:6379/0
 """
-
-
-def _load(tmp_path: Path, text: str):
-    path = tmp_path / "c.yaml"
-    path.write_text(text)
-    return load_config(path)
-
-
-def _error(tmp_path: Path, text: str) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        _load(tmp_path, text)
-    return info.value
 
 
 def test_default_is_the_folder_store_without_coordination():

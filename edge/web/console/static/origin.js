@@ -1,0 +1,266 @@
+/* A bucket's back-to-origin page: the switch, the rules, and each address's ISP verdict.
+ *
+ * The page never judges an address itself: the dry run (`GET /?cosedge-origin-check`) shows
+ * what each address resolves to and which ISP it belongs to, and saving (`PUT /?origin`)
+ * shows the API's own message when it refuses, so what the page says is what the API says.
+ * Switching off deletes the API's rules (`DELETE /?origin`); a bucket whose config file has
+ * an `origin:` then falls back to that, and the page says so.
+ */
+"use strict";
+
+(function (global) {
+  const { h, field, checkbox, say, quiet, describe } = global.Dom;
+  const api = global.CosApi;
+
+  const TYPES = [
+    ["Proxy", "Proxy: redirect now, copy into the bucket in the background"],
+    ["Redirect", "Redirect: redirect only, copy nothing"],
+  ];
+  const CODES = ["302", "301", "307"];
+
+  function blankRule(priority) {
+    return { priority: String(priority), type: "Proxy", prefix: "", address: "", redirectCode: "302", followQueryString: true };
+  }
+
+  function select(name, options, value) {
+    const control = h("select", { name });
+    for (const [optionValue, text] of options) {
+      control.appendChild(h("option", { value: optionValue, selected: optionValue === value }, text));
+    }
+    return control;
+  }
+
+  /* What the dry run said about one address: each resolved address, its ISP, its verdict. */
+  function verdictList(answer) {
+    const items = (answer.addresses || []).map((a) => {
+      const isp = a.isps && a.isps.length ? a.isps.join(", ") : "no ISP";
+      const why = a.reason ? (a.accepted ? " (" + a.reason + ")" : ": " + a.reason) : "";
+      const verdict = (a.accepted ? "accepted" : "refused") + why;
+      return h(
+        "li." + (a.accepted ? "accepted" : "refused"),
+        {},
+        h("code", {}, a.address),
+        " — ",
+        h("span.isp", {}, isp),
+        " — ",
+        h("span.verdict", {}, verdict),
+      );
+    });
+    const summary = answer.accepted
+      ? h("p.summary.accepted", {}, answer.address + " would be accepted.")
+      : h("p.summary.refused", {}, answer.address + " would be refused: " + (answer.reason || "no addresses"));
+    return [summary, items.length ? h("ul.addresses", {}, items) : null];
+  }
+
+  class RuleEditor {
+    constructor(rule, page) {
+      this.page = page;
+      this.priority = h("input", { name: "priority", type: "number", min: "1", step: "1", value: rule.priority, inputmode: "numeric" });
+      this.type = select("type", TYPES, rule.type);
+      this.prefix = h("input", { name: "prefix", value: rule.prefix, placeholder: "every key", spellcheck: "false" });
+      this.address = h("input", { name: "address", value: rule.address, placeholder: "origin.example.com:8080", spellcheck: "false", autocomplete: "off" });
+      this.redirectCode = select("redirect-code", CODES.map((c) => [c, c]), rule.redirectCode);
+      this.follow = h("input", { name: "follow-query", type: "checkbox", checked: rule.followQueryString });
+      this.verdict = h("div.verdict-box", { role: "status", "aria-live": "polite" });
+      this.legend = h("legend", {});
+      this.address.addEventListener("change", () => this.check());
+      const known = page.verdicts.get(rule.address);
+      if (known) this.showVerdict(known);
+      this.node = h(
+        "fieldset.rule",
+        {},
+        this.legend,
+        h(
+          "div.grid",
+          {},
+          field("Priority", this.priority, "Lowest first; unique"),
+          field("Type", this.type),
+          field("Key prefix", this.prefix, "Empty: every key"),
+          field("Origin address", this.address, "host[:port], plain HTTP"),
+          field("Redirect code", this.redirectCode),
+          checkbox("Keep the query string", this.follow),
+        ),
+        this.verdict,
+        h(
+          "div.actions",
+          {},
+          h("button", { type: "button", onclick: () => this.check() }, "Check address"),
+          h("button.danger", { type: "button", onclick: () => page.remove(this) }, "Remove rule"),
+        ),
+      );
+    }
+
+    value() {
+      return {
+        priority: this.priority.value.trim(),
+        type: this.type.value,
+        prefix: this.prefix.value,
+        address: this.address.value.trim(),
+        redirectCode: this.redirectCode.value,
+        followQueryString: this.follow.checked,
+      };
+    }
+
+    showVerdict(answer) {
+      say(this.verdict, answer.accepted ? "ok" : "error", ...verdictList(answer));
+      this.verdict.setAttribute("role", "status");
+    }
+
+    /* The dry run for this rule's address; resolves to whether it would be accepted. */
+    async check() {
+      const address = this.address.value.trim();
+      if (!address) {
+        quiet(this.verdict);
+        return false;
+      }
+      say(this.verdict, "info", "Checking " + address + "…");
+      try {
+        const answer = await api.checkOrigin(this.page.bucket, address);
+        this.page.verdicts.set(address, answer);
+        this.showVerdict(answer);
+        return answer.accepted;
+      } catch (e) {
+        say(this.verdict, "error", describe(e));
+        return false;
+      }
+    }
+  }
+
+  class OriginPage {
+    constructor(container, bucket) {
+      this.bucket = bucket;
+      this.editors = [];
+      this.saved = [];
+      this.verdicts = new Map(); // address -> the last dry run's answer, kept across reloads
+      this.message = h("div.message#origin-message", { hidden: true });
+      this.switch = h("button.switch#origin-switch", { type: "button", role: "switch", "aria-checked": "false", onclick: () => this.toggle() }, h("span.knob", { "aria-hidden": "true" }), h("span.switch-text", {}, "Off"));
+      this.rulesNode = h("div.rules");
+      this.source = h("p.note", {});
+      this.addButton = h("button", { type: "button", onclick: () => this.add() }, "Add rule");
+      this.saveButton = h("button.primary#save-rules", { type: "button", onclick: () => this.save() }, "Save rules");
+      this.resetButton = h("button", { type: "button", onclick: () => this.load() }, "Discard changes");
+      this.editorNode = h(
+        "div.editor",
+        {},
+        this.rulesNode,
+        h("div.actions", {}, this.addButton, this.resetButton, this.saveButton),
+      );
+      container.append(
+        h(
+          "section.card",
+          { "aria-labelledby": "origin-heading" },
+          h("div.section-head", {}, h("h2#origin-heading", {}, "Back-to-origin"), h("div.switch-row", {}, h("span#origin-switch-label", {}, "Enabled"), this.switch)),
+          h("p.note", {}, "A miss (a key not in the bucket) is answered with a redirect to the first rule whose prefix matches it; a Proxy rule also copies the object into the bucket, so the next request is a hit."),
+          this.message,
+          this.source,
+          this.editorNode,
+        ),
+      );
+      this.switch.setAttribute("aria-labelledby", "origin-switch-label");
+      this.load();
+    }
+
+    setEnabled(on) {
+      this.switch.setAttribute("aria-checked", on ? "true" : "false");
+      this.switch.querySelector(".switch-text").textContent = on ? "On" : "Off";
+      this.editorNode.hidden = !on;
+    }
+
+    show(rules) {
+      this.editors = rules.map((r) => new RuleEditor(r, this));
+      this.renumber();
+      this.setEnabled(rules.length > 0);
+    }
+
+    renumber() {
+      this.rulesNode.replaceChildren(...this.editors.map((e) => e.node));
+      this.editors.forEach((e, n) => (e.legend.textContent = "Rule " + (n + 1)));
+    }
+
+    async load(keepMessage) {
+      if (!keepMessage) quiet(this.message);
+      try {
+        this.saved = await api.getOrigin(this.bucket);
+        this.show(this.saved);
+        this.source.textContent = this.saved.length
+          ? this.saved.length + (this.saved.length === 1 ? " rule" : " rules") + " in force."
+          : "No rules: a miss answers 404 NoSuchKey.";
+      } catch (e) {
+        say(this.message, "error", "Could not read the origin rules: " + describe(e));
+      }
+    }
+
+    add() {
+      const used = this.editors.map((e) => parseInt(e.priority.value, 10) || 0);
+      const editor = new RuleEditor(blankRule(Math.max(0, ...used) + 1), this);
+      this.editors.push(editor);
+      this.renumber();
+      this.setEnabled(true);
+      editor.address.focus();
+    }
+
+    remove(editor) {
+      this.editors = this.editors.filter((e) => e !== editor);
+      this.renumber();
+      if (this.editors.length) this.editors[0].priority.focus();
+      else this.addButton.focus();
+    }
+
+    async toggle() {
+      const on = this.switch.getAttribute("aria-checked") === "true";
+      if (!on) {
+        if (!this.editors.length) this.add();
+        else this.setEnabled(true);
+        say(this.message, "info", "Fill in the origin, then save the rules.");
+        return;
+      }
+      if (!this.saved.length) {
+        this.show([]);
+        quiet(this.message);
+        return;
+      }
+      this.switch.disabled = true;
+      try {
+        await api.deleteOrigin(this.bucket);
+        await this.load();
+        if (this.saved.length) {
+          say(this.message, "info", "The API's rules are deleted; the config file's origin: applies again. Turn it off in the config file.");
+        } else {
+          say(this.message, "ok", "Back-to-origin is off: misses answer 404 NoSuchKey.");
+        }
+      } catch (e) {
+        say(this.message, "error", "Could not turn back-to-origin off: " + describe(e));
+      } finally {
+        this.switch.disabled = false;
+      }
+    }
+
+    async save() {
+      if (!this.editors.length) {
+        say(this.message, "error", "Add a rule first, or switch back-to-origin off.");
+        return;
+      }
+      this.saveButton.disabled = true;
+      say(this.message, "info", "Checking the addresses…");
+      try {
+        // Show every address's ISP before saving; the API has the last word either way.
+        await Promise.all(this.editors.map((e) => e.check()));
+        say(this.message, "info", "Saving…");
+        await api.putOrigin(this.bucket, this.editors.map((e) => e.value()));
+        await this.load(true);
+        say(this.message, "ok", "Saved: " + this.saved.length + (this.saved.length === 1 ? " rule" : " rules") + " in force.");
+      } catch (e) {
+        say(this.message, "error", "Not saved: " + describe(e));
+      } finally {
+        this.saveButton.disabled = false;
+      }
+    }
+  }
+
+  global.OriginPage = {
+    render(container, bucket) {
+      new OriginPage(container, bucket);
+      return null;
+    },
+  };
+})(window);

@@ -14,6 +14,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from tests.browser.conftest import (
+    SECRET_KEY,
     ConsoleEdge,
     sign_in,
     text_of,
@@ -129,3 +130,56 @@ def test_a_refused_address_shows_the_apis_message(
     verdict = text_of(browser, "fieldset.rule .verdict-box")
     assert address.split(":")[0] in verdict and ("refused" in verdict or "port" in verdict)
     assert rules_saved(console_edge) == before
+
+
+def test_usable_by_keyboard_alone(browser: Any, console_edge: ConsoleEdge) -> None:
+    """Sign-in by typing and Enter, Tab to the bucket's link and Enter: the page's heading
+    gets the focus, and Sign out (a real button) forgets the key pair."""
+    browser.get(console_edge.base + "/console/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.refresh()
+    wait_for(
+        browser,
+        lambda d: d.switch_to.active_element.get_attribute("name") == "secret-id",
+        "the focus in SecretId",
+    )
+    browser.switch_to.active_element.send_keys("AKIDconsoleBrowser", Keys.TAB)
+    browser.switch_to.active_element.send_keys(SECRET_KEY, Keys.ENTER)
+    wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, BUCKET), "the bucket list")
+    for _ in range(20):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        if browser.switch_to.active_element.text == BUCKET:
+            break
+    assert browser.switch_to.active_element.text == BUCKET
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait_for(browser, lambda d: d.find_elements(By.NAME, "address"), "the origin page")
+    focused = browser.switch_to.active_element
+    assert focused.tag_name == "h1" and focused.text == BUCKET
+    sign_out = browser.find_element(By.ID, "sign-out")
+    assert sign_out.tag_name == "button"
+    sign_out.send_keys(Keys.ENTER)
+    wait_for(browser, lambda d: d.find_elements(By.NAME, "secret-id"), "the sign-in form")
+    assert browser.execute_script("return sessionStorage.length") == 0
+
+
+def test_readable_on_a_phone(browser: Any, console_edge: ConsoleEdge) -> None:
+    """At 390 px wide, the bucket list, the origin rules and the migration page fit the
+    width (nothing to scroll sideways) and a rule's fields stack in one column."""
+    browser.set_window_size(390, 844)
+    try:
+        open_origin_page(browser, console_edge)
+        fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+        assert browser.execute_script(fits)
+        rule = browser.find_element(By.CSS_SELECTOR, "fieldset.rule .grid")
+        priority = browser.find_element(By.NAME, "priority")
+        address = browser.find_element(By.NAME, "address")
+        assert address.location["y"] > priority.location["y"]
+        assert address.size["width"] > rule.size["width"] * 0.9
+        browser.find_element(By.LINK_TEXT, "Migration").click()
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".tile"), "the tiles")
+        assert browser.execute_script(fits)
+        browser.get(console_edge.base + "/console/#/")
+        wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, BUCKET), "the bucket list")
+        assert browser.execute_script(fits)
+    finally:
+        browser.set_window_size(1280, 900)

@@ -145,6 +145,7 @@
       ]);
       this.showTiles(outcomes, copies);
       if (copies) this.showCopies(copies);
+      else this.unavailable();
       if (problems.length) say(this.message, "error", ...problems.map((p) => h("p", {}, p)));
       else quiet(this.message);
       this.updated.textContent = "Updated " + new Date().toLocaleTimeString();
@@ -165,10 +166,11 @@
       }
       if (copies) {
         const counters = copies.counters || {};
-        const inFlight = counters.in_flight !== undefined ? counters.in_flight : (copies.in_flight || []).length;
-        tiles.push(tile("Copies stored", count(counters.stored), "complete in the bucket", "ok"));
-        tiles.push(tile("Copies failed", count(counters.failed), "see the reasons below", counters.failed ? "bad" : ""));
-        tiles.push(tile("In flight", count(inFlight), counters.queued !== undefined ? count(counters.queued) + " queued" : ""));
+        const running = copies.in_flight || [];
+        const queued = running.filter((r) => r.state === "queued").length;
+        tiles.push(tile("Copies stored", count(counters.stored || 0), "complete in the bucket", "ok"));
+        tiles.push(tile("Copies failed", count(counters.failed || 0), "reasons below", counters.failed ? "bad" : ""));
+        tiles.push(tile("In flight", count(running.length), count(queued) + " queued"));
       }
       this.tiles.replaceChildren(...tiles);
     }
@@ -176,7 +178,7 @@
     showCopies(copies) {
       this.inFlight.replaceChildren(
         table(
-          "Copies in flight",
+          "Running and queued copies",
           ["Key", "State", "Received", "Started", "Origin address"],
           (copies.in_flight || []).map((r) => [h("code", {}, r.key || ""), STATES[r.state] || r.state, progress(r), when(r.started), r.address || "—"]),
           "No copy is running.",
@@ -187,10 +189,17 @@
       this.showFailures();
     }
 
+    unavailable() {
+      const words = h("p.empty", {}, "Not available: the copies could not be read (see above).");
+      this.inFlight.replaceChildren(words.cloneNode(true));
+      this.failureList.replaceChildren(words);
+      this.olderButton.hidden = true;
+    }
+
     showFailures() {
       this.failureList.replaceChildren(
         table(
-          "Recent failures, newest first",
+          "Newest first",
           ["Key", "Reason", "Attempts", "Failed at", "May retry at"],
           this.failures.map((r) => [h("code", {}, r.key || ""), r.reason || "—", count(r.attempts), when(r.finished), when(r.retry_at)]),
           "No copy has failed.",

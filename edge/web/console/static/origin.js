@@ -13,8 +13,8 @@
   const api = global.CosApi;
 
   const TYPES = [
-    ["Proxy", "Proxy: redirect now, copy into the bucket in the background"],
-    ["Redirect", "Redirect: redirect only, copy nothing"],
+    ["Proxy", "Proxy: redirect, then copy"],
+    ["Redirect", "Redirect only"],
   ];
   const CODES = ["302", "301", "307"];
 
@@ -74,7 +74,7 @@
           "div.grid",
           {},
           field("Priority", this.priority, "Lowest first; unique"),
-          field("Type", this.type),
+          field("Type", this.type, "Proxy also copies the object in"),
           field("Key prefix", this.prefix, "Empty: every key"),
           field("Origin address", this.address, "host[:port], plain HTTP"),
           field("Redirect code", this.redirectCode),

@@ -39,19 +39,34 @@
     return [names.map((n) => n + "=" + encoded.get(n)).join("&"), names.join(";")];
   }
 
+  /* WebCrypto exists only in a secure context: https, or http to localhost / 127.0.0.1. */
+  function available() {
+    return Boolean(global.isSecureContext && global.crypto && global.crypto.subtle);
+  }
+
+  function subtle() {
+    if (!available()) {
+      throw new Error(
+        "the browser offers WebCrypto only to https pages or to http://localhost and " +
+          "http://127.0.0.1: open the console through one of those (an SSH tunnel, say)",
+      );
+    }
+    return global.crypto.subtle;
+  }
+
   async function sha1Hex(text) {
-    return hex(await crypto.subtle.digest("SHA-1", utf8.encode(text)));
+    return hex(await subtle().digest("SHA-1", utf8.encode(text)));
   }
 
   async function hmacSha1Hex(key, text) {
-    const cryptoKey = await crypto.subtle.importKey(
+    const cryptoKey = await subtle().importKey(
       "raw",
       utf8.encode(key),
       { name: "HMAC", hash: "SHA-1" },
       false,
       ["sign"],
     );
-    return hex(await crypto.subtle.sign("HMAC", cryptoKey, utf8.encode(text)));
+    return hex(await subtle().sign("HMAC", cryptoKey, utf8.encode(text)));
   }
 
   async function stringToSign(method, path, params, headers, signTime) {
@@ -89,5 +104,5 @@
     );
   }
 
-  global.CosSign = { encode, canonical, stringToSign, signature, sign };
+  global.CosSign = { available, encode, canonical, stringToSign, signature, sign };
 })(window);

@@ -183,3 +183,30 @@ def test_readable_on_a_phone(browser: Any, console_edge: ConsoleEdge) -> None:
         assert browser.execute_script(fits)
     finally:
         browser.set_window_size(1280, 900)
+
+
+def test_switching_off_deletes_the_api_rules(browser: Any, console_edge: ConsoleEdge) -> None:
+    """With rules set through the API, the switch deletes them (DELETE ?origin): the
+    config file's `origin:` applies again, and the page says so and shows that rule."""
+    body = (
+        "<OriginConfiguration><OriginRule><RulePriority>5</RulePriority>"
+        "<OriginType>Redirect</OriginType><OriginInfo><HostInfo>"
+        f"<HostName>{console_edge.origin_address}</HostName></HostInfo></OriginInfo>"
+        "</OriginRule></OriginConfiguration>"
+    )
+    status, answer = console_edge.signed("PUT", f"/{BUCKET}/", {"origin": ""}, body.encode())
+    assert status == 200, answer
+    open_origin_page(browser, console_edge)
+    switch = browser.find_element(By.ID, "origin-switch")
+    assert switch.get_attribute("aria-checked") == "true"
+    assert browser.find_element(By.NAME, "priority").get_attribute("value") == "5"
+    switch.click()
+    wait_for(
+        browser,
+        lambda d: "config file's origin: applies again" in text_of(d, "#origin-message"),
+        "the fallback notice",
+    )
+    assert [(r["RulePriority"], r["OriginType"]) for r in rules_saved(console_edge)] == [
+        ("1", "Proxy")
+    ]
+    assert browser.find_element(By.NAME, "priority").get_attribute("value") == "1"

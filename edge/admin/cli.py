@@ -35,14 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from edge.api import cosxml
-from edge.api.rules import (
-    PROXY,
-    REDIRECT,
-    OriginRule,
-    RuleError,
-    parse_origin_xml,
-    render_origin_xml,
-)
+from edge.api.rules import PROXY, REDIRECT, OriginRule, RuleError
+from edge.api.rules_xml import parse_origin_xml, render_origin_xml
 from edge.api.signature import sign
 from edge.config import OriginAddress
 

@@ -57,8 +57,12 @@ def standby_status(status: int, codes: tuple[str, ...]) -> bool:
 def origin_url(scheme: str, origin: OriginAddress, path: str) -> bytes:
     """`scheme://host[:port]/path`, the path percent-encoded as an origin expects; the host
     is written as configured, which is what the `Host` header then says."""
-    quoted = urllib.parse.quote(path, safe=_KEY_SAFE)
-    return f"{scheme}://{origin.netloc}/{quoted}".encode("ascii")
+    return b"%s://%s/%s" % (scheme.encode(), origin.netloc.encode("ascii"), quote_path(path))
+
+
+def quote_path(path: str) -> bytes:
+    """An origin path (a key, or a rewritten one), percent-encoded, without its `/`."""
+    return urllib.parse.quote(path, safe=_KEY_SAFE).encode("ascii")
 
 
 def origin_port(origin: OriginAddress, scheme: str) -> int:

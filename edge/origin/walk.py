@@ -84,8 +84,9 @@ class OriginWalk:
                     if last:
                         raise CopyFailed(f"no standby left: {origin.netloc} is refused")
                     continue
-            if n:
+            if n:  # the log and status pages name what is being asked now
                 job.source = plan.url(origin, job.key).decode("ascii")
+                job.address = address
             try:
                 opened = await self._follow(job, origin, address, fetch)
             except Exception as e:
@@ -158,7 +159,7 @@ class OriginWalk:
                 )
             origin, scheme, url = target.origin, target.scheme, target.url
             address = choose_address(resolved.accepted)
-            job.source = url.decode("ascii")
+            job.source, job.address = url.decode("ascii"), address
             log.debug(
                 "Copy of {bucket}/{key}: following {status} to {url} ({hop_address})",
                 status=status,

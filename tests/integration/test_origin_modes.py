@@ -126,6 +126,30 @@ async def test_standby_on_refused_connection(edges, origins):
 
 
 @pytest_twisted.ensureDeferred
+async def test_domain_standbys_are_vetted_when_the_copy_needs_them(edges, origins, captured_events):
+    """A domain standby is resolved and judged at copy time: with only 127.0.0.2 admitted,
+    `localhost` (127.0.0.1, ::1) is skipped with a warning naming its refused addresses and
+    its listener sees no connection; the next standby, an admitted IP, serves the copy."""
+    skipped_origin = origins.start()
+    standby = origins.start(interface="127.0.0.2")
+    standby.serve("/d.txt", b"via the second standby")
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        main = f"127.0.0.2:{s.getsockname()[1]}"
+    host_info = (
+        f"<StandbyHostName_1>localhost:{skipped_origin.port}</StandbyHostName_1>"
+        f"<StandbyHostName_2>{standby.address}</StandbyHostName_2>"
+    )
+    edge = await edge_with_rule(edges, rule_xml(main, host_info=host_info), extra=["127.0.0.2/32"])
+    await edge.get("d.txt")
+    await edge.copies_done()
+    assert stored(edge, "d.txt") == b"via the second standby"
+    assert skipped_origin.connections == 0
+    skipped = [e for e in captured_events if e.get("standby") == f"localhost:{skipped_origin.port}"]
+    assert skipped and "127.0.0.1: loopback address" in skipped[0]["reason"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_standby_on_503_then_the_next_one(edges, origins):
     """A 5xx (the default HTTPStandbyCode) moves on, standby by standby: main 503, first
     standby 500, second standby 200; each was asked once and the last one's body is kept."""

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.api import cosxml
 from edge.config import BucketConfig, OriginAddress
 from edge.origin.request import HTTP, HTTPS, OriginPlan
 from edge.store.changestamp import ChangeStamp
@@ -153,9 +154,13 @@ def _rewrite_from(raw: object) -> Rewrite | None:
 
 
 def _kept(raw: object) -> tuple[str, str]:
+    """A kept element, parsed now so a damaged file fails the load, not a later GET."""
     if not isinstance(raw, list) or len(raw) != 2:
         raise ValueError(f"a kept element must be [tag, xml], not {raw!r}")
-    return str(raw[0]), str(raw[1])
+    tag, text = str(raw[0]), str(raw[1])
+    if cosxml.parse(text.encode("utf-8")).tag != tag:  # XMLProblem is a ValueError
+        raise ValueError(f"kept element {tag!r} holds another element")
+    return tag, text
 
 
 def _list(raw: Mapping[str, object], key: str) -> list[object]:

@@ -291,6 +291,42 @@ async def test_redirect_to_a_refused_address_is_never_connected_to(edges, origin
 
 
 @pytest_twisted.ensureDeferred
+async def test_redirects_stop_after_three_hops(edges, origins, captured_events):
+    """An origin that keeps redirecting is asked four times (the first request and three
+    hops), then the copy ends saying so, with nothing stored."""
+    origin = origins.start()
+    origin.serve("/loop", status=302, headers={"Location": "/loop"})
+    edge = await edge_with_rule(
+        edges, rule_xml(origin.address, parameter="<FollowRedirection>true</FollowRedirection>")
+    )
+    await edge.get("loop")
+    await edge.copies_done()
+    assert len(origin.requests_for("/loop")) == 4 and stored(edge, "loop") is None
+    reasons = [e.get("reason", "") for e in captured_events if e.get("key") == "loop"]
+    assert "origin redirected more than 3 times" in reasons
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirect_to_https_is_verified_for_the_hop(edges, origins, ca, tmp_path: Path):
+    """A plain-HTTP origin redirecting to an HTTPS one: the hop is TLS, verified against
+    `ca_file` for the hop's host, and its body is stored under the client's key."""
+    secure = origins.start(tls=tls_options(ca))
+    secure.serve("/real.txt", b"moved to TLS")
+    plain = origins.start()
+    plain.serve("/a.txt", status=301, headers={"Location": f"https://{secure.address}/real.txt"})
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    edge = await edge_with_rule(
+        edges,
+        rule_xml(plain.address, parameter="<FollowRedirection>true</FollowRedirection>"),
+        fetch={"ca_file": str(bundle)},
+    )
+    await edge.get("a.txt")
+    await edge.copies_done()
+    assert stored(edge, "a.txt") == b"moved to TLS"
+
+
+@pytest_twisted.ensureDeferred
 async def test_redirect_not_followed_without_the_option(edges, origins):
     """Without FollowRedirection a 302 from the origin stores nothing (the seed's rule)."""
     first, second = origins.start(), origins.start()

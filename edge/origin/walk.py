@@ -76,13 +76,14 @@ class OriginWalk:
         plan = job.plan
         candidates: list[tuple[OriginAddress, str | None]] = [(job.origin, job.address)]
         candidates += [(standby, None) for standby in plan.standbys]
+        previous: Exception | None = None  # why the last origin asked was passed over
         for n, (origin, address) in enumerate(candidates):
             last = n == len(candidates) - 1
             if address is None:
                 address = await self._standby_address(job, origin)
                 if address is None:
-                    if last:
-                        raise CopyFailed(f"no standby left: {origin.netloc} is refused")
+                    if last:  # nothing left to ask: the failure before the refusal stands
+                        raise previous or CopyFailed(f"standby {origin.netloc} is refused")
                     continue
             if n:  # the log and status pages name what is being asked now
                 job.source = plan.url(origin, job.key).decode("ascii")
@@ -93,12 +94,16 @@ class OriginWalk:
                 if last or not _unreachable(e):
                     raise
                 self._moving_on(job, origin, _why(e))
+                previous = e
                 continue
             status = opened.response.code
             if last or status == 200 or not plan.fails_over(status):
                 return opened
             opened.response.deliverBody(Discard())
             self._moving_on(job, origin, f"it answered {status}")
+            previous = CopyFailed(
+                f"{origin.netloc} answered {status}", status=status, fault=status >= 500
+            )
         raise AssertionError("the walk always returns or raises on its last candidate")
 
     def _moving_on(self, job: CopyJob, origin: OriginAddress, why: str) -> None:

@@ -150,6 +150,23 @@ async def test_domain_standbys_are_vetted_when_the_copy_needs_them(edges, origin
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_refused_last_standby_leaves_the_failure_before_it(edges, origins, captured_events):
+    """When the only standby is refused at copy time, the copy fails with the main
+    origin's own answer (its 503), which is what the key's backoff and the breaker see."""
+    main = origins.start(interface="127.0.0.2")
+    main.serve("/e.txt", b"", status=503)
+    host_info = "<StandbyHostName_1>localhost:1</StandbyHostName_1>"
+    edge = await edge_with_rule(
+        edges, rule_xml(main.address, host_info=host_info), extra=["127.0.0.2/32"]
+    )
+    await edge.get("e.txt")
+    await edge.copies_done()
+    assert stored(edge, "e.txt") is None
+    reasons = [e.get("reason", "") for e in captured_events if e.get("key") == "e.txt"]
+    assert f"{main.address} answered 503" in reasons
+
+
+@pytest_twisted.ensureDeferred
 async def test_standby_on_503_then_the_next_one(edges, origins):
     """A 5xx (the default HTTPStandbyCode) moves on, standby by standby: main 503, first
     standby 500, second standby 200; each was asked once and the last one's body is kept."""

@@ -259,7 +259,8 @@ async def test_https_origin_with_a_wrong_ca_stores_nothing(
     await edge.copies_done()
     assert stored(edge, "secure.txt") is None
     assert origin.requests == []  # no request was sent over the unverified connection
-    assert not list((edge.data_dir / ".cosedge" / "tmp").glob("*"))
+    tmp = Path(edge.store.tmp_dir)
+    assert tmp.is_dir() and not list(tmp.rglob("*"))
     reasons = [e["reason"] for e in captured_events if e.get("key") == "secure.txt"]
     assert any("TLS handshake failed" in r and "certificate verify failed" in r for r in reasons)
 

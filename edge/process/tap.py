@@ -254,7 +254,6 @@ def build_service(
     store = assembly.store
     for service in assembly.services:  # first: they stop last
         service.setServiceParent(top)
-    copier = OriginCopier(reactor, store, config.origin_fetch)
     resolver = OriginResolver(
         reactor.nameResolver,
         reactor,
@@ -262,6 +261,7 @@ def build_service(
         config.origin_fetch.dns_cache_ttl,
         config.origin_fetch.dns_timeout,
     )
+    copier = OriginCopier(reactor, store, config.origin_fetch, resolver=resolver)
 
     def buckets_changed(added: set[str], removed: set[str]) -> None:
         for name in added:

@@ -5,12 +5,15 @@ samples `prometheus_client` writes, label escapes included."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from edge.api.rules import parse_origin_xml
+from edge.api.rules import OriginRule, Rewrite
+from edge.api.rules_xml import parse_origin_xml, render_origin_xml
+from edge.config import OriginAddress
 from tests.browser.conftest import ConsoleEdge
 
 pytestmark = pytest.mark.browser
@@ -92,3 +95,48 @@ def test_metrics_reading_matches_prometheus_client(browser: Any, console_edge: C
         'odd"\\bucket\n|hit': 5,
         "b-2|hit": 100,
     }
+
+
+def test_saving_a_rule_keeps_what_the_page_does_not_edit(
+    browser: Any, console_edge: ConsoleEdge
+) -> None:
+    """A rule as GET ?origin renders it, with a path rewrite, standby status codes, header
+    settings and two standbys: the page reads its fields, and after a change of priority,
+    prefix and the second standby what it sends reads back with every other part unchanged."""
+    original = OriginRule(
+        3,
+        "Proxy",
+        OriginAddress.parse("origin.example.com"),
+        "img/",
+        protocol="HTTPS",
+        follow_redirects=True,
+        standbys=(OriginAddress.parse("203.0.113.9:8080"), OriginAddress.parse("b.example")),
+        standby_codes=("404", "5xx"),
+        prefix_rewrite=Rewrite("img/", "static/images/"),
+        kept=(
+            ("HttpHeader", "<HttpHeader><FollowAllHeaders>true</FollowAllHeaders></HttpHeader>"),
+        ),
+    )
+    document = render_origin_xml([original]).decode()
+    on_console_page(browser, console_edge)
+    script = """
+    const rules = CosApi.rulesOf(CosApi.parseXml(arguments[0]));
+    const seen = Object.assign({}, rules[0]);
+    delete seen.xml;
+    rules[0].priority = "4";
+    rules[0].prefix = "pics/";
+    rules[0].standbys = [rules[0].standbys[0], "c.example"];
+    return [seen, CosApi.originXml(rules)];
+    """
+    seen, body = browser.execute_script(script, document)
+    assert seen["priority"] == "3" and seen["address"] == "origin.example.com"
+    assert seen["standbys"] == ["203.0.113.9:8080", "b.example"]
+    assert (seen["protocol"], seen["followRedirects"]) == ("HTTPS", True)
+    assert {"FileInfo", "HTTPStandbyCode", "HttpHeader"} <= set(seen["kept"])
+    [parsed] = parse_origin_xml(body.encode())
+    assert parsed == replace(
+        original,
+        priority=4,
+        prefix="pics/",
+        standbys=(OriginAddress.parse("203.0.113.9:8080"), OriginAddress.parse("c.example")),
+    )

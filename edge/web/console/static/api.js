@@ -141,49 +141,112 @@
     }));
   }
 
+  /* The direct child elements of `node` named `name` (local names: a namespaced body too). */
+  function children(node, name) {
+    return Array.from(node.children).filter((c) => c.localName === name);
+  }
+
+  function childText(node, path) {
+    let here = node;
+    for (const name of path) {
+      here = here && children(here, name)[0];
+    }
+    return here ? here.textContent.trim() : "";
+  }
+
+  // What the page edits of a rule; every other element (path rewrites, standby status codes,
+  // header settings, whatever a later API adds) is kept as the API gave it.
+  const EDITED = ["RulePriority", "OriginType", "OriginCondition", "OriginParameter", "OriginInfo"];
+
   function ruleFromXml(node) {
+    const hostInfo = children(node, "OriginInfo").flatMap((i) => children(i, "HostInfo"))[0];
+    const standbys = hostInfo
+      ? Array.from(hostInfo.children)
+          .filter((c) => /^StandbyHostName_[0-9]+$/.test(c.localName))
+          .sort((a, b) => parseInt(a.localName.split("_")[1], 10) - parseInt(b.localName.split("_")[1], 10))
+          .map((c) => c.textContent.trim())
+      : [];
+    const kept = Array.from(node.children)
+      .filter((c) => !EDITED.includes(c.localName))
+      .map((c) => c.localName);
+    for (const info of children(node, "OriginInfo")) {
+      for (const c of info.children) if (c.localName !== "HostInfo") kept.push(c.localName);
+    }
+    for (const parameter of children(node, "OriginParameter")) {
+      for (const c of parameter.children) {
+        if (!["Protocol", "FollowQueryString", "FollowRedirection", "HttpRedirectCode"].includes(c.localName)) {
+          kept.push(c.localName);
+        }
+      }
+    }
     return {
-      priority: xmlText(node, "RulePriority"),
-      type: xmlText(node, "OriginType") || "Proxy",
-      prefix: xmlText(node, "Prefix"),
-      address: xmlText(node, "HostName"),
-      redirectCode: xmlText(node, "HttpRedirectCode") || "302",
-      followQueryString: xmlText(node, "FollowQueryString") !== "false",
+      priority: childText(node, ["RulePriority"]),
+      type: childText(node, ["OriginType"]) || "Proxy",
+      prefix: childText(node, ["OriginCondition", "Prefix"]),
+      address: childText(node, ["OriginInfo", "HostInfo", "HostName"]),
+      standbys,
+      protocol: (childText(node, ["OriginParameter", "Protocol"]) || "HTTP").toUpperCase(),
+      redirectCode: childText(node, ["OriginParameter", "HttpRedirectCode"]) || "302",
+      followQueryString: childText(node, ["OriginParameter", "FollowQueryString"]) !== "false",
+      followRedirects: childText(node, ["OriginParameter", "FollowRedirection"]) === "true",
+      kept,
+      xml: node,
     };
+  }
+
+  function rulesOf(doc) {
+    return Array.from(doc.getElementsByTagName("OriginRule"), ruleFromXml);
   }
 
   /* The rules in force, or [] when the bucket has none (NoSuchOriginConfiguration). */
   async function getOrigin(bucket) {
     try {
-      const doc = await requestXml("GET", "/" + bucket + "/", { params: { origin: "" } });
-      return Array.from(doc.getElementsByTagName("OriginRule"), ruleFromXml);
+      return rulesOf(await requestXml("GET", "/" + bucket + "/", { params: { origin: "" } }));
     } catch (e) {
       if (e instanceof ApiError && e.code === "NoSuchOriginConfiguration") return [];
       throw e;
     }
   }
 
-  /* COS's PutBucketOrigin body; values go as typed, for the API to judge. */
+  /* COS's PutBucketOrigin body. A rule read from the API is sent back as it came, with only
+   * the edited elements changed; values go as typed, for the API to judge. */
   function originXml(rules) {
     const doc = document.implementation.createDocument(null, "OriginConfiguration", null);
-    const add = (parent, name, text) => {
-      const node = doc.createElement(name);
-      if (text !== undefined) node.textContent = String(text);
-      parent.appendChild(node);
+    const make = (name) => doc.createElementNS(null, name);
+    const child = (parent, name, before) => {
+      const found = children(parent, name)[0];
+      if (found) return found;
+      const node = make(name);
+      const next = before && before.map((n) => children(parent, n)[0]).find(Boolean);
+      parent.insertBefore(node, next || null);
       return node;
     };
+    const set = (parent, name, text, before) => {
+      child(parent, name, before).textContent = String(text);
+    };
     for (const rule of rules) {
-      const node = add(doc.documentElement, "OriginRule");
-      add(node, "RulePriority", rule.priority);
-      add(node, "OriginType", rule.type);
-      const condition = add(node, "OriginCondition");
-      add(condition, "HTTPStatusCode", "404");
-      add(condition, "Prefix", rule.prefix);
-      const parameter = add(node, "OriginParameter");
-      add(parameter, "Protocol", "HTTP");
-      add(parameter, "FollowQueryString", rule.followQueryString ? "true" : "false");
-      add(parameter, "HttpRedirectCode", rule.redirectCode);
-      add(add(add(node, "OriginInfo"), "HostInfo"), "HostName", rule.address);
+      const node = rule.xml ? doc.importNode(rule.xml, true) : make("OriginRule");
+      doc.documentElement.appendChild(node);
+      // A missing element goes before the first of the names after it, in COS's order.
+      set(node, "RulePriority", rule.priority, EDITED.slice(1));
+      set(node, "OriginType", rule.type, EDITED.slice(2));
+      const condition = child(node, "OriginCondition", EDITED.slice(3));
+      set(condition, "HTTPStatusCode", childText(condition, ["HTTPStatusCode"]) || "404");
+      set(condition, "Prefix", rule.prefix);
+      const parameter = child(node, "OriginParameter", EDITED.slice(4));
+      set(parameter, "Protocol", rule.protocol || "HTTP", ["TransparentErrorCode", "FollowQueryString"]);
+      set(parameter, "FollowQueryString", rule.followQueryString ? "true" : "false", ["HttpHeader", "FollowRedirection"]);
+      set(parameter, "FollowRedirection", rule.followRedirects ? "true" : "false", ["FollowRedirectionConfiguration", "HttpRedirectCode"]);
+      set(parameter, "HttpRedirectCode", rule.redirectCode, ["CopyOriginData", "HTTPStandbyCode"]);
+      const info = child(node, "OriginInfo", ["HTTPStandbyCode"]);
+      const host = child(info, "HostInfo", ["FileInfo"]);
+      set(host, "HostName", rule.address);
+      for (const old of Array.from(host.children)) {
+        if (/^StandbyHostName_/.test(old.localName)) host.removeChild(old);
+      }
+      (rule.standbys || []).forEach((standby, n) => {
+        host.appendChild(make("StandbyHostName_" + (n + 1))).textContent = standby;
+      });
     }
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + new XMLSerializer().serializeToString(doc);
   }
@@ -262,6 +325,8 @@
     request,
     listBuckets,
     getOrigin,
+    rulesOf,
+    parseXml,
     originXml,
     putOrigin,
     deleteOrigin,

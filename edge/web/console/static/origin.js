@@ -13,18 +13,61 @@
   const api = global.CosApi;
 
   const TYPES = [
-    ["Proxy", "Proxy: redirect, then copy"],
+    ["Proxy", "Proxy (redirect, copy)"],
     ["Redirect", "Redirect only"],
   ];
   const CODES = ["302", "301", "307"];
+  const PROTOCOLS = [
+    ["HTTP", "HTTP"],
+    ["HTTPS", "HTTPS (certificate checked)"],
+    ["FOLLOW", "Follow: the client's scheme"],
+  ];
 
   function blankRule(priority) {
-    return { priority: String(priority), type: "Proxy", prefix: "", address: "", redirectCode: "302", followQueryString: true };
+    return {
+      priority: String(priority),
+      type: "Proxy",
+      prefix: "",
+      address: "",
+      standbys: [],
+      protocol: "HTTP",
+      redirectCode: "302",
+      followQueryString: true,
+      followRedirects: false,
+      kept: [],
+      xml: null,
+    };
   }
 
+  // Words for the parts of a rule the page keeps without editing them.
+  const KEPT_WORDS = {
+    FileInfo: "path rewrite",
+    HTTPStandbyCode: "standby status codes",
+    HttpHeader: "header settings",
+    TransparentErrorCode: "error pass-through",
+    FollowRedirectionConfiguration: "redirect settings",
+    CopyOriginData: "copy settings",
+  };
+
+  function keptWords(names) {
+    return Array.from(new Set(names.map((n) => KEPT_WORDS[n] || n))).join(", ");
+  }
+
+  function wide(node) {
+    node.classList.add("wide");
+    return node;
+  }
+
+  function addresses(text) {
+    return text.split(/[\s,]+/).filter(Boolean);
+  }
+
+  /* A select of `options`; a value the page has no option for (one a later API added) is
+   * offered too, so saving keeps it. */
   function select(name, options, value) {
     const control = h("select", { name });
-    for (const [optionValue, text] of options) {
+    const all = options.some(([v]) => v === value) || !value ? options : options.concat([[value, value]]);
+    for (const [optionValue, text] of all) {
       control.appendChild(h("option", { value: optionValue, selected: optionValue === value }, text));
     }
     return control;
@@ -55,17 +98,22 @@
   class RuleEditor {
     constructor(rule, page) {
       this.page = page;
+      this.rule = rule;
       this.priority = h("input", { name: "priority", type: "number", min: "1", step: "1", value: rule.priority, inputmode: "numeric" });
       this.type = select("type", TYPES, rule.type);
       this.prefix = h("input", { name: "prefix", value: rule.prefix, placeholder: "every key", spellcheck: "false" });
       this.address = h("input", { name: "address", value: rule.address, placeholder: "origin.example.com:8080", spellcheck: "false", autocomplete: "off" });
+      this.standbys = h("input", { name: "standbys", value: rule.standbys.join(" "), placeholder: "backup.example.com 203.0.113.9:8080", spellcheck: "false", autocomplete: "off" });
+      this.protocol = select("protocol", PROTOCOLS, rule.protocol);
       this.redirectCode = select("redirect-code", CODES.map((c) => [c, c]), rule.redirectCode);
       this.follow = h("input", { name: "follow-query", type: "checkbox", checked: rule.followQueryString });
+      this.followRedirects = h("input", { name: "follow-redirects", type: "checkbox", checked: rule.followRedirects });
       this.verdict = h("div.verdict-box", { role: "status", "aria-live": "polite" });
       this.legend = h("legend", {});
       this.address.addEventListener("change", () => this.check());
-      const known = page.verdicts.get(rule.address);
-      if (known) this.showVerdict(known);
+      this.standbys.addEventListener("change", () => this.check());
+      const known = [rule.address, ...rule.standbys].map((a) => page.verdicts.get(a));
+      if (rule.address && known.every(Boolean)) this.showVerdicts(known);
       this.node = h(
         "fieldset.rule",
         {},
@@ -76,10 +124,20 @@
           field("Priority", this.priority, "Lowest first; unique"),
           field("Type", this.type, "Proxy also copies the object in"),
           field("Key prefix", this.prefix, "Empty: every key"),
-          field("Origin address", this.address, "host[:port], plain HTTP"),
+          field("Origin address", this.address, "host[:port]"),
           field("Redirect code", this.redirectCode),
-          checkbox("Keep the query string", this.follow),
+          field("Protocol", this.protocol),
+          wide(field("Standby origins", this.standbys, "Tried in turn when a copy fails; space-separated")),
+          h(
+            "div.checks",
+            {},
+            checkbox("Keep the query string", this.follow),
+            checkbox("Follow the origin's redirects (up to 3)", this.followRedirects),
+          ),
         ),
+        rule.kept.length
+          ? h("p.note.kept", {}, "Also in this rule, kept as saved: " + keptWords(rule.kept) + ".")
+          : null,
         this.verdict,
         h(
           "div.actions",
@@ -96,29 +154,37 @@
         type: this.type.value,
         prefix: this.prefix.value,
         address: this.address.value.trim(),
+        standbys: addresses(this.standbys.value),
+        protocol: this.protocol.value,
         redirectCode: this.redirectCode.value,
         followQueryString: this.follow.checked,
+        followRedirects: this.followRedirects.checked,
+        kept: this.rule.kept,
+        xml: this.rule.xml,
       };
     }
 
-    showVerdict(answer) {
-      say(this.verdict, answer.accepted ? "ok" : "error", ...verdictList(answer));
+    showVerdicts(answers) {
+      const accepted = answers.every((a) => a.accepted);
+      say(this.verdict, accepted ? "ok" : "error", ...answers.flatMap(verdictList));
       this.verdict.setAttribute("role", "status");
     }
 
-    /* The dry run for this rule's address; resolves to whether it would be accepted. */
+    /* The dry run for this rule's address and standbys; resolves to whether all would be
+     * accepted. */
     async check() {
       const address = this.address.value.trim();
       if (!address) {
         quiet(this.verdict);
         return false;
       }
-      say(this.verdict, "info", "Checking " + address + "…");
+      const all = [address, ...addresses(this.standbys.value)];
+      say(this.verdict, "info", "Checking " + all.join(", ") + "…");
       try {
-        const answer = await api.checkOrigin(this.page.bucket, address);
-        this.page.verdicts.set(address, answer);
-        this.showVerdict(answer);
-        return answer.accepted;
+        const answers = await Promise.all(all.map((a) => api.checkOrigin(this.page.bucket, a)));
+        answers.forEach((answer, n) => this.page.verdicts.set(all[n], answer));
+        this.showVerdicts(answers);
+        return answers.every((a) => a.accepted);
       } catch (e) {
         say(this.verdict, "error", describe(e));
         return false;

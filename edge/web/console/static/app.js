@@ -90,9 +90,7 @@
     show("Sign in", form);
     if (!global.CosSign.available()) {
       submit.disabled = true;
-      say(message, "error", "Cannot sign requests here: " +
-        "the browser offers WebCrypto only to https pages or to http://localhost and " +
-        "http://127.0.0.1. Open the console through one of those (an SSH tunnel, say).");
+      say(message, "error", "Cannot sign requests here: " + global.CosSign.UNAVAILABLE + ".");
     }
     secretId.focus();
   }

@@ -40,16 +40,17 @@
   }
 
   /* WebCrypto exists only in a secure context: https, or http to localhost / 127.0.0.1. */
+  const UNAVAILABLE =
+    "the browser offers WebCrypto only to https pages or to http://localhost and " +
+    "http://127.0.0.1 pages; open the console through one of those (an SSH tunnel, say)";
+
   function available() {
     return Boolean(global.isSecureContext && global.crypto && global.crypto.subtle);
   }
 
   function subtle() {
     if (!available()) {
-      throw new Error(
-        "the browser offers WebCrypto only to https pages or to http://localhost and " +
-          "http://127.0.0.1: open the console through one of those (an SSH tunnel, say)",
-      );
+      throw new Error(UNAVAILABLE);
     }
     return global.crypto.subtle;
   }
@@ -104,5 +105,5 @@
     );
   }
 
-  global.CosSign = { available, encode, canonical, stringToSign, signature, sign };
+  global.CosSign = { UNAVAILABLE, available, encode, canonical, stringToSign, signature, sign };
 })(window);

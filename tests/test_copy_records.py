@@ -4,6 +4,7 @@ states a copy goes through, what another process sees, what survives a reopen, t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -32,7 +33,7 @@ def clock() -> Clock:
     return c
 
 
-def _records(path: Path, clock: Clock) -> CopyRecords:
+def _records(path: Path, clock: Any) -> CopyRecords:
     records = CopyRecords(path, clock)
     records.start()
     return records

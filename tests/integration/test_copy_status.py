@@ -75,6 +75,28 @@ async def test_every_miss_says_what_became_of_its_copy(edges, origin):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_key_another_process_copies_is_elsewhere_and_its_record_is_seen_there(
+    edges, origin
+):
+    """Two edges on one data folder, as two worker processes are: a miss on the second
+    while the first copies the key says `elsewhere`, and the second answers the status
+    of the first one's copy, then its stored record, with the first miss's request id."""
+    origin.serve("/shared.bin", b"s" * 300, headers_delay=1.0)
+    config = edges.config(origin.address, credentials=CREDENTIALS)
+    first = await edges.start(config)
+    second = await edges.start(config)
+    miss = await first.get("shared.bin")
+    assert miss.header("x-cosedge-copy") == "started"
+    assert (await second.get("shared.bin")).header("x-cosedge-copy") == "elsewhere"
+    seen = await status(second.port, "shared.bin")
+    assert seen["state"] == "copying" and seen["request_id"] == miss.header("x-cos-request-id")
+    await first.copies_done()
+    seen = await status(second.port, "shared.bin")
+    assert seen["state"] == "stored" and seen["bytes"] == 300
+    assert len(origin.requests) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_status_follows_a_whole_copy_and_the_bucket_counts_it(edges, origin):
     """A key is absent, then copying with the miss's request id while its body streams,
     then stored with its bytes; the bucket listing shows it in flight, then counted."""

@@ -125,7 +125,7 @@ def test_a_copy_whose_process_died_is_recorded_failed_when_a_process_starts(path
     job.started = clock.seconds()
     dead.copying(job)
     dead.table.close()  # killed: nothing flushed, nothing finished
-    dead._open = False
+    dead.table = None
     fresh = CopyRecords(path, clock, alive=lambda pid: False)
     fresh.start()
     record = fresh.status(BUCKET, "half.bin")
@@ -181,4 +181,28 @@ def test_a_key_deleted_during_its_copy_and_a_dropped_queued_copy_leave_no_record
     records.dropped(queued, None)
     assert records.status(BUCKET, "q") is None
     assert records.counters(BUCKET)["deleted"] == 1
+    records.stop()
+
+
+def test_the_file_is_opened_at_start_as_the_user_the_edge_runs_as(path, clock):
+    """Nothing is created before `start` (twistd drops to `--uid` between building the
+    service tree and starting it, and a file root made would refuse the edge's writes)."""
+    records = CopyRecords(path, clock)
+    assert not path.exists()
+    records.start()
+    assert path.exists()
+    records.stop()
+
+
+@pytest.mark.logs_errors
+def test_records_that_cannot_be_kept_on_disk_are_kept_in_memory(tmp_path, clock):
+    """A records path that cannot be opened (here a folder) is logged once, and the
+    records go on in memory: copies never fail for them."""
+    folder = tmp_path / "copies.sqlite3"
+    folder.mkdir()
+    records = _records(folder, clock)
+    job = _job("m")
+    records.copying(job)
+    records.finished(job, "failed", "origin answered 500", None)
+    assert records.status(BUCKET, "m").reason == "origin answered 500"
     records.stop()

@@ -18,12 +18,13 @@ restarts; a copy whose process died mid-way is marked failed when a process star
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -37,8 +38,11 @@ from edge.origin.resolver import ReactorClock
 __all__ = ["FILE_NAME", "CopyRecord", "CopyRecords", "record_json"]
 
 log = Logger(namespace="edge.origin.copier")
+T = TypeVar("T")
+Writer = Callable[["CopyTable"], Any]
 
 PROGRESS_INTERVAL = 1.0
+_WARN_INTERVAL = 60.0
 MAX_FAILED = 100_000
 MAX_FINISHED = 10_000
 MAX_IN_FLIGHT_LISTED = 1000
@@ -62,7 +66,12 @@ def _alive(pid: int) -> bool:
 
 
 class CopyRecords:
-    """The records of one edge process over the shared table (memory only for `None`)."""
+    """The records of one edge process over the shared table (memory only for `None`).
+
+    The file is opened by `start`, which runs after twistd has dropped to `--uid`, so the
+    file belongs to the user the edge runs as. A table that cannot be opened or written
+    costs the records, never a copy: the problem is logged (once a minute) and copies go on.
+    """
 
     def __init__(
         self,
@@ -72,39 +81,47 @@ class CopyRecords:
     ) -> None:
         self._clock = clock
         self._alive = alive
-        self.table = CopyTable(path)
+        self._path = path
+        self.table: CopyTable | None = CopyTable(None) if path is None else None
         self._pid = os.getpid()
-        self._live: dict[tuple[str, str], CopyJob] = {}
-        self._written: dict[tuple[str, str], tuple[int, int | None]] = {}
-        self._deltas: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._pending = _Pending(clock, self._call)
         self._failed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._finished_since_prune = 0
-        self._timer: LoopingCall | None = None
-        self._open = True
+        self._warned_at = -_WARN_INTERVAL
 
     def start(self) -> None:
-        """A process starting: copies that died with their process are failed now."""
-        count = self.table.interrupt_dead(self._alive, INTERRUPTED, self._clock.seconds())
+        """Open the file; copies that died with their process are failed now."""
+        if self.table is None and self._path is not None:
+            try:
+                self.table = CopyTable(self._path)
+            except (sqlite3.Error, OSError) as e:
+                log.error(
+                    "Copy records cannot be kept in {path}: {reason}; they are kept in "
+                    "memory until a restart",
+                    path=str(self._path),
+                    reason=str(e),
+                )
+                self.table = CopyTable(None)
+        now = self._clock.seconds()
+        count = self._call(lambda t: t.interrupt_dead(self._alive, INTERRUPTED, now), 0)
         if count:
             log.info("{count} interrupted cop(ies) recorded as failed", count=count)
-        self.table.prune(MAX_FAILED, MAX_FINISHED)
+        self._call(lambda t: t.prune(MAX_FAILED, MAX_FINISHED), None)
 
     def stop(self) -> None:
         """Flush what is pending and close the table (the copier has stopped its copies)."""
-        if not self._open:
+        if self.table is None:
             return
-        self._tick()
-        self._stop_timer()
+        self._pending.stop()
         self.table.close()
-        self._open = False
+        self.table = None
 
     # What the copier tells.
 
     def count(self, bucket: str, name: str) -> None:
         """One more of `name` (a `COUNTERS` entry) for `bucket`: memory now, disk within a
         second."""
-        self._deltas[(bucket, name)] += 1
-        self._ensure_timer()
+        self._pending.count(bucket, name)
 
     def queued(self, job: CopyJob) -> None:
         self.count(job.bucket, "queued")
@@ -117,8 +134,7 @@ class CopyRecords:
         key = (job.bucket, job.key)
         before = self._get(job.bucket, job.key)
         attempts = (before.attempts if before is not None else 0) + 1
-        self._live[key] = job
-        self._written[key] = (0, None)
+        self._pending.running(key, job)
         self._failed.pop(key, None)
         self._put(replace(self._record(job, "copying"), attempts=attempts, started=job.started))
 
@@ -129,8 +145,7 @@ class CopyRecords:
         `failed`); a failure has its `reason` and the time protection lets it retry."""
         self.count(job.bucket, outcome)
         key = (job.bucket, job.key)
-        self._live.pop(key, None)
-        self._written.pop(key, None)
+        self._pending.ended(key)
         if outcome == "deleted":
             self._delete(job.bucket, job.key, "copying")
             return
@@ -151,9 +166,9 @@ class CopyRecords:
             self._failed.pop(key, None)
         self._put(record)
         self._finished_since_prune += 1
-        if self._finished_since_prune >= _PRUNE_EVERY and self._open:
+        if self._finished_since_prune >= _PRUNE_EVERY:
             self._finished_since_prune = 0
-            self.table.prune(MAX_FAILED, MAX_FINISHED)
+            self._call(lambda t: t.prune(MAX_FAILED, MAX_FINISHED), None)
 
     def ended(
         self,
@@ -201,7 +216,7 @@ class CopyRecords:
     def status(self, bucket: str, key: str) -> CopyRecord | None:
         """The key's latest copy (None: never seen), to the byte if it runs here."""
         record = self._get(bucket, key)
-        job = self._live.get((bucket, key))
+        job = self._pending.live.get((bucket, key))
         if record is not None and job is not None and record.state == "copying":
             record = replace(record, bytes=job.received, expected=job.expected)
         return record
@@ -209,13 +224,12 @@ class CopyRecords:
     def by_request(self, request_id: str) -> CopyRecord | None:
         """The copy started by the miss with this `x-cos-request-id` (while it is its key's
         latest)."""
-        return self.table.by_request(request_id) if self._open else None
+        return self._call(lambda t: t.by_request(request_id), None)
 
     def in_flight(self, bucket: str, limit: int = MAX_IN_FLIGHT_LISTED) -> list[CopyRecord]:
         """Copies queued or running in any process of the edge."""
-        if not self._open:
-            return []
-        records = self.table.live(bucket, limit)
+        none: list[CopyRecord] = []
+        records = self._call(lambda t: t.live(bucket, limit), none)
         return [self.status(r.bucket, r.key) or r if r.state == "copying" else r for r in records]
 
     def failures(
@@ -224,17 +238,16 @@ class CopyRecords:
         """A bucket's failed keys, newest first, and the marker of the next page (None:
         this was the last). What `?cosedge-copies` lists and a backfill of `--failed`
         retries."""
-        if not self._open:
-            return [], None
-        return self.table.failures(bucket, marker, limit)
+        empty: tuple[list[CopyRecord], str | None] = ([], None)
+        return self._call(lambda t: t.failures(bucket, marker, limit), empty)
 
     def counters(self, bucket: str) -> dict[str, int]:
         """The bucket's counters over every process (this one's to the event)."""
         totals = dict.fromkeys(COUNTERS, 0)
-        if self._open:
-            for name, value in self.table.counters(bucket).items():
-                totals[name] = totals.get(name, 0) + value
-        for (b, name), value in self._deltas.items():
+        stored: dict[str, int] = {}
+        for name, value in self._call(lambda t: t.counters(bucket), stored).items():
+            totals[name] = totals.get(name, 0) + value
+        for (b, name), value in self._pending.deltas.items():
             if b == bucket:
                 totals[name] = totals.get(name, 0) + value
         return totals
@@ -254,16 +267,31 @@ class CopyRecords:
             changed=now,
         )
 
+    def _call(self, use: Callable[[CopyTable], T], default: T) -> T:
+        """`use(table)`, or `default` when the table is closed or fails (logged)."""
+        table = self.table
+        if table is None:
+            return default
+        try:
+            return use(table)
+        except sqlite3.Error as e:
+            now = self._clock.seconds()
+            if now - self._warned_at >= _WARN_INTERVAL:
+                self._warned_at = now
+                log.warn(
+                    "Copy records not written or read ({reason}); copies go on",
+                    reason=str(e),
+                )
+            return default
+
     def _get(self, bucket: str, key: str) -> CopyRecord | None:
-        return self.table.get(bucket, key) if self._open else None
+        return self._call(lambda t: t.get(bucket, key), None)
 
     def _put(self, record: CopyRecord, unless: tuple[str, ...] = ()) -> None:
-        if self._open:
-            self.table.put(record, unless)
+        self._call(lambda t: t.put(record, unless), None)
 
     def _delete(self, bucket: str, key: str, state: str) -> None:
-        if self._open:
-            self.table.delete(bucket, key, state)
+        self._call(lambda t: t.delete(bucket, key, state), None)
 
     def _remember_failed(self, key: tuple[str, str]) -> None:
         self._failed[key] = None
@@ -271,39 +299,65 @@ class CopyRecords:
         while len(self._failed) > _KNOWN_FAILED:
             self._failed.popitem(last=False)
 
-    def _ensure_timer(self) -> None:
-        if self._timer is None and self._open:
-            self._timer = LoopingCall(self._tick)
-            self._timer.clock = self._clock  # type: ignore[assignment]
-            self._timer.start(PROGRESS_INTERVAL, now=False)
 
-    def _stop_timer(self) -> None:
+class _Pending:
+    """What waits for the next write: counter deltas, and the progress of the copies this
+    process runs. The timer runs only while there is something to write."""
+
+    def __init__(
+        self, clock: ReactorClock, call: Callable[[Callable[[CopyTable], Any], None], Any]
+    ):
+        self._clock = clock
+        self._call = call
+        self.live: dict[tuple[str, str], CopyJob] = {}
+        self._written: dict[tuple[str, str], tuple[int, int | None]] = {}
+        self.deltas: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._timer: LoopingCall | None = None
+
+    def count(self, bucket: str, name: str) -> None:
+        self.deltas[(bucket, name)] += 1
+        self._ensure_timer()
+
+    def running(self, key: tuple[str, str], job: CopyJob) -> None:
+        self.live[key] = job
+        self._written[key] = (0, None)
+        self._ensure_timer()
+
+    def ended(self, key: tuple[str, str]) -> None:
+        self.live.pop(key, None)
+        self._written.pop(key, None)
+
+    def stop(self) -> None:
+        self._flush()
         if self._timer is not None and self._timer.running:
             self._timer.stop()
         self._timer = None
 
-    def _tick(self) -> None:
-        """Write the counters added since the last tick and the progress of copies running
-        here; the timer stops when there is nothing left to write."""
-        if not self._open:
-            return
-        try:
-            if self._deltas:
-                deltas, self._deltas = dict(self._deltas), defaultdict(int)
-                self.table.add_counters(deltas)
-            now = self._clock.seconds()
-            rows = []
-            for key, job in self._live.items():
-                seen = (job.received, job.expected)
-                if self._written.get(key) != seen:
-                    self._written[key] = seen
-                    rows.append((job.bucket, job.key, job.received, job.expected, now))
-            if rows:
-                self.table.progress(rows)
-        except Exception:
-            log.failure("Writing the copy records failed")
-        if not self._live and not self._deltas:
-            self._stop_timer()
+    def _ensure_timer(self) -> None:
+        if self._timer is None:
+            self._timer = LoopingCall(self._flush)
+            self._timer.clock = self._clock  # type: ignore[assignment]
+            self._timer.start(PROGRESS_INTERVAL, now=False)
+
+    def _flush(self) -> None:
+        """Write the counters added since the last flush and the progress of copies
+        running here; stop the timer when there is nothing left to write."""
+        if self.deltas:
+            deltas, self.deltas = dict(self.deltas), defaultdict(int)
+            self._call(lambda t: t.add_counters(deltas), None)
+        now = self._clock.seconds()
+        rows = []
+        for key, job in self.live.items():
+            seen = (job.received, job.expected)
+            if self._written.get(key) != seen:
+                self._written[key] = seen
+                rows.append((job.bucket, job.key, job.received, job.expected, now))
+        if rows:
+            self._call(lambda t: t.progress(rows), None)
+        if not self.live and not self.deltas and self._timer is not None:
+            if self._timer.running:
+                self._timer.stop()
+            self._timer = None
 
 
 def iso_time(seconds: float | None) -> str | None:

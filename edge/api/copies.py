@@ -1,5 +1,8 @@
 """Copy status (SPEC §9): `GET /<key>?cosedge-copy` and `GET /?cosedge-copies`.
 
+Also `GET /?cosedge-copy&request-id=ID`: the copy a miss started, found by the
+`x-cos-request-id` it answered with (what an access log or a client's report gives).
+
 What an operator asks after a miss: did the object land, and if not, why and when it is
 tried again. The answers are JSON read from the copier's records (`edge.origin.records`),
 which every worker process shares, so whichever process answers knows every copy and the
@@ -37,6 +40,20 @@ class CopyStatus:
         _only_get(request)
         record = self._records.status(bucket, key) if self._records is not None else None
         return _json(request, record_json(bucket, key, record))
+
+    def render_request(self, request: Request, bucket: str, query: Mapping[str, str]) -> bytes:
+        """The copy the miss with `request-id` started, while it is its key's latest."""
+        _only_get(request)
+        request_id = query.get("request-id", "")
+        if not request_id:
+            raise Denied(errors.INVALID_ARGUMENT, "request-id is required (or ask /<key>)")
+        record = self._records.by_request(request_id) if self._records is not None else None
+        if record is not None and record.bucket != bucket:
+            record = None
+        answer = record_json(bucket, "", record)
+        if record is None:
+            answer["key"] = None
+        return _json(request, answer)
 
     def render_bucket(self, request: Request, bucket: str, query: Mapping[str, str]) -> bytes:
         """The bucket's counters, its copies in flight and a page of its failures."""

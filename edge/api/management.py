@@ -99,6 +99,10 @@ class ManagementAPI:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)
                 return self._origin_check.render(request, bucket, query)
+            if COPY in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._copies.render_request(request, bucket, query)
             if COPIES in query:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)

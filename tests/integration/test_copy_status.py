@@ -115,6 +115,10 @@ async def test_status_follows_a_whole_copy_and_the_bucket_counts_it(edges, origi
     await edge.copies_done()
     done = await status(edge.port, "big.bin")
     assert done["state"] == "stored" and done["bytes"] == done["expected"] == len(body)
+    by_id = await _signed(edge.port, {"cosedge-copy": "", "request-id": str(request_id)})
+    assert json.loads(by_id.body) == done
+    unknown = await _signed(edge.port, {"cosedge-copy": "", "request-id": "nope"})
+    assert json.loads(unknown.body)["state"] == "absent"
     assert done["finished"] and done["reason"] is None and done["request_id"] == request_id
     page = await listing(edge.port)
     assert page["in_flight"] == [] and page["failures"] == [] and page["next_marker"] is None

@@ -91,6 +91,7 @@ class CopyRecords:
 
     def start(self) -> None:
         """Open the file; copies that died with their process are failed now."""
+        self._pid = os.getpid()  # now: a daemonizing twistd forks after building the tree
         if self.table is None and self._path is not None:
             try:
                 self.table = CopyTable(self._path)

@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _run(args, secret_id, secret_key)
-    except (AdminError, RuleError, OSError) as e:
+    except (AdminError, RuleError, OSError, copies.NotStatusJSON) as e:
         print(f"cosedge-admin: {e}", file=sys.stderr)
         return 2
 

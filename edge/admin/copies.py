@@ -19,6 +19,20 @@ _PAGE = 1000
 _SHOWN_FAILURES = 10
 
 
+class NotStatusJSON(Exception):
+    """The edge answered 200 with something other than the status API's JSON."""
+
+
+def _json_of(reply: Any) -> dict[str, Any]:
+    try:
+        answer = json.loads(reply.body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise NotStatusJSON("the edge's answer is not the copy status JSON")
+    return answer
+
+
 def add_parsers(sub: Any) -> None:
     """The `copy` and `copies` sub-commands, on `cosedge-admin`'s parser."""
     copy = sub.add_parser("copy", help="one key's copy from its origin")
@@ -40,7 +54,7 @@ def run(args: argparse.Namespace, call: Call, error_text: Callable[[Any], str]) 
         if reply.status != 200:
             print(f"cosedge-admin: {error_text(reply)}", file=sys.stderr)
             return 1
-        answer = json.loads(reply.body)
+        answer = _json_of(reply)
         if args.json:
             sys.stdout.write(json.dumps(answer, indent=2) + "\n")
         else:
@@ -56,7 +70,7 @@ def run(args: argparse.Namespace, call: Call, error_text: Callable[[Any], str]) 
         if reply.status != 200:
             print(f"cosedge-admin: {error_text(reply)}", file=sys.stderr)
             return 1
-        pages.append(json.loads(reply.body))
+        pages.append(_json_of(reply))
         marker = pages[-1].get("next_marker")
         if not args.failed or not marker:
             break

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from edge.config import OriginAddress
-from edge.origin.fetch import CopyJob
+from edge.origin.job import CopyJob
 from edge.origin.records import INTERRUPTED, PROGRESS_INTERVAL, CopyRecords, record_json
 
 BUCKET = "b-1250000000"

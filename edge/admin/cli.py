@@ -6,6 +6,8 @@ edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
 
     cosedge-admin origin show BUCKET
     cosedge-admin origin set BUCKET HOST[:PORT] [--prefix P] [--redirect] [--code 302]
+        [--standby HOST[:PORT]]... [--https] [--follow-redirects]
+        [--rewrite-prefix A=B] [--rewrite-suffix A=B]
     cosedge-admin origin set BUCKET HOST[:PORT] --add [--priority N] ...
     cosedge-admin origin set BUCKET --xml FILE
     cosedge-admin origin delete BUCKET
@@ -39,14 +41,8 @@ from dataclasses import dataclass, replace
 
 from edge.admin import copies
 from edge.api import cosxml
-from edge.api.rules import (
-    PROXY,
-    REDIRECT,
-    OriginRule,
-    RuleError,
-    parse_origin_xml,
-    render_origin_xml,
-)
+from edge.api.rules import MAX_STANDBYS, PROXY, REDIRECT, OriginRule, Rewrite, RuleError
+from edge.api.rules_xml import parse_origin_xml, render_origin_xml
 from edge.api.signature import sign
 from edge.config import OriginAddress
 
@@ -120,7 +116,28 @@ def describe(rule: OriginRule) -> str:
     what = "proxy (302 now, copy in the background)" if rule.origin_type == PROXY else "redirect"
     query = "query kept" if rule.follow_query_string else "query dropped"
     prefix = rule.prefix or "*"
-    return f"{rule.priority}\t{prefix}\t{rule.origin.netloc}\t{what}, {rule.redirect_code}, {query}"
+    modes = [f"{rule.redirect_code}", query]
+    if rule.protocol != "HTTP":
+        modes.append(rule.protocol)
+    if rule.standbys:
+        codes = ",".join(rule.standby_codes) or "5xx"
+        modes.append(f"standby {', '.join(s.netloc for s in rule.standbys)} on {codes}")
+    if rule.follow_redirects:
+        modes.append("redirects followed")
+    for part, rewrite in (("prefix", rule.prefix_rewrite), ("suffix", rule.suffix_rewrite)):
+        if rewrite is not None:
+            modes.append(f"{part} {rewrite.match!r} -> {rewrite.replacement!r}")
+    return f"{rule.priority}\t{prefix}\t{rule.origin.netloc}\t{what}, {', '.join(modes)}"
+
+
+def _rewrite(text: str | None, flag: str) -> Rewrite | None:
+    """`A=B` of --rewrite-prefix/--rewrite-suffix: A in the key becomes B at the origin."""
+    if text is None:
+        return None
+    match, sep, replacement = text.partition("=")
+    if not sep:
+        raise AdminError(f"{flag} takes FROM=TO, not {text!r}")
+    return Rewrite(match, replacement)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,6 +168,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_.add_argument("--redirect", action="store_true", help="redirect only, copy nothing")
     set_.add_argument("--code", type=int, default=302, choices=(301, 302, 307))
     set_.add_argument("--drop-query", action="store_true", help="do not repeat the query")
+    set_.add_argument(
+        "--standby",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help=f"a standby origin a failed copy moves to (repeatable, up to {MAX_STANDBYS})",
+    )
+    set_.add_argument("--https", action="store_true", help="the origin speaks HTTPS")
+    set_.add_argument(
+        "--follow-redirects",
+        action="store_true",
+        help="follow up to 3 origin redirects for the copy (each hop vetted)",
+    )
+    set_.add_argument(
+        "--rewrite-prefix", metavar="FROM=TO", help="ask the origin for TO... instead of FROM..."
+    )
+    set_.add_argument(
+        "--rewrite-suffix", metavar="FROM=TO", help="ask the origin for ...TO instead of ...FROM"
+    )
     set_.add_argument("--xml", metavar="FILE", help="an OriginConfiguration XML file")
     set_.add_argument("--add", action="store_true", help="keep the rules in force and add this one")
     set_.add_argument(
@@ -229,8 +265,11 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
         elif args.host:
             try:
                 origin = OriginAddress.parse(args.host)
+                standbys = tuple(OriginAddress.parse(s) for s in args.standby)
             except ValueError as e:
                 raise AdminError(str(e)) from None
+            if len(standbys) > MAX_STANDBYS:
+                raise AdminError(f"at most {MAX_STANDBYS} --standby origins")
             rule = OriginRule(
                 priority=args.priority or 1,
                 origin_type=REDIRECT if args.redirect else PROXY,
@@ -238,6 +277,11 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
                 prefix=args.prefix,
                 follow_query_string=not args.drop_query,
                 redirect_code=args.code,
+                protocol="HTTPS" if args.https else "HTTP",
+                standbys=standbys,
+                follow_redirects=args.follow_redirects,
+                prefix_rewrite=_rewrite(args.rewrite_prefix, "--rewrite-prefix"),
+                suffix_rewrite=_rewrite(args.rewrite_suffix, "--rewrite-suffix"),
             )
             existing: list[OriginRule] = []
             if args.add:

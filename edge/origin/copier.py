@@ -41,6 +41,7 @@ from edge.origin.fetch import (
 from edge.origin.probe import ProbeResult, probe_key
 from edge.origin.protection import OriginProtection, Refusal
 from edge.origin.records import CopyRecords
+from edge.origin.request import OriginPlan
 from edge.origin.resolver import (
     OriginResolver,
     ReactorClock,
@@ -57,6 +58,7 @@ __all__ = [
     "CopyJob",
     "CopyStart",
     "OriginCopier",
+    "OriginPlan",
     "OriginResolver",
     "PinnedEndpointFactory",
     "ResolutionTimeout",
@@ -68,6 +70,10 @@ __all__ = [
 log = Logger()
 
 _OVERFLOW_WARN_INTERVAL = 60.0
+_COUNTERS = (
+    "started", "stored", "failed", "already_present", "deleted", "overflow", "elsewhere",
+    "backing_off", "not_found", "breaker_open",
+)  # fmt: skip
 
 
 class CopyStart(enum.Enum):
@@ -121,42 +127,39 @@ class OriginCopier(Service):
         agent_factory: AgentFactory | None = None,
         jitter: Callable[[], float] = random.random,
         records: CopyRecords | None = None,
+        resolver: OriginResolver | None = None,
     ) -> None:
         self._clock: ReactorClock = reactor
         self.records = records if records is not None else CopyRecords(None, reactor)
         self._store = store
         self._fetch = fetch
         self.client = OriginClient(reactor)
-        self._fetcher = ObjectFetcher(reactor, store, fetch, agent_factory or self._pinned_agent)
+        self.client.trust(fetch.ca_file)
+        # The resolver vets what a copy reaches beyond the miss's address: standbys, hops.
+        self._fetcher = ObjectFetcher(
+            reactor, store, fetch, agent_factory or self._pinned_agent, resolver
+        )
         self.protection = OriginProtection(reactor, fetch, jitter)
         self._jobs: dict[tuple[str, str], CopyJob] = {}
         self._slots = CopySlots()
         self._stopping = False
-        self.counters: dict[str, int] = {
-            "started": 0,
-            "stored": 0,
-            "failed": 0,
-            "already_present": 0,
-            "deleted": 0,
-            "overflow": 0,
-            "elsewhere": 0,
-            "backing_off": 0,
-            "not_found": 0,
-            "breaker_open": 0,
-        }
+        self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._overflowed = 0
         self._overflow_warned_at = -_OVERFLOW_WARN_INTERVAL
 
     def reconfigure(self, fetch: OriginFetchConfig) -> None:
         """New `origin_fetch` limits from a reload: copies started from now on use them,
         running ones finish under the limits they started with."""
+        self.client.trust(fetch.ca_file)  # read again: a reload may bring a renewed bundle
         self._fetch = fetch
         self._fetcher.reconfigure(fetch)
         self.protection.reconfigure(fetch)
 
-    def _pinned_agent(self, address: str, port: int, meter: WireMeter) -> IAgent:
+    def _pinned_agent(
+        self, address: str, port: int, meter: WireMeter, tls_host: str | None = None
+    ) -> IAgent:
         """The client's agent for one copy, under the `connect_timeout` in force now."""
-        return self.client.agent(address, port, meter, self._fetch.connect_timeout)
+        return self.client.agent(address, port, meter, self._fetch.connect_timeout, tls_host)
 
     def probe(self, origin: OriginAddress, address: str, key: str) -> Deferred[ProbeResult]:
         """HEAD one key at a vetted address, as a copy would connect (a dry run)."""
@@ -187,16 +190,18 @@ class OriginCopier(Service):
         origin: OriginAddress,
         address: str,
         request_id: str | None = None,
+        plan: OriginPlan | None = None,
     ) -> CopyStart:
         """Start (or join) the copy of `bucket/key` from `address`; never waits on the
-        origin. `request_id` is the miss's, so the copy's log events can be found by it."""
+        origin. `request_id` is the miss's, so the copy's log events can be found by it;
+        `plan` is how its rule asks the origin (the seed's plain GET when None)."""
         if self._stopping:
             return CopyStart.STOPPING
         job_key = (bucket, key)
         if job_key in self._jobs:
             self.records.count(bucket, "joined")  # memory only: a joined miss stays cheap
             return CopyStart.JOINED
-        job = CopyJob(bucket, key, origin, address, request_id)
+        job = CopyJob(bucket, key, origin, address, request_id, plan=plan or OriginPlan())
         refused = self.protection.refusal(bucket, key, job.host)
         if refused is not None:
             # A dead or broken origin is not hammered (nor the log flooded) once per

@@ -31,7 +31,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from edge.config import OriginFetchConfig
-from edge.origin.fetch import CopyJob, Fetched, describe_failure
+from edge.origin.fetch import Fetched, describe_failure
+from edge.origin.job import CopyJob
 from edge.origin.recordtable import FILE_NAME, CopyRecord, CopyTable
 from edge.origin.resolver import ReactorClock
 

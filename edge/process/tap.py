@@ -256,8 +256,6 @@ def build_service(
     store = assembly.store
     for service in assembly.services:  # first: they stop last
         service.setServiceParent(top)
-    records = CopyRecords(assembly.state_dir / RECORDS_FILE, reactor)
-    copier = OriginCopier(reactor, store, config.origin_fetch, records=records)
     resolver = OriginResolver(
         reactor.nameResolver,
         reactor,
@@ -265,6 +263,8 @@ def build_service(
         config.origin_fetch.dns_cache_ttl,
         config.origin_fetch.dns_timeout,
     )
+    records = CopyRecords(assembly.state_dir / RECORDS_FILE, reactor)
+    copier = OriginCopier(reactor, store, config.origin_fetch, resolver=resolver, records=records)
 
     def buckets_changed(added: set[str], removed: set[str]) -> None:
         for name in added:

@@ -29,6 +29,7 @@ from edge.origin.copier import (
     ResolvedOrigin,
     choose_address,
 )
+from edge.origin.request import quote_path
 from edge.web.replies import error, finish_error, unexpected
 from edge.web.target import Target
 
@@ -105,17 +106,22 @@ class Misses:
             self._warn_refused(bucket.name, resolved)
             finish_error(request, errors.NO_SUCH_KEY)
             return
-        prefix = self._locations.get(origin)
-        if prefix is None:  # once per origin: b"http://host:port/"
+        secure = request.isSecure()
+        scheme = rule.scheme(secure)
+        prefix = self._locations.get((scheme, origin))
+        if prefix is None:  # once per origin and scheme: b"http://host:port/"
             if len(self._locations) > 1000:
                 self._locations.clear()
-            prefix = self._locations[origin] = b"http://%s/" % origin.netloc.encode("ascii")
+            netloc = origin.netloc.encode("ascii")
+            prefix = self._locations[(scheme, origin)] = b"%s://%s/" % (scheme.encode(), netloc)
+        rewritten = rule.origin_path(target.key)  # SPEC §11: FileInfo's prefix/suffix rewrite
+        path = target.raw_key if rewritten is None else quote_path(rewritten)
         query = target.query
         if query and rule.follow_query_string:
             query = _origin_query(query)
-            location = prefix + target.raw_key + b"?" + query if query else prefix + target.raw_key
+            location = prefix + path + b"?" + query if query else prefix + path
         else:
-            location = prefix + target.raw_key
+            location = prefix + path
         request.setResponseCode(rule.redirect_code)
         request.setHeader(b"location", location)
         request.setHeader(b"content-length", b"0")
@@ -130,6 +136,7 @@ class Misses:
             origin,
             choose_address(accepted),
             request.request_id,  # type: ignore[attr-defined]
+            rule.plan(target.key, secure),
         )
         request.setHeader(COPY_HEADER, _HEADER_VALUES[started])
         request.finish()

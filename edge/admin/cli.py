@@ -12,6 +12,8 @@ edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
     cosedge-admin origin set BUCKET --xml FILE
     cosedge-admin origin delete BUCKET
     cosedge-admin origin check BUCKET HOST[:PORT] [--key K] [--json]
+    cosedge-admin copy status BUCKET KEY [--json]
+    cosedge-admin copies BUCKET [--failed] [--json]
 
 `set` replaces all of a bucket's rules (as COS's PutBucketOrigin does) unless `--add` asks
 to keep the rules in force and add one; `delete` removes the rules set through the API, so
@@ -19,7 +21,8 @@ the config file's `origin:` (if the bucket has one) applies again. `check` is a 
 it shows what the edge makes of an address (each resolved address's ISP verdict, a loop
 back into the edge) and, with `--key`, what the origin answers to a HEAD of that key; it
 saves nothing and exits 0 when the rule would be accepted, 1 when refused, 2 on usage
-errors.
+errors. `copy status` and `copies` show what became of the copies from origins
+(`edge.admin.copies`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from edge.admin import copies
 from edge.api import cosxml
 from edge.api.rules import MAX_STANDBYS, PROXY, REDIRECT, OriginRule, Rewrite, RuleError
 from edge.api.rules_xml import parse_origin_xml, render_origin_xml
@@ -64,8 +68,10 @@ def call(
     params: dict[str, str],
     body: bytes = b"",
     content_type: str | None = None,
+    key: str = "",
 ) -> Reply:
-    """One signed request, path style (`/<bucket>/?...`).
+    """One signed request, path style (`/<bucket>/<key>?...`, the bucket's root without a
+    key).
 
     Path style signs the whole path, bucket included (the edge refuses a path-style
     signature that leaves the bucket out: it could be replayed against another bucket),
@@ -80,9 +86,10 @@ def call(
         headers["content-length"] = str(len(body))
     if content_type:
         headers["content-type"] = content_type
-    auth = sign(secret_id, secret_key, method, f"/{bucket}/", params, headers)
+    auth = sign(secret_id, secret_key, method, f"/{bucket}/{key}", params, headers)
     query = urllib.parse.urlencode(params)
-    url = f"{endpoint.rstrip('/')}/{urllib.parse.quote(bucket)}/" + (f"?{query}" if query else "")
+    path = f"{urllib.parse.quote(bucket)}/{urllib.parse.quote(key)}"
+    url = f"{endpoint.rstrip('/')}/{path}" + (f"?{query}" if query else "")
     request = urllib.request.Request(url, data=body or None, method=method)
     for name, value in headers.items():
         if name != "host":
@@ -199,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("address", help="origin host or IP, optional :port")
     check.add_argument("--key", help="probe this key with a HEAD through the vetted address")
     check.add_argument("--json", action="store_true", help="print the edge's JSON answer")
+    copies.add_parsers(sub)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     secret_id = os.environ.get("COSEDGE_SECRET_ID", "")
@@ -208,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _run(args, secret_id, secret_key)
-    except (AdminError, RuleError, OSError) as e:
+    except (AdminError, RuleError, OSError, copies.NotStatusJSON) as e:
         print(f"cosedge-admin: {e}", file=sys.stderr)
         return 2
 
@@ -226,6 +234,12 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
             content_type,
         )
 
+    if args.area in ("copy", "copies"):
+
+        def get(bucket: str, params: dict[str, str], key: str) -> Reply:
+            return call(args.endpoint, secret_id, secret_key, "GET", bucket, params, key=key)
+
+        return copies.run(args, get, _error_text)
     if args.action == "check":
         return _check(args, secret_id, secret_key)
     if args.action == "show":

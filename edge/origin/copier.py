@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 
 from edge.config import OriginAddress, OriginFetchConfig
+from edge.origin import measured
 from edge.origin.client import AgentFactory, OriginClient, PinnedEndpointFactory, WireMeter
 from edge.origin.fetch import (
     CopyFailed,
@@ -197,6 +198,7 @@ class OriginCopier(Service):
             # miss: the client is redirected anyway, and the key is tried again later.
             start, counter = _REFUSED[refused]
             self.counters[counter] += 1
+            measured.copy_not_started(bucket, "refused", counter)
             return start
         fetch = self._fetch
         if self._slots.can_start(job.host, fetch.concurrency, fetch.per_origin_concurrency):
@@ -205,6 +207,7 @@ class OriginCopier(Service):
             return CopyStart.STARTED
         if self._slots.queued >= fetch.queue_size:
             self.counters["overflow"] += 1
+            measured.copy_not_started(bucket, "refused", "queue_full")
             self._warn_overflow(job)
             return CopyStart.OVERFLOW
         self._jobs[job_key] = job
@@ -248,6 +251,7 @@ class OriginCopier(Service):
         if lock is None:
             self._give_up(job)
             self.counters["elsewhere"] += 1
+            measured.copy_not_started(job.bucket, "elsewhere", "none")
             log.debug(
                 "Copy of {bucket}/{key} left to the process already copying it",
                 bucket=job.bucket,
@@ -271,6 +275,7 @@ class OriginCopier(Service):
         would stop every node fetching the key at once; the miss was redirected anyway."""
         self._give_up(job)
         self.counters["failed"] += 1
+        measured.copy_not_started(job.bucket, "failed", "lock")
         log.warn(
             "Copy of {bucket}/{key} not started: its lock cannot be taken ({reason})",
             bucket=job.bucket,
@@ -296,6 +301,7 @@ class OriginCopier(Service):
             job.lock.release()
         outcome = Outcome.CANCELLED if self._stopping else outcome_of(result)
         self.protection.finished(job, outcome)
+        measured.copy_ended(job, result, self._clock.seconds())
         if isinstance(result, Failure):
             self.counters["failed"] += 1
             report_failure(result, job, self._fetch)
@@ -311,6 +317,7 @@ class OriginCopier(Service):
             if self.protection.breakers.blocks(job.host):  # it opened while the job waited
                 self._jobs.pop((job.bucket, job.key), None)
                 self.counters["breaker_open"] += 1
+                measured.copy_not_started(job.bucket, "refused", "breaker_open")
                 continue
             self._start(job)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import CancelledError
-from twisted.internet.error import ConnectError, ConnectionRefusedError
+from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.python.failure import Failure
 from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
@@ -72,16 +72,15 @@ def breaker_changed(state: Any) -> None:
 
 def failure_reason(failure: Failure) -> str:
     """The reason class of a failed copy (see the module's docstring)."""
-    from edge.origin.fetch import CopyFailed
-
     error = failure.value
-    if isinstance(error, CopyFailed):
+    if hasattr(error, "status") and hasattr(error, "fault"):  # a fetch's `CopyFailed`
+        # (by its fields: `edge.origin.fetch` imports this module, not the reverse)
         return _copy_failed_reason(error)
     if failure.check(CancelledError):
         return "cancelled"
     if failure.check(TimeoutError, ConnectTimeout):
         return "timeout"
-    if failure.check(ConnectionRefusedError, ConnectError):
+    if failure.check(ConnectionRefusedError, ConnectError, DNSLookupError):
         return "connect"
     if failure.check(ResponseNeverReceived, ResponseFailed):
         return "connection_lost"
@@ -93,6 +92,9 @@ def failure_reason(failure: Failure) -> str:
 
 
 def _copy_failed_reason(error: Any) -> str:
+    """By its status and fault flag; its wording only tells too_large from a length
+    mismatch, and an idle or header timeout from a lost connection (`edge.origin.fetch`
+    has no finer field: if its messages change, tests/test_copy_metrics.py says so)."""
     status = error.status
     text = str(error)
     if status is None:  # no answer to judge: a fault of the connection, or local

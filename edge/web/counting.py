@@ -53,4 +53,8 @@ def count_finished(request: Any) -> None:
 def _plain(request: Any) -> bool:
     """No sub-resource: a read of the object itself (a pre-signed URL's query included)."""
     query = request.handler.target.query
-    return not query or not is_object_subresource(request_query(request))
+    if not query:
+        return True
+    if b"cosedge-" in query:  # the edge's own status reads (`?cosedge-copy`): API calls
+        return False
+    return not is_object_subresource(request_query(request))

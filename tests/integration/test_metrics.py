@@ -5,6 +5,7 @@ that serves neither `/metrics` nor `/console/`."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -267,3 +268,26 @@ def test_sighup_keeps_the_admin_port_and_says_it_needs_a_restart(tmp_path: Path)
         out = edge.output.text()
         assert "admin_listen changed in" in out and "needs a restart" in out
         assert get(edge.admin, "/metrics")[0] == 200
+
+
+def test_a_dead_workers_counts_stay_in_the_sum(tmp_path: Path) -> None:
+    """A worker killed outright (and restarted by the main process) leaves its counts in
+    the scrape, while its live gauges' file is dropped (`mark_process_dead`)."""
+    with running_edge(tmp_path, workers=2) as edge:
+        (edge.data / BUCKET / "k.txt").write_bytes(b"kk")
+        worker_pid = int(re.findall(r"Started worker 1 \(pid (\d+)\)", edge.output.text())[0])
+        prefixes: set[str] = set()
+        sent = 0
+        while sent < 400 and (len(prefixes) < 2 or sent < 20):
+            prefixes.add(get(edge.port, f"/{BUCKET}/k.txt")[1]["x-cos-request-id"][:8])
+            sent += 1
+        assert len(prefixes) == 2
+        live_gauges = edge.data / ".cosedge" / "metrics" / f"gauge_livesum_{worker_pid}.db"
+        wait_for(live_gauges.exists)  # written within GAUGE_INTERVAL of the start
+        os.kill(worker_pid, signal.SIGKILL)
+        wait_for(lambda: edge.output.text().count("cosedge worker") >= 2, timeout=30)
+        assert not live_gauges.exists()
+        assert (edge.data / ".cosedge" / "metrics" / f"counter_{worker_pid}.db").exists()
+        s = scrape(edge)
+        assert value(s, "cosedge_requests_total", bucket=BUCKET, outcome="hit") == sent
+        assert value(s, "cosedge_copies_in_flight") == 0

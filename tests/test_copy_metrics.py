@@ -71,3 +71,26 @@ def test_origin_answers_are_counted_by_status_class_and_passed_on():
     cancelled = Failure(CancelledError())
     assert measured.origin_answer(cancelled) is cancelled  # the edge's own doing: not counted
     assert (seen("5xx"), seen("error")) == (before[0] + 1, before[1] + 1)
+
+
+def test_breaker_transitions_are_counted_by_the_state_entered():
+    """Open, half-open and closed each count once as an origin's breaker goes round."""
+    from twisted.internet.task import Clock
+
+    from edge.config.model import BreakerConfig
+    from edge.origin.fetch import Outcome
+    from edge.origin.protection import Breakers
+
+    def seen(state: str) -> float:
+        labels = {"state": state}
+        return REGISTRY.get_sample_value("cosedge_origin_breaker_transitions_total", labels) or 0.0
+
+    states = ("open", "half_open", "closed")
+    before = [seen(s) for s in states]
+    clock = Clock()
+    breakers = Breakers(clock, BreakerConfig(failures=1, window=10, open=5))
+    breakers.record("o:80", Outcome.FAULT, probe=False)  # opens
+    clock.advance(6)
+    assert breakers.admit("o:80")  # half-open: this copy is the probe
+    breakers.record("o:80", Outcome.STORED, probe=True)  # closes
+    assert [seen(s) - b for s, b in zip(states, before, strict=True)] == [1, 1, 1]

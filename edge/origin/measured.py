@@ -67,7 +67,7 @@ def origin_answer(result: Any) -> Any:
 
 def breaker_changed(state: Any) -> None:
     """An origin's circuit breaker entered `state` (a `BreakerState`)."""
-    count_breaker_transition(str(getattr(state, "value", state)).replace(" ", "_"))
+    count_breaker_transition(str(getattr(state, "value", state)).replace("-", "_"))
 
 
 def failure_reason(failure: Failure) -> str:

@@ -162,6 +162,7 @@ def test_counts_match_the_requests_made(tmp_path: Path) -> None:
         wait_for(lambda: value(scrape(edge), "cosedge_copies_in_flight") == 0)
         assert value(scrape(edge), "cosedge_copies_queued") == 0
         assert value(s, "cosedge_isp_table_load_seconds") > 0
+        assert value(s, "cosedge_isp_table_generation") > 1.6e9  # the bundled tables' stamp
         # A second hit on the copied object: a hit with its bytes.
         before = value(s, "cosedge_response_bytes_total", bucket=BUCKET)
         assert get(edge.port, f"/{BUCKET}/copied.bin")[0] == 200

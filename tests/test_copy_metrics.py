@@ -4,6 +4,7 @@ fixed set for every way a fetch can fail, never a key, an address or a message."
 from __future__ import annotations
 
 import pytest
+from OpenSSL.SSL import Error as SSLError
 from prometheus_client import REGISTRY
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
@@ -37,6 +38,12 @@ from edge.store.interface import StoreUnavailable
         (CopyFailed("connection lost mid-body after 5 bytes", fault=True), "connection_lost"),
         (CopyFailed("cannot write temporary file: No space left"), "local"),
         (CopyFailed("nothing fetched: unsafe path"), "local"),
+        (CopyFailed("standby 10.0.0.1:80 is refused"), "address_refused"),
+        (CopyFailed("redirect to a.example refused: private", status=302), "status_3xx"),
+        (
+            ResponseNeverReceived([Failure(SSLError([("SSL", "f", "certificate verify failed")]))]),
+            "tls",
+        ),
         (ConnectionRefusedError(), "connect"),
         (DNSLookupError("no such name"), "connect"),
         (TimeoutError(), "timeout"),

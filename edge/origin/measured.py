@@ -3,7 +3,9 @@
 The copier and the fetch call these at one clear point each; the sorting of a failure into
 a reason class is here, beside them, so it never holds a key, an address or a message.
 Reason classes: `timeout` (idle or total), `connect` (refused, unreachable, DNS),
-`connection_lost` (closed before or during the response), `status_404`, `status_3xx`,
+`connection_lost` (closed before or during the response), `tls` (an HTTPS origin's
+handshake or certificate failed), `address_refused` (a standby or redirect target the
+address policy refuses), `status_404`, `status_3xx`,
 `status_4xx`, `status_5xx`, `too_large` (over max_object_size), `length_mismatch` (body
 not the announced Content-Length, or more after it), `lock` (the key's lock could not be
 judged), `store` (the store unavailable), `local` (disk, permissions, an unsafe key),
@@ -83,7 +85,7 @@ def failure_reason(failure: Failure) -> str:
     if failure.check(ConnectionRefusedError, ConnectError, DNSLookupError):
         return "connect"
     if failure.check(ResponseNeverReceived, ResponseFailed):
-        return "connection_lost"
+        return "tls" if _tls_failed(error) else "connection_lost"
     if failure.check(StoreUnavailable):
         return "store"
     if failure.check(OSError):
@@ -99,7 +101,7 @@ def _copy_failed_reason(error: Any) -> str:
     text = str(error)
     if status is None:  # no answer to judge: a fault of the connection, or local
         if not error.fault:
-            return "local"
+            return "address_refused" if "refused" in text else "local"
         return "connection_lost" if "connection lost" in text else "timeout"
     if status == 404:
         return "status_404"
@@ -108,3 +110,13 @@ def _copy_failed_reason(error: Any) -> str:
     if "max_object_size" in text:
         return "too_large"
     return "length_mismatch"
+
+
+def _tls_failed(error: Any) -> bool:
+    """A TLS handshake failed inside the connection failure (as `walk.tls_reason` reads
+    it; not imported: the walk imports this module)."""
+    for reason in getattr(error, "reasons", None) or []:
+        value = getattr(reason, "value", None)
+        if value is not None and type(value).__module__.startswith("OpenSSL"):
+            return True
+    return False

@@ -228,14 +228,14 @@ class MirrorFetches:
         address: str,
         request_id: str | None = None,
         plan: OriginPlan | None = None,
-    ) -> MirrorFetch | CopyStart:
-        """The running fetch of `bucket/key`, or a new one from `address`; or, when no
-        fetch of ours runs for the key, why (a background copy of it runs here: JOINED;
-        another process has it: ELSEWHERE; refused: NOT_FOUND, BACKING_OFF, ...)."""
+    ) -> tuple[MirrorFetch | None, CopyStart]:
+        """The running fetch of `bucket/key` (JOINED), or a new one from `address` (STARTED
+        or QUEUED); or no fetch of ours, and why (a background copy of the key runs here:
+        JOINED; another process has it: ELSEWHERE; refused: NOT_FOUND, BACKING_OFF, ...)."""
         job_key = (bucket, key)
         running = self._running.get(job_key)
         if running is not None:
-            return running
+            return running, CopyStart.JOINED
 
         def forget() -> None:
             if self._running.get(job_key) is fetch:
@@ -245,9 +245,9 @@ class MirrorFetches:
         self._running[job_key] = fetch
         started = self._copier.copy(bucket, key, origin, address, request_id, plan, observer=fetch)
         if started is CopyStart.STARTED or started is CopyStart.QUEUED:
-            return fetch
+            return fetch, started
         fetch.discard()
-        return started
+        return None, started
 
     def in_flight(self) -> int:
         """How many Mirror fetches run, for tests and status pages."""

@@ -17,6 +17,7 @@ one) is waited for and served from the store once it is published.
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
@@ -76,9 +77,17 @@ class MirrorReads:
         self._clock = clock
 
     def answer(
-        self, request: Request, target: Target, rule: OriginRule, address: str, copy: bool
+        self,
+        request: Request,
+        target: Target,
+        rule: OriginRule,
+        address: str,
+        copy: bool,
+        note: Callable[[Request, CopyStart], None] = lambda request, started: None,
     ) -> None:
-        """Answer `request`, a miss under the Mirror `rule`, from the vetted `address`."""
+        """Answer `request`, a miss under the Mirror `rule`, from the vetted `address`;
+        `note` is told what became of the fetch before anything is answered (the miss's
+        `x-cosedge-copy` header)."""
         assert target.bucket is not None and target.key is not None
         if request.method != b"GET":
             finish_error(request, errors.NO_SUCH_KEY)  # COS: HEAD never pulls
@@ -89,7 +98,7 @@ class MirrorReads:
         request_id: str = request.request_id  # type: ignore[attr-defined]
         try:
             plan = rule.plan(target.key, request.isSecure())  # scheme, rewrite, standbys
-            joined = self.fetches.join(
+            fetch, started = self.fetches.join(
                 target.bucket.name, target.key, rule.origin, address, request_id, plan
             )
         except OSError as e:  # no buffer file: a local cause an operator must fix
@@ -102,13 +111,14 @@ class MirrorReads:
             )
             finish_error(request, errors.SERVICE_UNAVAILABLE)
             return
-        if isinstance(joined, MirrorFetch):
-            self._follow(request, target, joined)
+        note(request, started)
+        if fetch is not None:
+            self._follow(request, target, fetch)
             return
-        if joined is CopyStart.JOINED or joined is CopyStart.ELSEWHERE:
+        if started is CopyStart.JOINED or started is CopyStart.ELSEWHERE:
             _Waiter(self._store, self._hits, self._clock, request, target).poll()
             return
-        cos_error, message = _REFUSED.get(joined, (errors.SERVICE_UNAVAILABLE, None))
+        cos_error, message = _REFUSED.get(started, (errors.SERVICE_UNAVAILABLE, None))
         finish_with(request, cos_error, message)
 
     def _follow(self, request: Request, target: Target, fetch: MirrorFetch) -> None:

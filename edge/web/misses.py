@@ -52,6 +52,11 @@ _HEADER_VALUES = {
 _WARN_INTERVAL = 60.0
 
 
+def _note_copy(request: Request, started: CopyStart) -> None:
+    """A Mirror miss's `x-cosedge-copy`, set before its answer begins."""
+    request.setHeader(COPY_HEADER, _HEADER_VALUES[started])
+
+
 class Misses:
     """Answers requests for objects the store lacks; one instance serves all buckets."""
 
@@ -114,7 +119,8 @@ class Misses:
             finish_error(request, errors.NO_SUCH_KEY)
             return
         if rule.origin_type == MIRROR and self._mirror is not None:
-            self._mirror.answer(request, target, rule, choose_address(accepted), copy)
+            address = choose_address(accepted)
+            self._mirror.answer(request, target, rule, address, copy, _note_copy)
             return
         secure = request.isSecure()
         scheme = rule.scheme(secure)

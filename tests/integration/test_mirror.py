@@ -77,6 +77,7 @@ async def test_mirror_miss_serves_origin_bytes_and_stores_them(edges, origin):
     assert miss.header("content-length") == str(len(body))
     assert miss.header("content-type") == "image/x-test"
     assert miss.header("location") is None
+    assert miss.header("x-cosedge-copy") == "started"
     await wait_until(lambda: _stored(edge, "pics/a.png").exists())
     hit = await edge.get("pics/a.png")
     assert hit.status == 200 and hit.body == body
@@ -101,7 +102,8 @@ async def test_mirror_64_mib_object_is_identical(edges, origin, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_twenty_concurrent_mirror_misses_make_one_origin_request(edges, origin):
     """20 clients at once (some arriving while the body streams, chunked without a length)
-    get 20 complete identical bodies from one origin GET."""
+    get 20 complete identical bodies from one origin GET; one answer says its copy
+    `started`, the others `joined`."""
     body = os.urandom(3 * 1024 * 1024)
     origin.serve("/hot.bin", body, body_delay=0.3, content_length=None, chunked=True)
     edge = await mirror_edge(edges, origin)
@@ -112,6 +114,8 @@ async def test_twenty_concurrent_mirror_misses_make_one_origin_request(edges, or
     for reply in replies:
         assert reply.status == 200 and reply.length is None  # chunked: no length was known
         assert reply.body == body
+    states = sorted(str(r.header("x-cosedge-copy")) for r in replies)
+    assert states == ["joined"] * 19 + ["started"]
     await wait_until(lambda: _stored(edge, "hot.bin").exists())
 
 
@@ -239,6 +243,7 @@ async def test_key_fetched_by_another_process_is_waited_for(edges, origin):
     lock.release()
     reply = await waiting
     assert (reply.status, reply.body) == (200, b"published elsewhere")
+    assert reply.header("x-cosedge-copy") == "elsewhere"
 
     lock = await edge.store.lock_key(BUCKET, "gone.txt")
     assert lock is not None

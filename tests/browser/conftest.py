@@ -2,18 +2,18 @@
 
 Debian's `chromium` and `chromium-driver` are required: without them these tests fail
 rather than skip, since a console nobody ever ran in a browser is not tested. The whole set
-shares one browser session and one edge (a real `twistd cosedge` with a key pair, one
-bucket and a plain-HTTP origin on 127.0.0.1 from a thread), so it stays quick.
+shares one browser session and one edge (a real `twistd cosedge` whose `admin_listen` port
+is the console's origin, with a key pair, one bucket and a plain-HTTP origin on 127.0.0.1
+served from a thread: selenium's calls block, so an origin on the test's reactor would not
+answer while the browser waits), so it stays quick.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import http.server
+import re
 import signal
-import socket
-import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
 from edge.api.signature import sign
-from edge.testing.process import start_twistd, static_origin, wait_ready
-from edge.web.console import CONTENT_TYPES, SECURITY_HEADERS, STATIC
+from edge.testing.process import OutputDrain, start_twistd, static_origin, wait_ready
 from tests.integration.conftest import BUCKET, DOMAIN
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -86,67 +85,18 @@ class ConsoleEdge:
             conn.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ADMIN_READY = re.compile(r"cosedge admin port ready: listening on 127\.0\.0\.1:(\d+)")
 
 
-@contextlib.contextmanager
-def _interim_admin(public_port: int) -> Iterator[int]:
-    """Until the edge has its admin port: the console's files, and everything else passed
-    to the public port unchanged (Host included, so signatures verify), on one origin."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def _any(self) -> None:
-            path = self.path.partition("?")[0]
-            if path.startswith("/console/"):
-                name = path[len("/console/") :] or "index.html"
-                file = STATIC / name
-                if not file.is_file():
-                    self.send_error(404)
-                    return
-                body = file.read_bytes()
-                self.send_response(200)
-                self.send_header("content-type", CONTENT_TYPES[file.suffix].decode())
-                for header, value in SECURITY_HEADERS.items():
-                    self.send_header(header.decode(), value.decode())
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            length = int(self.headers.get("content-length") or 0)
-            request_body = self.rfile.read(length) if length else None
-            conn = http.client.HTTPConnection("127.0.0.1", public_port, timeout=10)
-            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            for header_name, header_value in self.headers.items():
-                conn.putheader(header_name, header_value)
-            conn.endheaders(request_body)
-            response = conn.getresponse()
-            data = response.read()
-            self.send_response(response.status)
-            for header_name, header_value in response.getheaders():
-                if header_name.lower() not in ("content-length", "connection", "server", "date"):
-                    self.send_header(header_name, header_value)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            conn.close()
-
-        do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _any
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+def wait_admin_port(drain: OutputDrain, timeout: float = 30) -> int:
+    """The admin port's number, from its readiness line in the edge's output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = ADMIN_READY.search(drain.text())
+        if found:
+            return int(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"the admin port did not become ready:\n{drain.text()}")
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +111,7 @@ def console_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleEd
         config = root / "console.yaml"
         config.write_text(
             "listen: 'tcp:0:interface=127.0.0.1'\n"
+            "admin_listen: 'tcp:0:interface=127.0.0.1'\n"
             f"data_dir: {root / 'data'}\n"
             "extra_origin_cidrs: ['127.0.0.1/32']\n"
             f"credentials: [{{secret_id: {SECRET_ID}, secret_key: {SECRET_KEY}}}]\n"
@@ -170,10 +121,8 @@ def console_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleEd
         proc = start_twistd("--config", str(config), cwd=root)
         try:
             public_port, drain = wait_ready(proc)
-            with _interim_admin(public_port) as admin_port:
-                yield ConsoleEdge(
-                    public_port, admin_port, root / "data", origin_root, origin_address
-                )
+            admin_port = wait_admin_port(drain)
+            yield ConsoleEdge(public_port, admin_port, root / "data", origin_root, origin_address)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)

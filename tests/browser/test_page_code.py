@@ -27,8 +27,9 @@ def on_console_page(browser: Any, edge: ConsoleEdge) -> None:
 def test_origin_xml_from_the_page_reads_back_as_the_same_rules(
     browser: Any, console_edge: ConsoleEdge
 ) -> None:
-    """Two rules with a prefix needing XML escapes, Redirect 307 and no query string:
-    the edge's parser reads exactly what the page's form held."""
+    """Three rules, one with a prefix needing XML escapes, Redirect 307 and no query string,
+    one Mirror (sent without a redirect code): the edge's parser reads exactly what the
+    page's form held."""
     on_console_page(browser, console_edge)
     rules = [
         {
@@ -38,6 +39,14 @@ def test_origin_xml_from_the_page_reads_back_as_the_same_rules(
             "address": "origin.example.com:8080",
             "redirectCode": "307",
             "followQueryString": False,
+        },
+        {
+            "priority": "3",
+            "type": "Mirror",
+            "prefix": "video/",
+            "address": "203.0.113.8",
+            "redirectCode": "301",
+            "followQueryString": True,
         },
         {
             "priority": "1",
@@ -63,7 +72,9 @@ def test_origin_xml_from_the_page_reads_back_as_the_same_rules(
     ] == [
         (1, "Proxy", "", "203.0.113.7", 302, True),
         (2, "Redirect", "a&b/<c>/\"d'/图片/", "origin.example.com:8080", 307, False),
+        (3, "Mirror", "video/", "203.0.113.8", 302, True),
     ]
+    assert "HttpRedirectCode>301<" not in body  # none for a Mirror rule, as COS takes it
 
 
 def test_metrics_reading_matches_prometheus_client(browser: Any, console_edge: ConsoleEdge) -> None:

@@ -237,7 +237,11 @@
       set(parameter, "Protocol", rule.protocol || "HTTP", ["TransparentErrorCode", "FollowQueryString"]);
       set(parameter, "FollowQueryString", rule.followQueryString ? "true" : "false", ["HttpHeader", "FollowRedirection"]);
       set(parameter, "FollowRedirection", rule.followRedirects ? "true" : "false", ["FollowRedirectionConfiguration", "HttpRedirectCode"]);
-      set(parameter, "HttpRedirectCode", rule.redirectCode, ["CopyOriginData", "HTTPStandbyCode"]);
+      if (rule.type === "Mirror") {
+        for (const code of children(parameter, "HttpRedirectCode")) parameter.removeChild(code);
+      } else {
+        set(parameter, "HttpRedirectCode", rule.redirectCode, ["CopyOriginData", "HTTPStandbyCode"]);
+      }
       const info = child(node, "OriginInfo", ["HTTPStandbyCode"]);
       const host = child(info, "HostInfo", ["FileInfo"]);
       set(host, "HostName", rule.address);

@@ -15,6 +15,7 @@
   const TYPES = [
     ["Proxy", "Proxy (redirect, copy)"],
     ["Redirect", "Redirect only"],
+    ["Mirror", "Mirror (client waits, copy)"],
   ];
   const CODES = ["302", "301", "307"];
   const PROTOCOLS = [
@@ -111,6 +112,10 @@
       this.verdict = h("div.verdict-box", { role: "status", "aria-live": "polite" });
       this.legend = h("legend", {});
       this.address.addEventListener("change", () => this.check());
+      // A Mirror rule answers with the origin's bytes: it has no redirect code.
+      const mirror = () => (this.redirectCode.disabled = this.type.value === "Mirror");
+      this.type.addEventListener("change", mirror);
+      mirror();
       this.standbys.addEventListener("change", () => this.check());
       const known = [rule.address, ...rule.standbys].map((a) => page.verdicts.get(a));
       if (rule.address && known.every(Boolean)) this.showVerdicts(known);
@@ -122,7 +127,7 @@
           "div.grid",
           {},
           field("Priority", this.priority, "Lowest first; unique"),
-          field("Type", this.type, "Proxy also copies the object in"),
+          field("Type", this.type, "Proxy and Mirror also store the object"),
           field("Key prefix", this.prefix, "Empty: every key"),
           field("Origin address", this.address, "host[:port]"),
           field("Redirect code", this.redirectCode),
@@ -216,7 +221,7 @@
           "section.card",
           { "aria-labelledby": "origin-heading" },
           h("div.section-head", {}, h("h2#origin-heading", {}, "Back-to-origin"), h("div.switch-row", {}, h("span#origin-switch-label", {}, "Enabled"), this.switch)),
-          h("p.note", {}, "A miss (a key not in the bucket) is answered with a redirect to the first rule whose prefix matches it; a Proxy rule also copies the object into the bucket, so the next request is a hit."),
+          h("p.note", {}, "A miss (a key not in the bucket) goes to the first rule whose prefix matches it: Proxy redirects the client and copies the object into the bucket, Redirect only redirects, Mirror sends the client the origin's bytes while storing them. Either way a stored object makes the next request a hit."),
           this.message,
           this.source,
           this.editorNode,

@@ -67,10 +67,15 @@ def requests_by_outcome(edge: ConsoleEdge) -> dict[str, float]:
 
 
 def tile(browser: Any, label: str) -> str:
-    for node in browser.find_elements(By.CSS_SELECTOR, ".tile"):
-        if node.find_element(By.CSS_SELECTOR, ".tile-label").text == label:
-            return str(node.text)
-    return ""
+    """The text of the tile labelled `label`, read in one script: the page's refresh
+    replaces the tiles every few seconds, so element handles could go stale."""
+    script = """
+    for (const node of document.querySelectorAll(".tile")) {
+      if (node.querySelector(".tile-label").textContent === arguments[0]) return node.innerText;
+    }
+    return "";
+    """
+    return str(browser.execute_script(script, label))
 
 
 def test_a_copy_appears_in_the_migration_view(browser: Any, console_edge: ConsoleEdge) -> None:

@@ -45,6 +45,7 @@ _FETCH_KEYS = {
     "per_origin_concurrency": "int",
     "not_found_ttl": "seconds",
     "breaker": "breaker",
+    "check_digests": "bool",
 }
 
 
@@ -286,6 +287,10 @@ def check_fetch(value: object, source: str) -> OriginFetchConfig:
             settings[name] = float(item)
         elif kind == "breaker":
             settings[name] = _check_breaker(item, key, source)
+        elif kind == "bool":
+            if not isinstance(item, bool):
+                raise ConfigError(source, key, f"must be true or false, not {item!r}")
+            settings[name] = item
         else:
             settings[name] = _parse_size(item, key, source)
     return OriginFetchConfig(**settings)

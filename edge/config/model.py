@@ -69,6 +69,10 @@ class OriginFetchConfig:
     per_origin_concurrency: int = 4
     not_found_ttl: float = 300.0
     breaker: BreakerConfig = BreakerConfig()
+    # A copy whose origin sends Content-MD5 / Digest / Repr-Digest checks the body against
+    # it and stores nothing on a mismatch (OSS's MirrorCheckMd5); off only for an origin
+    # known to send wrong ones.
+    check_digests: bool = True
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from edge import __version__
 from edge.config import OriginAddress, OriginFetchConfig
 from edge.origin.client import AgentFactory, WireMeter
+from edge.origin.provenance import Received, Revalidation, revalidate  # hooks: refresh helper
 from edge.origin.resolver import ReactorClock
 from edge.store.interface import KeyConflict, KeyLock, ObjectStore, StoreUnavailable
 from edge.store.keys import UnsafePath
@@ -71,6 +72,7 @@ class CopyJob:
     deferred: Deferred[Any] | None = field(default=None, repr=False)
     lock: KeyLock | None = field(default=None, repr=False)
     probe: bool = False  # the one copy a half-open breaker lets through to its origin
+    revalidate: Revalidation | None = None  # hook: a refresh (conditional GET, replaces)
 
     @property
     def host(self) -> str:
@@ -185,6 +187,7 @@ class Fetched(enum.Enum):
     STORED = "stored"
     ALREADY_PRESENT = "already_present"  # before the fetch, or published meanwhile
     DELETED = "deleted"  # a DELETE of the key came while the body streamed
+    KEPT = "kept"  # a refresh the origin answered 304 Not Modified (refresh.py)
 
 
 class ObjectFetcher:
@@ -225,7 +228,7 @@ class ObjectFetcher:
         # First thing, in the same reactor turn that took the key's lock: what a DELETE of
         # the key looked like before this copy, so that one arriving later drops it.
         watch = self._store.watch_deletes(job.bucket, job.key)
-        if await self._store.exists(job.bucket, job.key):
+        if job.revalidate is None and await self._store.exists(job.bucket, job.key):
             return Fetched.ALREADY_PRESENT
         try:
             self._store.refuse_unsafe(job.bucket, job.key)
@@ -239,6 +242,7 @@ class ObjectFetcher:
                 b"accept-encoding": [b"identity"],
             }
         )
+        revalidate(headers, job.revalidate)  # hook: a refresh's conditional headers
         request = agent.request(b"GET", job.url, headers)
         # Cancelling a request makes Twisted fail it with ResponseNeverReceived, not the
         # CancelledError addTimeout would turn into TimeoutError: name the timeout here.
@@ -248,6 +252,9 @@ class ObjectFetcher:
             onTimeoutCancel=_timed_out(f"no response headers within {self._fetch.idle_timeout:g}s"),
         )
         response: IResponse = await request
+        if job.revalidate is not None and response.code == 304:  # hook: refresh
+            response.deliverBody(_Discard())
+            return Fetched.KEPT
         if response.code != 200:
             response.deliverBody(_Discard())
             hint = " (redirects are not followed)" if 300 <= response.code < 400 else ""
@@ -264,11 +271,12 @@ class ObjectFetcher:
                 f"Content-Length {expected} over max_object_size ({self._fetch.max_object_size})",
                 status=200,
             )
-        pending = self._store.new_upload(job.bucket, job.key, watch=watch)
+        received = Received(response.headers, self._fetch.check_digests)  # hook: meta, digests
+        pending = self._store.new_upload(job.bucket, job.key, watch=watch, meta=received.meta)
         try:
             writer = _BodyWriter(
                 job,
-                pending.write,
+                received.sink(pending.write),
                 self._fetch.max_object_size,
                 self._fetch.idle_timeout,
                 self._clock,
@@ -282,8 +290,11 @@ class ObjectFetcher:
                 )
             if expected is not None:
                 await self._check_nothing_more(meter, expected)
+            mismatch = received.mismatch(pending.md5_digest)  # hook: digests
+            if mismatch is not None:
+                raise CopyFailed(mismatch, status=200)
             try:
-                published = await pending.publish()
+                published = await pending.publish(job.revalidate is not None, received.meta)
             except UnsafePath as e:
                 raise CopyFailed(f"nothing stored: {e}") from None
         except BaseException:

@@ -1,13 +1,16 @@
-"""Metadata of uploaded objects (Content-Type, x-cos-meta-*), kept beside the folders.
+"""Metadata of uploaded objects (Content-Type, x-cos-meta-*) and of copied ones (the
+origin's ETag, Last-Modified and Content-Type: `origin`), kept beside the folders.
 
 A bucket folder holds nothing but the objects' bytes, so what a PUT said about an object
-is kept under `.cosedge/meta/<bucket>/` in a small JSON record per key, written atomically
-and tied to the identity of the file it describes: a file replaced by hand since no longer
-carries the old record's headers, and the sweeper removes records whose file is gone.
+(or what its origin said, for a copy) is kept under `.cosedge/meta/<bucket>/` in a small
+JSON record per key, written atomically and tied to the identity of the file it describes:
+a file replaced by hand since no longer carries the old record's headers, and the sweeper
+removes records whose file is gone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,8 +19,19 @@ import stat as statmod
 import uuid
 
 from edge.store.folder.layout import FileIdentity, FolderLayout, identity_of
-from edge.store.interface import ObjectMeta
+from edge.store.interface import ObjectMeta, OriginProvenance
 from edge.store.keys import UnsafePath, validate_key
+
+
+def _provenance(raw: object) -> OriginProvenance | None:
+    """A record's `origin` (what a copy's origin said), None when absent or not a mapping
+    of strings (a hand-edited file)."""
+    if not isinstance(raw, dict):
+        return None
+    values = {name: raw.get(name, "") for name in ("etag", "last_modified", "content_type")}
+    if not all(isinstance(v, str) for v in values.values()):
+        return None
+    return OriginProvenance(**values)
 
 
 class MetaRecords:
@@ -57,7 +71,11 @@ class MetaRecords:
             return None
         if raw.get("key") != key or tuple(raw.get("identity", ())) != identity:
             return None  # replaced by hand since: its metadata no longer applies
-        return ObjectMeta(str(raw.get("content_type") or ""), dict(raw.get("meta") or {}))
+        return ObjectMeta(
+            str(raw.get("content_type") or ""),
+            dict(raw.get("meta") or {}),
+            _provenance(raw.get("origin")),
+        )
 
     def clear(self, bucket: str, key: str) -> None:
         folders, name = self._meta_location(bucket, key)
@@ -84,12 +102,14 @@ class MetaRecords:
             with self._layout.bucket_parent(bucket, key, create=False) as (parent_fd, object_name):
                 st = os.stat(object_name, dir_fd=parent_fd, follow_symlinks=False)
             identity = identity_of(st)
-        record = {
+        record: dict[str, object] = {
             "key": key,
             "identity": list(identity),
             "content_type": meta.content_type,
             "meta": meta.user,
         }
+        if meta.origin is not None:
+            record["origin"] = dataclasses.asdict(meta.origin)
         with self._layout.state_folder(*folders, create=True) as folder_fd:
             self.buckets.add(bucket)
             temp = f"{name}.{uuid.uuid4().hex}.tmp"

@@ -188,7 +188,7 @@ class PendingObject:
 
         def save() -> None:
             try:
-                if meta.content_type or meta.user:
+                if meta.content_type or meta.user or meta.origin is not None:
                     records.write(bucket, key, meta, identity)
                 else:
                     records.clear(bucket, key)

@@ -10,6 +10,7 @@ edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
     cosedge-admin origin set BUCKET --xml FILE
     cosedge-admin origin delete BUCKET
     cosedge-admin origin check BUCKET HOST[:PORT] [--key K] [--json]
+    cosedge-admin refresh BUCKET (KEY... | --prefix P) [--delete-missing] [--json]
 
 `set` replaces all of a bucket's rules (as COS's PutBucketOrigin does) unless `--add` asks
 to keep the rules in force and add one; `delete` removes the rules set through the API, so
@@ -68,6 +69,7 @@ def call(
     params: dict[str, str],
     body: bytes = b"",
     content_type: str | None = None,
+    timeout: float = 30.0,
 ) -> Reply:
     """One signed request, path style (`/<bucket>/?...`).
 
@@ -93,7 +95,7 @@ def call(
             request.add_header(name, value)
     request.add_header("Authorization", auth)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return Reply(response.status, response.read())
     except urllib.error.HTTPError as e:
         return Reply(e.code, e.read())
@@ -163,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("address", help="origin host or IP, optional :port")
     check.add_argument("--key", help="probe this key with a HEAD through the vetted address")
     check.add_argument("--json", action="store_true", help="print the edge's JSON answer")
+    from edge.admin import refresh  # hook: refresh command (imports this module)
+
+    refresh.add_parser(sub)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     secret_id = os.environ.get("COSEDGE_SECRET_ID", "")
@@ -190,6 +195,10 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
             content_type,
         )
 
+    if args.area == "refresh":  # hook: refresh command
+        from edge.admin import refresh
+
+        return refresh.run(args, secret_id, secret_key)
     if args.action == "check":
         return _check(args, secret_id, secret_key)
     if args.action == "show":

@@ -6,8 +6,9 @@ check out (`edge.api.auth`), object GET/HEAD go back to the public read path (hi
 and back-to-origin behave the same signed or not) and everything else is routed by
 `ManagementAPI.render` to the module of its operation family: `service` (GET Service),
 `bucket` (bucket PUT/HEAD/DELETE, listings), `object` (object PUT/DELETE), `multipart`,
-`origin` (`?origin` rules) and `origin_check` (the dry run of a rule). This module is only
-the entry object and that routing.
+`origin` (`?origin` rules), `origin_check` (the dry run of a rule) and `refresh` (asking
+the origin again about stored copies). This module is only the entry object and that
+routing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from edge.api.object import ObjectOperations, is_object_subresource, refuse_obje
 from edge.api.origin import OriginOperations
 from edge.api.origin_check import QUERY as ORIGIN_CHECK
 from edge.api.origin_check import OriginCheck
+from edge.api.refresh import QUERY as REFRESH
+from edge.api.refresh import RefreshOperations
 from edge.api.rules import OriginRules
 from edge.api.service import ServiceOperations
 from edge.config import Credential
@@ -63,6 +66,7 @@ class ManagementAPI:
         self._multipart = MultipartOperations(store.uploads)
         self._origin = OriginOperations(rules, resolver, self._domains)
         self._origin_check = OriginCheck(resolver, copier, self._domains)
+        self._refresh = RefreshOperations(rules, resolver, store, copier)
 
     def _domains(self, bucket: str) -> tuple[str, ...]:
         """The bucket's own domains: an origin naming one of them would loop."""
@@ -93,6 +97,10 @@ class ManagementAPI:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)
                 return self._origin_check.render(request, bucket, query)
+            if REFRESH in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._refresh.render(request, bucket, query)
             if "origin" in query:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)

@@ -149,6 +149,20 @@ class OriginCopier(Service):
             probe_key(agent, self._clock, origin, address, key, self._fetch)
         )
 
+    @property
+    def clock(self) -> ReactorClock:
+        return self._clock
+
+    @property
+    def fetch_config(self) -> OriginFetchConfig:
+        """The `origin_fetch` limits in force (a refresh reports failures by them)."""
+        return self._fetch
+
+    def fetch_now(self, job: CopyJob) -> Deferred[Fetched]:
+        """Fetch `job` at once, outside the queue and its slots: a refresh (refresh.py),
+        which holds the key's lock itself, through the same fetcher as every copy."""
+        return self._fetcher.start(job)
+
     def drop_queued(self, bucket: str, key: str) -> bool:
         """Forget a copy of `bucket/key` still waiting for a slot (a DELETE came: the copy
         would bring the object back). A running copy is dropped by the store's tombstone

@@ -11,6 +11,8 @@ from __future__ import annotations
 from twisted.web.server import Request
 
 from edge.api import errors
+from edge.api.refresh import MAX_BODY as REFRESH_BODY
+from edge.api.refresh import QUERY as REFRESH
 from edge.web.access import READ_METHODS, TargetResource
 from edge.web.bodies import MAX_XML_BODY
 from edge.web.replies import error
@@ -33,4 +35,6 @@ class BucketResource(TargetResource):
 
     def body_limit(self, method: bytes, query: dict[str, str]) -> int | None:
         # A bucket PUT (CreateBucketConfiguration) and PUT ?origin.
+        if method == b"POST" and REFRESH in query:  # the keys of a refresh (JSON)
+            return REFRESH_BODY
         return MAX_XML_BODY if method == b"PUT" else None

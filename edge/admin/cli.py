@@ -24,18 +24,15 @@ errors.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from edge.api import cosxml
+from edge.admin import refresh
+from edge.admin.client import AdminError, Reply, call
+from edge.admin.client import error_text as _error_text
 from edge.api.rules import (
     PROXY,
     REDIRECT,
@@ -44,71 +41,9 @@ from edge.api.rules import (
     parse_origin_xml,
     render_origin_xml,
 )
-from edge.api.signature import sign
 from edge.config import OriginAddress
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: bytes
-
-
-class AdminError(Exception):
-    pass
-
-
-def call(
-    endpoint: str,
-    secret_id: str,
-    secret_key: str,
-    method: str,
-    bucket: str,
-    params: dict[str, str],
-    body: bytes = b"",
-    content_type: str | None = None,
-    timeout: float = 30.0,
-) -> Reply:
-    """One signed request, path style (`/<bucket>/?...`).
-
-    Path style signs the whole path, bucket included (the edge refuses a path-style
-    signature that leaves the bucket out: it could be replayed against another bucket),
-    and the Host, as the SDKs do.
-    """
-    split = urllib.parse.urlsplit(endpoint)
-    if split.scheme != "http" or not split.netloc:
-        raise AdminError(f"--endpoint must be http://HOST[:PORT], not {endpoint!r}")
-    headers: dict[str, str] = {"host": split.netloc}
-    if body or method == "PUT":
-        headers["content-md5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
-        headers["content-length"] = str(len(body))
-    if content_type:
-        headers["content-type"] = content_type
-    auth = sign(secret_id, secret_key, method, f"/{bucket}/", params, headers)
-    query = urllib.parse.urlencode(params)
-    url = f"{endpoint.rstrip('/')}/{urllib.parse.quote(bucket)}/" + (f"?{query}" if query else "")
-    request = urllib.request.Request(url, data=body or None, method=method)
-    for name, value in headers.items():
-        if name != "host":
-            request.add_header(name, value)
-    request.add_header("Authorization", auth)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return Reply(response.status, response.read())
-    except urllib.error.HTTPError as e:
-        return Reply(e.code, e.read())
-    except OSError as e:
-        raise AdminError(f"cannot reach {endpoint}: {e}") from None
-
-
-def _error_text(reply: Reply) -> str:
-    try:
-        root = cosxml.parse(reply.body)
-        return f"{reply.status} {root.findtext('Code')}: {root.findtext('Message')}"
-    except cosxml.XMLProblem:
-        return f"HTTP {reply.status}"
 
 
 def describe(rule: OriginRule) -> str:
@@ -165,9 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("address", help="origin host or IP, optional :port")
     check.add_argument("--key", help="probe this key with a HEAD through the vetted address")
     check.add_argument("--json", action="store_true", help="print the edge's JSON answer")
-    from edge.admin import refresh  # hook: refresh command (imports this module)
-
-    refresh.add_parser(sub)
+    refresh.add_parser(sub)  # hook: the refresh command
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     secret_id = os.environ.get("COSEDGE_SECRET_ID", "")
@@ -195,9 +128,7 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
             content_type,
         )
 
-    if args.area == "refresh":  # hook: refresh command
-        from edge.admin import refresh
-
+    if args.area == "refresh":  # hook: the refresh command
         return refresh.run(args, secret_id, secret_key)
     if args.action == "check":
         return _check(args, secret_id, secret_key)

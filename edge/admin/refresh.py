@@ -16,8 +16,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from edge.admin.cli import AdminError, Reply, call
-from edge.admin.cli import _error_text as error_text
+from edge.admin.client import AdminError, Reply, call, error_text
 
 QUERY = "cosedge-refresh"
 ORDER = ("kept", "replaced", "stored", "missing", "deleted", "failed")
@@ -43,8 +42,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
     """`refresh`: send the keys (or walk the prefix), print the results. Its errors are
-    reported here: under `python -m edge.admin.cli` this module's `AdminError` is not the
-    one `main` catches (that module runs as `__main__`)."""
+    reported here, so the command reads whole in this module."""
     try:
         return _run(args, secret_id, secret_key)
     except AdminError as e:

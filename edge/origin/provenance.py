@@ -42,8 +42,11 @@ def provenance_of(headers: Headers) -> OriginProvenance:
 
 def copy_meta(headers: Headers) -> ObjectMeta:
     """What a copy publishes with: the origin's Content-Type (when it sent one) to serve
-    the object with, and the provenance to refresh it by."""
+    the object with, and the provenance to refresh it by (None when the origin sent none
+    of the three: nothing to record, and no metadata write for the copy)."""
     origin = provenance_of(headers)
+    if origin == OriginProvenance():
+        return ObjectMeta()
     return ObjectMeta(content_type=origin.content_type, origin=origin)
 
 

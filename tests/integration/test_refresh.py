@@ -295,3 +295,57 @@ async def test_cli_json_and_exit_status(edges, origin):
     assert answer["results"][1]["reason"] == "origin answered 500"
     _, err, code = await admin(edge.port, "refresh", BUCKET)
     assert code == 2 and "KEY... or --prefix" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refresh_waits_for_a_running_copy_of_its_key(edges, origin):
+    """Single flight: a refresh of a key whose copy is still streaming waits for the copy's
+    lock, then asks conditionally with what the copy recorded; the origin never sees two
+    fetches of the key at once."""
+    serve_versioned(origin, "/slow.bin", b"s" * 1000, '"s1"')
+    origin.replies["/slow.bin"].body_delay = 1.0
+    edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS))
+    assert (await edge.get("slow.bin")).status == 302
+    assert edge.copier.in_flight()
+    answer = await refresh(edge.port, "slow.bin")
+    assert answer["results"][0]["result"] == "kept"
+    seen = origin.requests_for("/slow.bin")
+    assert len(seen) == 2
+    assert "if-none-match" not in seen[0].headers
+    assert seen[1].headers["if-none-match"] == '"s1"'
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_replace_keeps_the_old_object(edges, origin):
+    """A changed origin object whose Content-MD5 does not match its body is not stored:
+    the refresh fails with the mismatch, and the old copy is still served."""
+    serve_versioned(origin, "/a.txt", b"version 1", '"v1"')
+    edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS))
+    await copied(edge, "a.txt")
+    serve_versioned(origin, "/a.txt", b"version 2", '"v2"', **{"Content-MD5": b64md5(b"x")})
+    answer = await refresh(edge.port, "a.txt")
+    assert answer["results"][0]["result"] == "failed"
+    assert answer["results"][0]["reason"].startswith("Content-MD5 md5 mismatch")
+    assert (await edge.get("a.txt")).body == b"version 1"
+    assert temp_files(edge) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_breaker_refuses_refreshes_without_asking(edges, origin):
+    """While the origin's circuit breaker is open, a refresh fails at once with that
+    reason, and the origin is not asked."""
+    origin.serve("/down", b"", status=503)
+    serve_versioned(origin, "/b.txt", b"b", '"b"')
+    config = edges.config(
+        origin.address,
+        credentials=CREDENTIALS,
+        fetch={"breaker": {"failures": 1, "window": 60, "open": 600}},
+    )
+    edge = await edges.start(config)
+    (edge.data_dir / BUCKET / "b.txt").write_bytes(b"b")
+    await copied(edge, "down")
+    before = len(origin.requests)
+    answer = await refresh(edge.port, "b.txt")
+    assert answer["results"][0]["result"] == "failed"
+    assert "circuit breaker open" in answer["results"][0]["reason"]
+    assert len(origin.requests) == before

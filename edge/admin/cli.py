@@ -31,7 +31,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from edge.admin import refresh
-from edge.admin.client import AdminError, Reply, call
+
+# Re-exported: where commands and tests have always found the signed client.
+from edge.admin.client import AdminError as AdminError
+from edge.admin.client import Reply as Reply
+from edge.admin.client import call as call
 from edge.admin.client import error_text as _error_text
 from edge.api.rules import (
     PROXY,

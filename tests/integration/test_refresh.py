@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 
-from edge.admin.cli import Reply, call
+from edge.admin.client import Reply, call
 from edge.testing.process import twistd_env
 from tests.integration.conftest import BUCKET
 

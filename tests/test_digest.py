@@ -1,15 +1,21 @@
 """The origin digest check (edge.origin.digest): what each header promises, and when a body
-is refused."""
+is refused; the provenance a copy records with it (edge.origin.provenance, the folder
+store's record) and the `origin_fetch.check_digests` switch."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 
+import pytest_twisted
 from twisted.web.http_headers import Headers
 
 from edge.origin.digest import DigestCheck, parse_digests
 from edge.origin.provenance import Received, Revalidation, revalidate
+from edge.store.folder.store import FolderStore
+from edge.store.interface import ObjectMeta, OriginProvenance
+from tests.configs import load_text, refusal
 
 BODY = b"the origin's bytes\n" * 100
 MD5 = hashlib.md5(BODY).digest()
@@ -135,3 +141,40 @@ def test_revalidation_headers():
     revalidate(headers, Revalidation('"v1"', "Tue, 01 Dec 2026 10:00:00 GMT"))
     assert headers.getRawHeaders(b"if-none-match") == [b'"v1"']
     assert headers.getRawHeaders(b"if-modified-since") == [b"Tue, 01 Dec 2026 10:00:00 GMT"]
+
+
+def test_check_digests_config(tmp_path):
+    """`origin_fetch.check_digests` is on by default, takes true/false, and refuses
+    anything else naming the key."""
+    assert load_text(tmp_path, "buckets: {}\n").origin_fetch.check_digests is True
+    config = load_text(tmp_path, "origin_fetch: {check_digests: false}\n")
+    assert config.origin_fetch.check_digests is False
+    error = refusal(tmp_path, "origin_fetch: {check_digests: 'no'}\n")
+    assert "origin_fetch.check_digests" in str(error) and "true or false" in str(error)
+
+
+@pytest_twisted.ensureDeferred
+async def test_folder_records_keep_provenance_and_ignore_a_hand_edited_one(tmp_path):
+    """The folder store's metadata record carries `origin` both ways; a record whose
+    `origin` is not strings (edited by hand) reads as no provenance, not a crash."""
+    store = FolderStore(tmp_path, ["b-1250000000"])
+    store.prepare()
+    pending = store.new_upload("b-1250000000", "k")
+    pending.write(b"bytes")
+    origin = OriginProvenance('"e"', "Tue, 01 Dec 2026 10:00:00 GMT", "text/x")
+    assert await pending.publish(False, ObjectMeta("text/x", {}, origin))
+    obj = store.reader.open("b-1250000000", "k")
+    assert obj is not None and obj.meta.origin == origin and obj.meta.content_type == "text/x"
+    obj.close()
+    record = next((tmp_path / ".cosedge" / "meta" / "b-1250000000").glob("*/*.json"))
+    raw = json.loads(record.read_text())
+    assert raw["origin"] == {
+        "etag": '"e"',
+        "last_modified": origin.last_modified,
+        "content_type": "text/x",
+    }
+    raw["origin"] = {"etag": 5}
+    record.write_text(json.dumps(raw))
+    obj = store.reader.open("b-1250000000", "k")
+    assert obj is not None and obj.meta.origin is None and obj.meta.content_type == "text/x"
+    obj.close()

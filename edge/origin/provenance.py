@@ -57,7 +57,7 @@ class Revalidation:
     `etag` and `last_modified` are the origin's own, as recorded; an object with no record
     (dropped in by hand, uploaded, or copied before provenance was kept) is asked with
     `If-Modified-Since` its own modification time, so an origin object older than the
-    stored one keeps it. With neither, the GET is unconditional and a 200 replaces.
+    stored one keeps it. A key the bucket lacks has none: its refresh is a plain copy.
     """
 
     etag: str = ""

@@ -141,7 +141,11 @@ class Refresher:
             recorded = await self._recorded(job.bucket, key)
         except StoreUnavailable as e:
             return KeyRefresh(key, Result.FAILED, f"the store is unavailable ({e})")
-        job.revalidate = recorded or Revalidation()
+        except Exception as e:  # an unsafe path, a file where a folder should be...
+            return KeyRefresh(key, Result.FAILED, f"cannot be read: {e or type(e).__name__}")
+        # A key the bucket lacks is copied as a miss would: create-only, never over an
+        # upload that lands meanwhile.
+        job.revalidate = recorded
         present = recorded is not None
         self._copier.protection.admit(job)  # a half-open breaker makes it its probe
         try:
@@ -152,12 +156,17 @@ class Refresher:
         if isinstance(fetched, Failure):
             return await self._failed(job, fetched, delete_missing, present)
         if fetched is Fetched.KEPT:
-            etag = job.revalidate.etag or None
+            etag = recorded.etag if recorded is not None and recorded.etag else None
             log.info("Refresh of {bucket}/{key}: not modified, kept", **job.fields())
             return KeyRefresh(key, Result.KEPT, etag=etag)
         if fetched is Fetched.DELETED:
             return KeyRefresh(key, Result.FAILED, "the key was deleted meanwhile")
-        stored = await self._recorded(job.bucket, key)
+        if fetched is Fetched.ALREADY_PRESENT:
+            return KeyRefresh(key, Result.KEPT, "the key was stored meanwhile")
+        try:
+            stored = await self._recorded(job.bucket, key)
+        except Exception:
+            stored = None  # stored all the same; only the report lacks the new ETag
         etag = (stored.etag or None) if stored is not None else None
         result = Result.REPLACED if present else Result.STORED
         log.info("Refresh of {bucket}/{key}: {result}", result=result.value, **job.fields())

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -16,8 +17,8 @@ from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 
 from edge.admin.client import Reply, call
-from edge.testing.process import twistd_env
-from tests.integration.conftest import BUCKET
+from edge.testing.process import start_twistd, twistd_env, wait_ready
+from tests.integration.conftest import BUCKET, request, wait_until
 
 SECRET_ID = "AKIDrefresh"
 SECRET_KEY = "refresh-secret"
@@ -349,3 +350,51 @@ async def test_an_open_breaker_refuses_refreshes_without_asking(edges, origin):
     assert answer["results"][0]["result"] == "failed"
     assert "circuit breaker open" in answer["results"][0]["reason"]
     assert len(origin.requests) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_whole_story_on_a_real_twistd_edge(tmp_path, origin):
+    """`twistd cosedge` as an operator runs it: a copy with a matching Content-MD5 is served
+    with the origin's Content-Type, a mismatching one stores nothing, and `cosedge-admin
+    refresh` keeps (304, asked with the ETag), replaces (200) and deletes (404 with
+    --delete-missing)."""
+    body = b"first version"
+    headers = {"Content-MD5": b64md5(body), "Content-Type": "text/x-first"}
+    serve_versioned(origin, "/doc", body, '"d1"', **headers)
+    origin.serve("/bad", b"bytes", headers={"Content-MD5": b64md5(b"other")})
+    data_dir = tmp_path / "data"
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        "listen: 'tcp:0:interface=127.0.0.1'\n"
+        f"data_dir: {data_dir}\n"
+        "extra_origin_cidrs: ['127.0.0.1/32']\n"
+        f"credentials: [{{secret_id: {SECRET_ID}, secret_key: {SECRET_KEY}}}]\n"
+        f"buckets:\n  {BUCKET}:\n    origin: {{address: '{origin.address}'}}\n"
+    )
+    proc = start_twistd("--config", str(config), cwd=tmp_path)
+    try:
+        port, output = await deferToThread(wait_ready, proc)
+        for key in ("doc", "bad"):
+            assert (await request(port, f"/{BUCKET}/{key}", host="127.0.0.1")).status == 302
+        await wait_until(lambda: (data_dir / BUCKET / "doc").exists() and len(origin.requests) == 2)
+        await wait_until(lambda: "Content-MD5 md5 mismatch" in output.text())
+        hit = await request(port, f"/{BUCKET}/doc", host="127.0.0.1")
+        assert (hit.body, hit.header("content-type")) == (body, "text/x-first")
+        assert not (data_dir / BUCKET / "bad").exists()
+
+        out, err, code = await admin(port, "refresh", BUCKET, "doc")
+        assert code == 0 and 'doc\tkept\tETag "d1"' in out, err
+        assert origin.requests_for("/doc")[-1].headers["if-none-match"] == '"d1"'
+        serve_versioned(origin, "/doc", b"second", '"d2"', **{"Content-Type": "text/x-second"})
+        out, err, code = await admin(port, "refresh", BUCKET, "doc")
+        assert code == 0 and 'doc\treplaced\tETag "d2", 6 bytes' in out, err
+        hit = await request(port, f"/{BUCKET}/doc", host="127.0.0.1")
+        assert (hit.body, hit.header("content-type")) == (b"second", "text/x-second")
+        del origin.replies["/doc"]
+        out, err, code = await admin(port, "refresh", BUCKET, "doc", "--delete-missing")
+        assert code == 0 and "doc\tdeleted\torigin answered 404" in out, err
+        assert not (data_dir / BUCKET / "doc").exists()
+        assert "Traceback" not in output.text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await deferToThread(proc.wait, 20)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 
 import pytest_twisted
 from twisted.web.http_headers import Headers
@@ -178,3 +179,26 @@ async def test_folder_records_keep_provenance_and_ignore_a_hand_edited_one(tmp_p
     obj = store.reader.open("b-1250000000", "k")
     assert obj is not None and obj.meta.origin is None and obj.meta.content_type == "text/x"
     obj.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_published_copy_is_never_seen_without_its_content_type(tmp_path):
+    """The folder store writes the record in the reactor turn that links the object into
+    place (the durable write follows in a thread), so no hit ever finds the object with
+    its extension's type instead of the origin's: right after the link, in the same turn,
+    the record is there."""
+    store = FolderStore(tmp_path, ["b-1250000000"])
+    store.prepare()
+    origin = OriginProvenance('"e"', "", "text/x-origin")
+    meta = ObjectMeta("text/x-origin", {}, origin)
+    pending = store.new_upload("b-1250000000", "k.bin")
+    pending.write(b"bytes" * 1000)
+    assert pending._fd is not None
+    os.close(pending._fd)  # what publish's flush does, before it links
+    pending._fd = None
+    linked = pending._link(False, meta)  # the step publish runs on the reactor thread
+    obj = store.reader.open("b-1250000000", "k.bin")
+    assert obj is not None and obj.meta.content_type == "text/x-origin"
+    assert obj.meta.origin == origin
+    obj.close()
+    assert await linked is True

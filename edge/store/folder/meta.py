@@ -91,12 +91,15 @@ class MetaRecords:
         key: str,
         meta: ObjectMeta,
         identity: FileIdentity | None = None,
+        durable: bool = True,
     ) -> None:
         """Save a PUT's metadata, writing only below `.cosedge/meta` (reached without links).
 
         `identity` is the published file's (`PendingObject.identity`): two PUTs racing
         must each describe their own file, so the object is stated (without following a
-        link) only when the caller has none."""
+        link) only when the caller has none. `durable=False` skips the fsyncs: a record
+        written in the reactor turn that published its object (so no hit in this process
+        sees the object without it), made durable by a second, durable write after."""
         folders, name = self._meta_location(bucket, key)
         if identity is None:
             with self._layout.bucket_parent(bucket, key, create=False) as (parent_fd, object_name):
@@ -118,9 +121,11 @@ class MetaRecords:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(record, f, ensure_ascii=False)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(temp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
-            os.fsync(folder_fd)  # the rename itself survives a crash only with its folder
+            if durable:
+                os.fsync(folder_fd)  # the rename itself survives a crash only with its folder
 
     def sweep(self) -> int:
         """Remove metadata whose object is gone or was replaced by hand (a delete made

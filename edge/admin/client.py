@@ -35,9 +35,11 @@ def call(
     params: dict[str, str],
     body: bytes = b"",
     content_type: str | None = None,
+    key: str = "",
     timeout: float = 30.0,
 ) -> Reply:
-    """One signed request, path style (`/<bucket>/?...`).
+    """One signed request, path style (`/<bucket>/<key>?...`, the bucket's root without a
+    key).
 
     Path style signs the whole path, bucket included (the edge refuses a path-style
     signature that leaves the bucket out: it could be replayed against another bucket),
@@ -52,9 +54,10 @@ def call(
         headers["content-length"] = str(len(body))
     if content_type:
         headers["content-type"] = content_type
-    auth = sign(secret_id, secret_key, method, f"/{bucket}/", params, headers)
+    auth = sign(secret_id, secret_key, method, f"/{bucket}/{key}", params, headers)
     query = urllib.parse.urlencode(params)
-    url = f"{endpoint.rstrip('/')}/{urllib.parse.quote(bucket)}/" + (f"?{query}" if query else "")
+    path = f"{urllib.parse.quote(bucket)}/{urllib.parse.quote(key)}"
+    url = f"{endpoint.rstrip('/')}/{path}" + (f"?{query}" if query else "")
     request = urllib.request.Request(url, data=body or None, method=method)
     for name, value in headers.items():
         if name != "host":

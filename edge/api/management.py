@@ -6,9 +6,9 @@ check out (`edge.api.auth`), object GET/HEAD go back to the public read path (hi
 and back-to-origin behave the same signed or not) and everything else is routed by
 `ManagementAPI.render` to the module of its operation family: `service` (GET Service),
 `bucket` (bucket PUT/HEAD/DELETE, listings), `object` (object PUT/DELETE), `multipart`,
-`origin` (`?origin` rules), `origin_check` (the dry run of a rule) and `refresh` (asking
-the origin again about stored copies). This module is only the entry object and that
-routing.
+`origin` (`?origin` rules), `origin_check` (the dry run of a rule), `copies` (copy
+status, `?cosedge-copy` and `?cosedge-copies`) and `refresh` (asking the origin again about
+stored copies). This module is only the entry object and that routing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from edge.api import errors
 from edge.api.auth import Authenticator, Denied, request_headers, request_query
 from edge.api.bucket import BucketOperations
 from edge.api.buckets import BucketRegistry
+from edge.api.copies import BUCKET_QUERY as COPIES
+from edge.api.copies import KEY_QUERY as COPY
+from edge.api.copies import CopyStatus
 from edge.api.multipart import MultipartOperations, is_multipart
 from edge.api.object import ObjectOperations, is_object_subresource, refuse_object_subresource
 from edge.api.origin import OriginOperations
@@ -36,6 +39,7 @@ from edge.origin.copier import OriginCopier, OriginResolver
 from edge.store.interface import ObjectStore
 
 __all__ = [
+    "COPY",
     "Denied",
     "ManagementAPI",
     "is_object_subresource",
@@ -66,6 +70,7 @@ class ManagementAPI:
         self._multipart = MultipartOperations(store.uploads)
         self._origin = OriginOperations(rules, resolver, self._domains)
         self._origin_check = OriginCheck(resolver, copier, self._domains)
+        self._copies = CopyStatus(copier.records if copier is not None else None)
         self._refresh = RefreshOperations(rules, resolver, store, copier)
 
     def _domains(self, bucket: str) -> tuple[str, ...]:
@@ -97,6 +102,14 @@ class ManagementAPI:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)
                 return self._origin_check.render(request, bucket, query)
+            if COPY in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._copies.render_request(request, bucket, query)
+            if COPIES in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._copies.render_bucket(request, bucket, query)
             if REFRESH in query:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)
@@ -108,6 +121,8 @@ class ManagementAPI:
             return self._bucket.render(request, bucket, query)
         if bucket not in self._registry:
             raise Denied(errors.NO_SUCH_BUCKET)
+        if COPY in query:
+            return self._copies.render_key(request, bucket, key)
         if is_multipart(query):
             return self._multipart.render(request, bucket, key, query)
         return self._object.render(request, bucket, key, query)

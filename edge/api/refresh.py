@@ -101,7 +101,7 @@ class RefreshOperations:
         """Refresh `keys`, a few at once; results in the order of `keys`."""
         if self._copier is None:
             return [KeyRefresh(k, Result.FAILED, "this edge copies nothing") for k in keys]
-        limit = DeferredSemaphore(self._copier.fetch_config.per_origin_concurrency)
+        limit = DeferredSemaphore(self._copier.fetcher.config.per_origin_concurrency)
         runs = [limit.run(self._one, bucket, key, delete_missing) for key in keys]
         return list(await gatherResults(runs))
 
@@ -118,7 +118,11 @@ class RefreshOperations:
             reason = resolved.error or refused or "no addresses"
             return KeyRefresh(key, Result.FAILED, f"origin {rule.origin.netloc}: {reason}")
         address = choose_address(resolved.accepted)
-        return await self._refresher.refresh(bucket, key, rule.origin, address, delete_missing)
+        # FOLLOW (the client's scheme) has no client here: such a rule is refreshed over HTTP.
+        plan = rule.plan(key, secure=False)
+        return await self._refresher.refresh(
+            bucket, key, rule.origin, address, delete_missing, plan
+        )
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:

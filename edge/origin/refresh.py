@@ -33,8 +33,10 @@ from twisted.web.iweb import IRequest
 
 from edge.config import OriginAddress
 from edge.origin.copier import OriginCopier
-from edge.origin.fetch import CopyFailed, CopyJob, Fetched, describe_failure, outcome_of
+from edge.origin.fetch import Fetched, describe_failure, outcome_of
+from edge.origin.job import CopyFailed, CopyJob
 from edge.origin.provenance import Revalidation
+from edge.origin.request import OriginPlan
 from edge.store.interface import KeyLock, ObjectStore, StoreUnavailable
 
 log = Logger(namespace="edge.origin.copier")
@@ -88,7 +90,7 @@ class Refresher:
     """Refreshes keys one call each; shares the copier's fetcher and breakers."""
 
     def __init__(self, store: ObjectStore, copier: OriginCopier) -> None:
-        self._clock = copier.clock
+        self._clock = copier.fetcher.clock
         self._store = store
         self._copier = copier
 
@@ -99,15 +101,16 @@ class Refresher:
         origin: OriginAddress,
         address: str,
         delete_missing: bool = False,
+        plan: OriginPlan | None = None,
     ) -> Deferred[KeyRefresh]:
-        """Refresh `bucket/key` from `address` (vetted) of `origin`; never fails: a failure
-        is a `failed` result with its reason."""
-        return Deferred.fromCoroutine(self._refresh(bucket, key, origin, address, delete_missing))
+        """Refresh `bucket/key` from `address` (vetted) of `origin`, asked as `plan` says
+        (the rule's scheme, rewritten path, standbys, redirects); never fails: a failure is
+        a `failed` result with its reason."""
+        job = CopyJob(bucket, key, origin, address, plan=plan or OriginPlan())
+        return Deferred.fromCoroutine(self._refresh(job, delete_missing))
 
-    async def _refresh(
-        self, bucket: str, key: str, origin: OriginAddress, address: str, delete_missing: bool
-    ) -> KeyRefresh:
-        job = CopyJob(bucket, key, origin, address)
+    async def _refresh(self, job: CopyJob, delete_missing: bool) -> KeyRefresh:
+        bucket, key = job.bucket, job.key
         breakers = self._copier.protection.breakers
         if breakers.blocks(job.host):
             return KeyRefresh(key, Result.FAILED, f"origin {job.host}: circuit breaker open")
@@ -149,7 +152,7 @@ class Refresher:
         present = recorded is not None
         self._copier.protection.admit(job)  # a half-open breaker makes it its probe
         try:
-            fetched: Fetched | Failure = await self._copier.fetch_now(job)
+            fetched: Fetched | Failure = await self._copier.fetcher.start(job)
         except Exception:
             fetched = Failure()
         self._copier.protection.breakers.record(job.host, outcome_of(fetched), job.probe)
@@ -186,7 +189,7 @@ class Refresher:
                 return KeyRefresh(job.key, Result.FAILED, reason)
             log.info("Refresh of {bucket}/{key}: origin answered 404, deleted", **job.fields())
             return KeyRefresh(job.key, Result.DELETED, "origin answered 404")
-        reason = describe_failure(failure, self._copier.fetch_config)
+        reason = describe_failure(failure, self._copier.fetcher.config)
         log.warn("Refresh of {bucket}/{key} failed: {reason}", reason=reason, **job.fields())
         return KeyRefresh(job.key, Result.FAILED, reason)
 

@@ -399,3 +399,21 @@ async def test_the_whole_story_on_a_real_twistd_edge(tmp_path, origin):
     finally:
         proc.send_signal(signal.SIGTERM)
         await deferToThread(proc.wait, 20)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refresh_asks_by_the_rule_as_a_copy_does(edges, origin):
+    """A rule that rewrites the origin path is followed by the refresh too: the
+    conditional GET goes to the rewritten path the copy was fetched from."""
+    edge = await edges.start(edges.config(None, credentials=CREDENTIALS))
+    out, err, code = await admin(
+        edge.port, "origin", "set", BUCKET, origin.address, "--rewrite-prefix", "img/=static/"
+    )
+    assert code == 0, err
+    serve_versioned(origin, "/static/a.png", b"png", '"p1"')
+    await copied(edge, "img/a.png")
+    assert (edge.data_dir / BUCKET / "img" / "a.png").read_bytes() == b"png"
+    answer = await refresh(edge.port, "img/a.png")
+    assert answer["results"][0]["result"] == "kept"
+    assert origin.requests_for("/static/a.png")[-1].headers["if-none-match"] == '"p1"'
+    assert origin.requests_for("/img/a.png") == []

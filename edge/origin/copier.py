@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 
 from edge.config import OriginAddress, OriginFetchConfig
+from edge.origin import measured
 from edge.origin.client import AgentFactory, OriginClient, PinnedEndpointFactory, WireMeter
 from edge.origin.fetch import (
     CopyFailed,
@@ -38,6 +39,7 @@ from edge.origin.fetch import (
     outcome_of,
     report_failure,
 )
+from edge.origin.observer import FetchObserver
 from edge.origin.probe import ProbeResult, probe_key
 from edge.origin.protection import OriginProtection, Refusal
 from edge.origin.records import CopyRecords
@@ -109,6 +111,33 @@ def _refusal_note(
     return reason, protection.breakers.reopens_at(job.host)
 
 
+class OverflowWarning:
+    """One warning per `_OVERFLOW_WARN_INTERVAL` with how many copies were skipped because
+    the queue was full, not one per overflowed miss (a burst would write thousands of lines)."""
+
+    def __init__(self, clock: ReactorClock) -> None:
+        self._clock = clock
+        self._skipped = 0
+        self._warned_at = -_OVERFLOW_WARN_INTERVAL
+
+    def note(self, job: CopyJob, queue_size: int) -> None:
+        """Count one skipped copy; warn when the interval since the last warning is over."""
+        self._skipped += 1
+        now = self._clock.seconds()
+        if now - self._warned_at < _OVERFLOW_WARN_INTERVAL:
+            return
+        log.warn(
+            "{count} cop(ies) skipped since the last warning: queue full ({queue_size}); "
+            "the latest {bucket}/{key} from {origin}",
+            count=self._skipped,
+            queue_size=queue_size,
+            reason="queue full",
+            **job.fields(),
+        )
+        self._skipped = 0
+        self._warned_at = now
+
+
 class OriginCopier(Service):
     """Runs origin copies: single flight per bucket+key, capped, queued, cancellable.
 
@@ -144,8 +173,7 @@ class OriginCopier(Service):
         self._slots = CopySlots()
         self._stopping = False
         self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
-        self._overflowed = 0
-        self._overflow_warned_at = -_OVERFLOW_WARN_INTERVAL
+        self._overflow = OverflowWarning(reactor)
 
     def reconfigure(self, fetch: OriginFetchConfig) -> None:
         """New `origin_fetch` limits from a reload: copies started from now on use them,
@@ -177,6 +205,7 @@ class OriginCopier(Service):
             return False
         del self._jobs[(bucket, key)]
         self.records.dropped(job, None)
+        _tell(job, Fetched.DELETED)
         return True
 
     def in_flight(self) -> list[CopyJob]:
@@ -191,17 +220,21 @@ class OriginCopier(Service):
         address: str,
         request_id: str | None = None,
         plan: OriginPlan | None = None,
+        observer: FetchObserver | None = None,
     ) -> CopyStart:
         """Start (or join) the copy of `bucket/key` from `address`; never waits on the
         origin. `request_id` is the miss's, so the copy's log events can be found by it;
-        `plan` is how its rule asks the origin (the seed's plain GET when None)."""
+        `plan` is how its rule asks the origin (the seed's plain GET when None). `observer`
+        (a Mirror miss's) follows the copy if one starts or queues here."""
         if self._stopping:
             return CopyStart.STOPPING
         job_key = (bucket, key)
         if job_key in self._jobs:
             self.records.count(bucket, "joined")  # memory only: a joined miss stays cheap
             return CopyStart.JOINED
-        job = CopyJob(bucket, key, origin, address, request_id, plan=plan or OriginPlan())
+        job = CopyJob(
+            bucket, key, origin, address, request_id, plan=plan or OriginPlan(), observer=observer
+        )
         refused = self.protection.refusal(bucket, key, job.host)
         if refused is not None:
             # A dead or broken origin is not hammered (nor the log flooded) once per
@@ -209,6 +242,7 @@ class OriginCopier(Service):
             start, counter = _REFUSED[refused]
             self.counters[counter] += 1
             self.records.refused(job, counter, *_refusal_note(self.protection, job, refused))
+            measured.copy_not_started(bucket, "refused", counter)
             return start
         fetch = self._fetch
         if self._slots.can_start(job.host, fetch.concurrency, fetch.per_origin_concurrency):
@@ -218,30 +252,13 @@ class OriginCopier(Service):
         if self._slots.queued >= fetch.queue_size:
             self.counters["overflow"] += 1
             self.records.refused(job, "overflow", f"not copied: queue full ({fetch.queue_size})")
-            self._warn_overflow(job)
+            measured.copy_not_started(bucket, "refused", "queue_full")
+            self._overflow.note(job, fetch.queue_size)
             return CopyStart.OVERFLOW
         self._jobs[job_key] = job
         self._slots.enqueue(job)
         self.records.queued(job)
         return CopyStart.QUEUED
-
-    def _warn_overflow(self, job: CopyJob) -> None:
-        """One warning per `_OVERFLOW_WARN_INTERVAL` with how many copies were skipped,
-        not one per overflowed miss (a burst would write thousands of lines)."""
-        self._overflowed += 1
-        now = self._clock.seconds()
-        if now - self._overflow_warned_at < _OVERFLOW_WARN_INTERVAL:
-            return
-        log.warn(
-            "{count} cop(ies) skipped since the last warning: queue full ({queue_size}); "
-            "the latest {bucket}/{key} from {origin}",
-            count=self._overflowed,
-            queue_size=self._fetch.queue_size,
-            reason="queue full",
-            **job.fields(),
-        )
-        self._overflowed = 0
-        self._overflow_warned_at = now
 
     def _start(self, job: CopyJob) -> bool:
         """Run `job` now, unless another process or node holds the key's lock. The slot is
@@ -260,9 +277,10 @@ class OriginCopier(Service):
 
     def _locked(self, lock: KeyLock | None, job: CopyJob) -> bool:
         if lock is None:
-            self._give_up(job)
+            self._give_up(job, CopyStart.ELSEWHERE)
             self.counters["elsewhere"] += 1
             self.records.count(job.bucket, "elsewhere")
+            measured.copy_not_started(job.bucket, "elsewhere", "none")
             log.debug(
                 "Copy of {bucket}/{key} left to the process already copying it",
                 bucket=job.bucket,
@@ -271,7 +289,7 @@ class OriginCopier(Service):
             return False
         if self._stopping:
             lock.release()
-            self._give_up(job)
+            self._give_up(job, CopyStart.STOPPING)
             return False
         job.lock = lock
         self.counters["started"] += 1
@@ -285,10 +303,11 @@ class OriginCopier(Service):
     def _not_locked(self, failure: Failure, job: CopyJob) -> bool:
         """The lock could not be judged (its coordinator is down): no copy, since nothing
         would stop every node fetching the key at once; the miss was redirected anyway."""
-        self._give_up(job)
+        self._give_up(job, CopyStart.STOPPING)
         self.counters["failed"] += 1
         reason = str(failure.value) or type(failure.value).__name__
         self.records.finished(job, "failed", f"not started: its lock cannot be taken ({reason})")
+        measured.copy_not_started(job.bucket, "failed", "lock")
         log.warn(
             "Copy of {bucket}/{key} not started: its lock cannot be taken ({reason})",
             bucket=job.bucket,
@@ -297,11 +316,12 @@ class OriginCopier(Service):
         )
         return False
 
-    def _give_up(self, job: CopyJob) -> None:
+    def _give_up(self, job: CopyJob, why: CopyStart) -> None:
         """Free the slot `_start` took for `job`, and fill it from the queue."""
         self._slots.free(job.host)
         self.protection.abandoned(job)
         self._jobs.pop((job.bucket, job.key), None)
+        _tell(job, why)
         self._drain_queue()
 
     def _finished(self, result: Fetched | Failure, job: CopyJob) -> None:
@@ -315,6 +335,8 @@ class OriginCopier(Service):
             job.lock.release()
         outcome = Outcome.CANCELLED if self._stopping else outcome_of(result)
         self.protection.finished(job, outcome)
+        measured.copy_ended(job, result, self._clock.seconds())
+        _tell(job, result)
         if isinstance(result, Failure):
             self.counters["failed"] += 1
             report_failure(result, job, self._fetch)
@@ -333,6 +355,8 @@ class OriginCopier(Service):
                 self.counters["breaker_open"] += 1
                 self.records.dropped(job, None)
                 self.records.refused(job, "breaker_open", *_refusal_note(self.protection, job))
+                measured.copy_not_started(job.bucket, "refused", "breaker_open")
+                _tell(job, CopyStart.BREAKER_OPEN)
                 continue
             self._start(job)
 
@@ -348,6 +372,7 @@ class OriginCopier(Service):
         for job in self._slots.clear():
             self._jobs.pop((job.bucket, job.key), None)
             self.records.dropped(job, "not started: the edge stopped first")
+            _tell(job, CopyStart.STOPPING)
         running = [j.deferred for j in self._jobs.values() if j.deferred is not None]
 
         async def drain() -> None:
@@ -367,3 +392,9 @@ class OriginCopier(Service):
             await self.client.stopService()
 
         return Deferred.fromCoroutine(drain())
+
+
+def _tell(job: CopyJob, result: Fetched | Failure | CopyStart) -> None:
+    """The end of `job` for its observer, if it has one (a Mirror miss's clients)."""
+    if job.observer is not None:
+        job.observer.ended(result)

@@ -204,10 +204,14 @@ class ObjectFetcher:
             )
         received = Received(response.headers, self._fetch.check_digests)  # hook: meta, digests
         pending = self._store.new_upload(job.bucket, job.key, watch=watch, meta=received.meta)
+        sink: Callable[[bytes], None] = received.sink(pending.write)
+        if job.observer is not None:  # Mirror: clients read the body as it streams
+            job.observer.response(response)
+            sink = job.observer.tee(sink)
         try:
             writer = _BodyWriter(
                 job,
-                received.sink(pending.write),
+                sink,
                 self._fetch.max_object_size,
                 self._fetch.idle_timeout,
                 self._clock,
@@ -224,6 +228,8 @@ class ObjectFetcher:
             mismatch = received.mismatch(pending.md5_digest)  # hook: digests
             if mismatch is not None:
                 raise CopyFailed(mismatch, status=200)
+            if job.observer is not None:  # the body is whole: Mirror clients need not wait
+                job.observer.body_complete()  # for the publish
             try:
                 published = await pending.publish(job.revalidate is not None, received.meta)
             except UnsafePath as e:

@@ -6,7 +6,8 @@ check out (`edge.api.auth`), object GET/HEAD go back to the public read path (hi
 and back-to-origin behave the same signed or not) and everything else is routed by
 `ManagementAPI.render` to the module of its operation family: `service` (GET Service),
 `bucket` (bucket PUT/HEAD/DELETE, listings), `object` (object PUT/DELETE), `multipart`,
-`origin` (`?origin` rules) and `origin_check` (the dry run of a rule). This module is only
+`origin` (`?origin` rules), `origin_check` (the dry run of a rule) and `backfill` (backfill
+jobs). This module is only
 the entry object and that routing.
 """
 
@@ -19,6 +20,8 @@ from twisted.web.server import Request
 
 from edge.api import errors
 from edge.api.auth import Authenticator, Denied, request_headers, request_query
+from edge.api.backfill import QUERY as BACKFILL
+from edge.api.backfill import BackfillOperations
 from edge.api.bucket import BucketOperations
 from edge.api.buckets import BucketRegistry
 from edge.api.multipart import MultipartOperations, is_multipart
@@ -30,6 +33,7 @@ from edge.api.rules import OriginRules
 from edge.api.service import ServiceOperations
 from edge.config import Credential
 from edge.origin.copier import OriginCopier, OriginResolver
+from edge.origin.jobs import JobFiles
 from edge.store.interface import ObjectStore
 
 __all__ = [
@@ -54,6 +58,7 @@ class ManagementAPI:
         resolver: OriginResolver,
         wall_clock: Callable[[], float] = time.time,
         copier: OriginCopier | None = None,
+        jobs: JobFiles | None = None,
     ) -> None:
         self._registry = registry
         self._auth = Authenticator(credentials, registry, wall_clock)
@@ -63,6 +68,7 @@ class ManagementAPI:
         self._multipart = MultipartOperations(store.uploads)
         self._origin = OriginOperations(rules, resolver, self._domains)
         self._origin_check = OriginCheck(resolver, copier, self._domains)
+        self._backfill = BackfillOperations(jobs)
 
     def _domains(self, bucket: str) -> tuple[str, ...]:
         """The bucket's own domains: an origin naming one of them would loop."""
@@ -93,6 +99,10 @@ class ManagementAPI:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)
                 return self._origin_check.render(request, bucket, query)
+            if BACKFILL in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._backfill.render(request, bucket, query)
             if "origin" in query:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)

@@ -37,6 +37,7 @@ from edge.origin.fetch import (
     outcome_of,
     report_failure,
 )
+from edge.origin.jobcopies import RETRY, START, JobCopies, JobCopy, job_copy_of
 from edge.origin.probe import ProbeResult, probe_key
 from edge.origin.protection import OriginProtection, Refusal
 from edge.origin.resolver import (
@@ -115,6 +116,7 @@ class OriginCopier(Service):
         self.protection = OriginProtection(reactor, fetch, jitter)
         self._jobs: dict[tuple[str, str], CopyJob] = {}
         self._slots = CopySlots()
+        self.job_copies = JobCopies(fetch.concurrency)  # backfill jobs' (jobcopies.py)
         self._stopping = False
         self.counters: dict[str, int] = {
             "started": 0,
@@ -136,6 +138,7 @@ class OriginCopier(Service):
         running ones finish under the limits they started with."""
         self._fetch = fetch
         self._fetcher.reconfigure(fetch)
+        self.job_copies.reconfigure(fetch.concurrency)
         self.protection.reconfigure(fetch)
 
     def _pinned_agent(self, address: str, port: int, meter: WireMeter) -> IAgent:
@@ -162,6 +165,21 @@ class OriginCopier(Service):
     def in_flight(self) -> list[CopyJob]:
         """Copies running or queued, for status pages and tests."""
         return list(self._jobs.values())
+
+    def copy_for_job(
+        self, bucket: str, key: str, origin: OriginAddress, address: str, job_id: str
+    ) -> Deferred[JobCopy] | None:
+        """A backfill job's copy of `bucket/key`, firing with how it ended; None when it
+        cannot start at once (jobcopies.py says when it may, and why a key's backoff
+        does not hold it back)."""
+        job = CopyJob(bucket, key, origin, address, f"backfill-{job_id}")
+        running = None if self._stopping else self._jobs.get((bucket, key), job)
+        verdict = self.job_copies.verdict(job, running, self._fetch, self._slots, self.protection)
+        if verdict is START:
+            waiting = self.job_copies.wait(bucket, key)  # first: a present key ends in _start
+            self._start(job)
+            return waiting
+        return verdict
 
     def copy(
         self,
@@ -234,7 +252,7 @@ class OriginCopier(Service):
 
     def _locked(self, lock: KeyLock | None, job: CopyJob) -> bool:
         if lock is None:
-            self._give_up(job)
+            self._give_up(job, "another process is copying it")
             self.counters["elsewhere"] += 1
             log.debug(
                 "Copy of {bucket}/{key} left to the process already copying it",
@@ -244,7 +262,7 @@ class OriginCopier(Service):
             return False
         if self._stopping:
             lock.release()
-            self._give_up(job)
+            self._give_up(job, "interrupted: the edge stopped")
             return False
         job.lock = lock
         self.counters["started"] += 1
@@ -257,7 +275,7 @@ class OriginCopier(Service):
     def _not_locked(self, failure: Failure, job: CopyJob) -> bool:
         """The lock could not be judged (its coordinator is down): no copy, since nothing
         would stop every node fetching the key at once; the miss was redirected anyway."""
-        self._give_up(job)
+        self._give_up(job, "its copy lock cannot be taken")
         self.counters["failed"] += 1
         log.warn(
             "Copy of {bucket}/{key} not started: its lock cannot be taken ({reason})",
@@ -267,12 +285,13 @@ class OriginCopier(Service):
         )
         return False
 
-    def _give_up(self, job: CopyJob) -> None:
+    def _give_up(self, job: CopyJob, reason: str) -> None:
         """Free the slot `_start` took for `job`, and fill it from the queue."""
         self._slots.free(job.host)
         self.protection.abandoned(job)
         self._jobs.pop((job.bucket, job.key), None)
         self._drain_queue()
+        self.job_copies.fire(job, JobCopy(RETRY, reason))
 
     def _finished(self, result: Fetched | Failure, job: CopyJob) -> None:
         self._slots.free(job.host)
@@ -290,6 +309,7 @@ class OriginCopier(Service):
         else:
             self.counters[result.value] += 1
         self._drain_queue()
+        self.job_copies.fire(job, job_copy_of(result, job, self._fetch, self._stopping))
 
     def _drain_queue(self) -> None:
         while not self._stopping:

@@ -232,11 +232,14 @@ def build_service(
     the main process with `workers > 1` starts the workers once it listens. `overrides`
     are the command line's `--listen`/`--data-dir`/`--workers`, applied again on a reload.
     """
+    from edge.api.backfill import origin_locator
     from edge.api.buckets import BucketRegistry
     from edge.api.management import ManagementAPI
     from edge.api.rules import OriginRules
     from edge.logs import LogLevelService
+    from edge.origin.backfill import BackfillRunner
     from edge.origin.copier import OriginCopier, OriginResolver
+    from edge.origin.jobs import JobFiles
     from edge.process.reload import Loaded, ReloadService
     from edge.process.stores import folder_assembly, s3_assembly
     from edge.process.sweeper import Sweeper
@@ -281,7 +284,10 @@ def build_service(
         log.info(
             "Origin rules of {bucket} come from {source}", bucket=name, source=rules.source(name)
         )
-    api = ManagementAPI(config.credentials, registry, store, rules, resolver, copier=copier)
+    jobs = JobFiles(assembly.state_dir / "jobs")
+    api = ManagementAPI(
+        config.credentials, registry, store, rules, resolver, copier=copier, jobs=jobs
+    )
     spools = BodySpools(store.tmp_dir, SpoolBudget(config.limits.spool_bytes))
     resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api, spools)
     site = EdgeSite(resource, reactor=reactor)
@@ -335,7 +341,10 @@ def build_service(
         reactor, config, load, apply, supervisor.hang_up if supervisor is not None else None
     )
     reloader.setServiceParent(top)
-    if inherited_fd is None:  # one sweeper per data folder: the main process's
+    if inherited_fd is None:  # one sweeper per data folder, one job runner: the main process's
+        BackfillRunner(
+            reactor, store, copier, jobs, origin_locator(rules, resolver)
+        ).setServiceParent(top)
         Sweeper(
             reactor, store, lambda: reloader.config.limits.abort_incomplete_uploads_after
         ).setServiceParent(top)

@@ -10,6 +10,7 @@ edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
     cosedge-admin origin set BUCKET --xml FILE
     cosedge-admin origin delete BUCKET
     cosedge-admin origin check BUCKET HOST[:PORT] [--key K] [--json]
+    cosedge-admin backfill start|status|cancel|list BUCKET ...   (see edge.admin.backfill)
 
 `set` replaces all of a bucket's rules (as COS's PutBucketOrigin does) unless `--add` asks
 to keep the rules in force and add one; `delete` removes the rules set through the API, so
@@ -34,6 +35,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from edge.admin import backfill
 from edge.api import cosxml
 from edge.api.rules import (
     PROXY,
@@ -163,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("address", help="origin host or IP, optional :port")
     check.add_argument("--key", help="probe this key with a HEAD through the vetted address")
     check.add_argument("--json", action="store_true", help="print the edge's JSON answer")
+    backfill.add_parser(sub)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     secret_id = os.environ.get("COSEDGE_SECRET_ID", "")
@@ -171,10 +174,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cosedge-admin: set COSEDGE_SECRET_ID and COSEDGE_SECRET_KEY", file=sys.stderr)
         return 2
     try:
+        if args.area == "backfill":
+            return backfill.run(args, _bucket_api(args, secret_id, secret_key))
         return _run(args, secret_id, secret_key)
+    except backfill.BackfillError as e:
+        print(f"cosedge-admin: {e}", file=sys.stderr)
+        return e.code
     except (AdminError, RuleError, OSError) as e:
         print(f"cosedge-admin: {e}", file=sys.stderr)
         return 2
+
+
+def _bucket_api(args: argparse.Namespace, secret_id: str, secret_key: str) -> backfill.Api:
+    """Signed calls to `args.bucket`, as the backfill commands make them."""
+
+    def api(method: str, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        content_type = "text/plain; charset=utf-8" if body else None
+        reply = call(
+            args.endpoint, secret_id, secret_key, method, args.bucket, params, body, content_type
+        )
+        return reply.status, reply.body
+
+    return api
 
 
 def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:

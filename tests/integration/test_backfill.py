@@ -5,6 +5,7 @@ leaves live misses half the copy slots."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -154,3 +155,129 @@ async def test_a_40_key_job_survives_a_restart_and_fetches_each_key_once(origin,
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 await deferToThread(proc.wait, 30)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_job_starts_no_more_copies(edges, origin, tmp_path):
+    """`backfill cancel` (the bucket's latest job): no key starts after it, the job ends
+    `cancelled` with what it did so far, and stays so; at 4 keys/s it had not finished."""
+    keys = [f"c{i}" for i in range(20)]
+    for key in keys:
+        origin.serve(f"/{key}", b"body")
+    edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS))
+    job = await start_job(edge.port, tmp_path, keys, "--rate", "4")
+    await wait_until(lambda: len(origin.requests) >= 2)
+    out, err, code = await admin(edge.port, "backfill", "cancel", BUCKET)
+    assert code == 0, err
+    assert f"backfill job {job} cancelled at " in out
+    asked = len(origin.requests)
+    await deferLater(reactor, 1.0, lambda: None)
+    assert len(origin.requests) <= asked + 1  # at most the copy that was starting
+    status = await job_status(edge.port, job)
+    assert status["state"] == "cancelled" and status["done"] < 20
+    runner = edge.service.getServiceNamed("backfill")
+    await wait_until(lambda: job not in runner.runs)
+    assert (await job_status(edge.port, job))["state"] == "cancelled"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_job_holds_at_most_half_the_slots_and_misses_still_copy(edges, origin, tmp_path):
+    """With concurrency 4 a job runs at most 2 copies at once, even with slow origin
+    answers and no rate; live misses meanwhile start their copies at once and are stored
+    while the job's keys are still waiting for the origin."""
+    for i in range(6):
+        origin.serve(f"/slow{i}", b"slow", headers_delay=0.6)
+    origin.serve("/live0", b"live")
+    origin.serve("/live1", b"live")
+    fetch = {"concurrency": 4, "per_origin_concurrency": 4}
+    edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS, fetch=fetch))
+    job = await start_job(edge.port, tmp_path, [f"slow{i}" for i in range(6)])
+    copies = edge.copier.job_copies
+    seen: list[int] = []
+    await wait_until(lambda: seen.append(copies.running) or copies.running == 2)
+    for key in ("live0", "live1"):
+        assert (await edge.get(key)).status == 302
+    assert len(edge.copier.in_flight()) == 4  # the two misses' copies started at once
+    bucket = edge.data_dir / BUCKET
+    await wait_until(lambda: (bucket / "live0").exists() and (bucket / "live1").exists())
+    assert (await job_status(edge.port, job))["done"] < 6
+    await wait_until(lambda: seen.append(copies.running) or (bucket / "slow5").exists())
+    status = await finished(edge.port, job)
+    assert status["state"] == "completed" and status["stored"] == 6
+    assert max(seen) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sitemap_index_with_a_gzipped_sitemap_gives_the_keys(edges, origin, tmp_path):
+    """`--sitemap URL` of an index: the command fetches the index and the sitemaps it
+    names (one gzipped, found by its magic bytes; one by a relative URL), turns page URLs
+    into keys (percent-decoded, no leading /) and the edge copies them."""
+    site = "http://www.example.com"
+    plain = (
+        '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"<url><loc>{site}/docs/a%20b.txt</loc></url><url><loc>{site}/</loc></url></urlset>"
+    )
+    zipped = gzip.compress(
+        b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        b"<url><loc>http://www.example.com/img/c.png?v=2</loc></url></urlset>"
+    )
+    index = (
+        '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        "<sitemap><loc>maps/plain.xml</loc></sitemap>"
+        f"<sitemap><loc>http://{origin.address}/maps/zipped.xml</loc></sitemap></sitemapindex>"
+    )
+    origin.serve("/sitemap.xml", index.encode())
+    origin.serve("/maps/plain.xml", plain.encode())
+    origin.serve("/maps/zipped.xml", zipped)
+    origin.serve("/docs/a%20b.txt", b"a b")
+    origin.serve("/img/c.png", b"png")
+    edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS))
+    out, err, code = await admin(
+        edge.port,
+        "backfill",
+        "start",
+        BUCKET,
+        "--sitemap",
+        f"http://{origin.address}/sitemap.xml",
+        "--wait",
+        "--interval",
+        "0.3",
+    )
+    assert code == 0, err
+    assert "1 URL(s) name no key" in err  # the site root
+    assert "completed: 2/2 done: 2 stored, 0 skipped, 0 failed" in out
+    assert (edge.data_dir / BUCKET / "docs" / "a b.txt").read_bytes() == b"a b"
+    assert (edge.data_dir / BUCKET / "img" / "c.png").read_bytes() == b"png"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_api_refuses_bad_jobs_with_cos_errors(edges, origin):
+    """A key no store could hold (naming its line), a rate that is not a number, an empty
+    list, a job that does not exist: each a COS XML error, and no job is written."""
+    edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS))
+
+    async def api(method: str, params: dict[str, str], body: bytes = b"") -> Any:
+        return await deferToThread(
+            call,
+            f"http://127.0.0.1:{edge.port}",
+            SECRET_ID,
+            SECRET_KEY,
+            method,
+            BUCKET,
+            {"cosedge-backfill": "", **params},
+            body,
+            "text/plain" if body else None,
+        )
+
+    reply = await api("POST", {}, b"ok.txt\na/../b\n")
+    assert reply.status == 400 and b"<Code>InvalidArgument</Code>" in reply.body
+    assert b"line 2: key has a" in reply.body
+    reply = await api("POST", {"rate": "fast"}, b"ok.txt\n")
+    assert reply.status == 400 and b"rate must be a number" in reply.body
+    reply = await api("POST", {}, b"\n\n")
+    assert reply.status == 400 and b"lists no keys" in reply.body
+    reply = await api("GET", {"job": "20260101-000000-abcdef"})
+    assert reply.status == 404 and b"<Code>NoSuchBackfillJob</Code>" in reply.body
+    reply = await api("GET", {})
+    assert reply.status == 200 and json.loads(reply.body) == {"jobs": []}
+    assert not (edge.data_dir / ".cosedge" / "jobs").exists()

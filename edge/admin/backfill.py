@@ -178,8 +178,6 @@ def stats(summary: dict[str, Any]) -> str:
     parts.append(f"{rate:.1f} keys/s" if rate else "- keys/s")
     if summary["state"] == "running":
         parts.append(f"{_clock((total - done) / rate)} left" if rate else "-:--:-- left")
-    else:
-        parts.append(summary["state"])
     if summary["failed"]:
         reasons = summary.get("reasons") or {}
         parts.append(

@@ -279,7 +279,7 @@ class BackfillRunner(Service):
         files: JobFiles,
         locate: Locate,
         poll_interval: float = 0.5,
-        checkpoint_interval: float = 1.0,
+        checkpoint_interval: float = 0.5,
     ) -> None:
         self.clock = clock
         self.store = store

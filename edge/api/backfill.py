@@ -85,20 +85,20 @@ class BackfillOperations:
         spool = spooled_body(request)
         if spool is None:
             raise Denied(errors.INVALID_ARGUMENT, "the body lists no keys")
-        spool.seek(0)
-        keys = _keys_of(spool.read())
-        now = time.time()
-        spec = JobSpec(
-            new_job_id(now),
-            bucket,
-            len(keys),
-            rate,
-            concurrency,
-            now,
-            query.get("source", "")[:200],
-        )
-        await deferToThread(self._files.create, spec, keys)  # fsyncs: off the reactor
-        _reply(request, self._files.summary(spec.job))
+        files = self._files
+        source = query.get("source", "")[:200]
+
+        def create() -> JobSpec:
+            """Read, judge and write the keys (up to 256 MB, and fsyncs): off the reactor."""
+            spool.seek(0)
+            keys = _keys_of(spool.read())
+            now = time.time()
+            spec = JobSpec(new_job_id(now), bucket, len(keys), rate, concurrency, now, source)
+            files.create(spec, keys)
+            return spec
+
+        spec = await deferToThread(create)
+        _reply(request, files.summary(spec.job))
 
     async def _list(self, request: Request, bucket: str) -> None:
         assert self._files is not None

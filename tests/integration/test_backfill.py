@@ -186,9 +186,9 @@ async def test_a_job_holds_at_most_half_the_slots_and_misses_still_copy(edges, o
     answers and no rate; live misses meanwhile start their copies at once and are stored
     while the job's keys are still waiting for the origin."""
     for i in range(6):
-        origin.serve(f"/slow{i}", b"slow", headers_delay=0.6)
-    origin.serve("/live0", b"live")
-    origin.serve("/live1", b"live")
+        origin.serve(f"/slow{i}", b"slow", headers_delay=1.5)
+    origin.serve("/live0", b"live", headers_delay=0.5)  # in flight while the test looks
+    origin.serve("/live1", b"live", headers_delay=0.5)
     fetch = {"concurrency": 4, "per_origin_concurrency": 4}
     edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS, fetch=fetch))
     job = await start_job(edge.port, tmp_path, [f"slow{i}" for i in range(6)])

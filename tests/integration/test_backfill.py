@@ -281,3 +281,30 @@ async def test_the_api_refuses_bad_jobs_with_cos_errors(edges, origin):
     reply = await api("GET", {})
     assert reply.status == 200 and json.loads(reply.body) == {"jobs": []}
     assert not (edge.data_dir / ".cosedge" / "jobs").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_job_joins_a_misss_copy_of_the_same_key(edges, origin, tmp_path):
+    """Single flight with misses: a job reaching a key whose miss copy is running waits for
+    that copy instead of starting another; the origin sees one GET, the job counts the
+    key stored with its bytes."""
+    origin.serve("/shared.bin", b"s" * 1000, headers_delay=3.0)
+    edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS))
+    assert (await edge.get("shared.bin")).status == 302
+    reply = await deferToThread(
+        call,
+        f"http://127.0.0.1:{edge.port}",
+        SECRET_ID,
+        SECRET_KEY,
+        "POST",
+        BUCKET,
+        {"cosedge-backfill": ""},
+        b"shared.bin\n",
+        "text/plain",
+    )
+    job = json.loads(reply.body)["job"]
+    await wait_until(lambda: edge.copier.job_copies.running == 1)
+    assert not (edge.data_dir / BUCKET / "shared.bin").exists()  # the miss's copy still runs
+    status = await finished(edge.port, job)
+    assert (status["state"], status["stored"], status["bytes"]) == ("completed", 1, 1000)
+    assert len(origin.requests_for("/shared.bin")) == 1

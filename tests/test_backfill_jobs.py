@@ -147,3 +147,17 @@ def test_progress_line_and_final_summary() -> None:
         "40/40 done: 38 stored, 1 skipped, 1 failed, 1.5 MB in 0:00:02\n"
         "failed keys:\n  k07.bin\torigin answered 404"
     )
+
+
+def test_a_torn_checkpoint_starts_the_job_over(tmp_path: Path) -> None:
+    """A checkpoint a crash left unreadable does not lose the job: it starts from its
+    first key again, and keys already stored are skipped, not fetched."""
+    clock: Any = Clock()
+    runner, files, store = runner_on(clock, tmp_path)
+    (Path(store.data_dir) / BUCKET / "a").write_bytes(b"here")
+    files.create(JobSpec("job-2", BUCKET, 1), ["a"])
+    (files.folder / "job-2.checkpoint").write_bytes(b'{"state": "runn')
+    runner.startService()
+    final = files.progress("job-2")
+    assert (final.state, final.done, final.skipped) == ("completed", 1, 1)
+    runner.stopService()

@@ -318,14 +318,18 @@ class BackfillRunner(Service):
     def _pick_up(self, job: str) -> None:
         try:
             spec = self.files.spec(job)
-            progress = self.files.progress(job)
-            if progress.state in FINISHED_STATES:
-                self._done.add(job)
-                return
             keys = self.files.keys(job)
         except JobProblem as e:
             self._done.add(job)
             log.warn("Backfill job {job} ignored: {reason}", job=job, reason=str(e))
+            return
+        try:
+            progress = self.files.progress(job)
+        except JobProblem as e:  # a crash's torn checkpoint: present keys are skipped anyway
+            progress = Progress()
+            log.warn("Backfill job {job} starts over: {reason}", job=job, reason=str(e))
+        if progress.state in FINISHED_STATES:
+            self._done.add(job)
             return
         run = self.runs[job] = JobRun(self, spec, keys, progress)
         log.info(

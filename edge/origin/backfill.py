@@ -179,7 +179,9 @@ class JobRun:
                 log.failure("Backfill {job}: key {key} failed", result, **self._fields(index))
                 result = JobCopy(FAILED, f"{type(result.value).__name__}: {result.value}")
         if result.outcome == RETRY:
-            if not (self._stopping or self._cancelled):  # a retry's leftover: no more tries
+            if self._stopping or self._cancelled:
+                self._pending.appendleft(index)  # not done: the next start (if any) does it
+            else:  # a retry's leftover: no more tries
                 self._record(index, JobCopy(FAILED, result.reason or "not copied"))
         else:
             self._record(index, result)

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from edge.admin.backfill import final_summary, progress_line
 from edge.config import parse_config
 from edge.origin.backfill import BackfillRunner, Located, RateLimiter
-from edge.origin.copier import OriginCopier
+from edge.origin.jobcopies import JobCopier
 from edge.origin.jobs import JobFiles, JobProblem, JobSpec, Progress
 from edge.store.folder.store import FolderStore
 
@@ -77,7 +77,7 @@ def runner_on(clock: Any, tmp_path: Path) -> tuple[BackfillRunner, JobFiles, Fol
     config = parse_config({"data_dir": str(tmp_path / "data"), "buckets": {BUCKET: {}}}, "t")
     store = FolderStore(config.data_dir, config.buckets)
     store.prepare()
-    copier = OriginCopier(clock, store, config.origin_fetch)
+    copier = JobCopier(clock, store, config.origin_fetch)
     files = JobFiles(tmp_path / "data" / ".cosedge" / "jobs")
 
     async def locate(bucket: str, key: str) -> Located | str:

@@ -10,7 +10,8 @@ import pytest
 from edge.api import cosxml
 from edge.api.errors import INVALID_ARGUMENT, error_body
 from edge.api.multipart import parse_complete
-from edge.api.rules import MalformedRuleXML, parse_origin_xml, render_origin_xml
+from edge.api.rules import MalformedRuleXML
+from edge.api.rules_xml import parse_origin_xml, render_origin_xml
 from edge.store.interface import MultipartError
 
 

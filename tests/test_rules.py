@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import xml.etree.ElementTree as ET
+
 import pytest
 
 from edge.api.rules import (
@@ -10,9 +13,8 @@ from edge.api.rules import (
     RuleError,
     first_match,
     ordered,
-    parse_origin_xml,
-    render_origin_xml,
 )
+from edge.api.rules_xml import parse_origin_xml, render_origin_xml
 from edge.config import BucketConfig, OriginAddress, OriginConfig
 
 
@@ -23,6 +25,14 @@ def rule_xml(inner: str = "", host: str = "202.96.128.86", extra: str = "") -> b
         f"<OriginInfo><HostInfo><HostName>{host}</HostName></HostInfo></OriginInfo>"
         f"</OriginRule>{extra}</OriginConfiguration>"
     ).encode()
+
+
+def standby_xml(tag: str, host: str = "202.96.128.87") -> bytes:
+    return rule_xml().replace(b"</HostName>", f"</HostName><{tag}>{host}</{tag}>".encode())
+
+
+def file_info_xml(inner: str) -> bytes:
+    return rule_xml().replace(b"</HostInfo>", f"</HostInfo><FileInfo>{inner}</FileInfo>".encode())
 
 
 def test_defaults_and_round_trip():
@@ -42,7 +52,39 @@ def test_defaults_and_round_trip():
         (b"<OriginConfiguration/>", "no OriginRule"),
         (rule_xml().replace(b"Proxy", b"Mirror"), "Mirror"),
         (rule_xml().replace(b"Proxy", b"Teleport"), "must be Proxy or Redirect"),
-        (rule_xml("<OriginParameter><Protocol>HTTPS</Protocol></OriginParameter>"), "only HTTP"),
+        (
+            rule_xml("<OriginParameter><Protocol>FTP</Protocol></OriginParameter>"),
+            "HTTP, HTTPS or FOLLOW",
+        ),
+        (
+            rule_xml(
+                "<HTTPStandbyCode><StatusCode>200</StatusCode></HTTPStandbyCode>",
+            ),
+            "not a 4xx or 5xx",
+        ),
+        (rule_xml("<HTTPStandbyCode/>"), "lists no StatusCode"),
+        (
+            rule_xml(
+                "<OriginParameter><HTTPStandbyCode><StatusCode>404</StatusCode>"
+                "</HTTPStandbyCode></OriginParameter>"
+                "<HTTPStandbyCode><StatusCode>404</StatusCode></HTTPStandbyCode>"
+            ),
+            "both in OriginRule and OriginParameter",
+        ),
+        (
+            rule_xml(
+                "<OriginParameter><FollowRedirection>yes</FollowRedirection></OriginParameter>"
+            ),
+            "FollowRedirection: expected true or false",
+        ),
+        (standby_xml("StandbyHostName_11"), "N must be 1 to 10"),
+        (standby_xml("StandbyHost"), "StandbyHost: not supported"),
+        (standby_xml("StandbyHostName_1", "http://x.com"), "StandbyHostName_1: .* has a scheme"),
+        (file_info_xml("<FixedFileConfiguration/>"), "FixedFileConfiguration: not supported"),
+        (
+            file_info_xml("<PrefixConfiguration><Pre>a</Pre></PrefixConfiguration>"),
+            "PrefixConfiguration.Pre: unknown element",
+        ),
         (
             rule_xml("<OriginParameter><HttpRedirectCode>308</HttpRedirectCode></OriginParameter>"),
             "301, 302 or 307",
@@ -61,10 +103,109 @@ def test_defaults_and_round_trip():
 )
 def test_refusals_name_the_element(body, words):
     """Each malformed OriginConfiguration (bad XML, wrong root, no rule, Mirror or unknown type,
-    HTTPS, a 308 redirect, an unknown or unsupported element, a status other than 404, a bad
-    or missing HostName, a non-numeric priority) raises a RuleError naming what is wrong."""
+    an unknown protocol, a standby code that is not 4xx/5xx or none at all, standby codes in
+    both places, a non-boolean FollowRedirection, a standby numbered past 10 or misnamed or
+    with a scheme, an unsupported or misspelt FileInfo part, a 308 redirect, an unknown or
+    unsupported element, a status other than 404, a bad or missing HostName, a non-numeric
+    priority) raises a RuleError naming what is wrong."""
     with pytest.raises(RuleError, match=words):
         parse_origin_xml(body)
+
+
+FULL_RULE = (
+    "<OriginConfiguration><OriginRule><RulePriority>2</RulePriority>"
+    "<OriginType>Proxy</OriginType>"
+    "<OriginCondition><HTTPStatusCode>404</HTTPStatusCode><Prefix>img/</Prefix></OriginCondition>"
+    "<OriginParameter><Protocol>HTTPS</Protocol>"
+    "<TransparentErrorCode>false</TransparentErrorCode>"
+    "<FollowQueryString>false</FollowQueryString>"
+    "<HttpHeader><FollowAllHeaders>false</FollowAllHeaders></HttpHeader>"
+    "<FollowRedirection>true</FollowRedirection>"
+    "<HttpRedirectCode>307</HttpRedirectCode><CopyOriginData>true</CopyOriginData>"
+    "</OriginParameter>"
+    "<OriginInfo><HostInfo><HostName>a.example.com</HostName>"
+    "<StandbyHostName_1>b.example.com:8443</StandbyHostName_1>"
+    "<StandbyHostName_2>202.96.128.87</StandbyHostName_2></HostInfo>"
+    "<FileInfo><PrefixConfiguration><Prefix>img/</Prefix>"
+    "<ReplacedWithPrefix>static/images/</ReplacedWithPrefix></PrefixConfiguration>"
+    "<SuffixConfiguration><Suffix>.jpg</Suffix><ReplacedWithSuffix>.jpeg</ReplacedWithSuffix>"
+    "</SuffixConfiguration></FileInfo></OriginInfo>"
+    "<HTTPStandbyCode><StatusCode>404</StatusCode><StatusCode>5xx</StatusCode></HTTPStandbyCode>"
+    "</OriginRule></OriginConfiguration>"
+)
+
+
+def test_every_element_round_trips_in_cos_order():
+    """A rule using every element the edge knows parses to those settings, and GET's
+    document gives back each element PUT sent (the kept TransparentErrorCode, HttpHeader
+    and CopyOriginData too) in COS's element order: GET's body is PUT's, byte for byte
+    after the declaration."""
+    (rule,) = parse_origin_xml(FULL_RULE.encode())
+    assert rule.protocol == "HTTPS" and rule.follow_redirects and not rule.follow_query_string
+    assert [s.netloc for s in rule.standbys] == ["b.example.com:8443", "202.96.128.87"]
+    assert rule.standby_codes == ("404", "5xx")
+    assert rule.origin_path("img/a.jpg") == "static/images/a.jpeg"
+    assert rule.origin_path("img/a.png") == "static/images/a.png"
+    assert rule.origin_path("css/a.css") is None
+    body = render_origin_xml([rule])
+    assert body == b'<?xml version="1.0" encoding="UTF-8"?>\n' + FULL_RULE.encode()
+    assert parse_origin_xml(body) == [rule]
+    again = OriginRule.from_json(json.loads(json.dumps(rule.to_json())))
+    assert again == rule
+
+
+def test_standby_codes_are_also_read_under_origin_parameter():
+    """HTTPStandbyCode where COS's API page puts it (inside OriginParameter) reads the same
+    as where its SDKs put it (in OriginRule), and GET shows it in the OriginRule."""
+    inner = (
+        "<OriginParameter><HTTPStandbyCode><StatusCode>403</StatusCode></HTTPStandbyCode>"
+        "</OriginParameter>"
+    )
+    (rule,) = parse_origin_xml(rule_xml(inner))
+    assert rule.standby_codes == ("403",)
+    rendered = ET.fromstring(render_origin_xml([rule])).find("OriginRule")
+    assert rendered is not None and rendered.findtext("HTTPStandbyCode/StatusCode") == "403"
+
+
+def test_plan_scheme_and_standby_statuses():
+    """FOLLOW takes the client's scheme; without HTTPStandbyCode any 5xx (only) sends a
+    copy to the standby, with one only the listed statuses (exact or `4xx`) do."""
+    origin = OriginAddress.parse("202.96.128.86")
+    follow = OriginRule(1, "Proxy", origin, protocol="FOLLOW")
+    assert follow.scheme(True) == "https" and follow.scheme(False) == "http"
+    plain = OriginRule(1, "Proxy", origin).plan("k", secure=False)
+    assert plain.fails_over(503) and not plain.fails_over(404) and plain.path is None
+    listed = OriginRule(1, "Proxy", origin, standby_codes=("404", "4xx")).plan("k", False)
+    assert listed.fails_over(404) and listed.fails_over(410) and not listed.fails_over(503)
+    assert plain.url(origin, "a b/c") == b"http://202.96.128.86/a%20b/c"
+
+
+def test_rules_saved_by_the_previous_release_still_load(tmp_path):
+    """A rule file of the release before origin modes (the six seed keys only) loads as
+    plain-HTTP rules without standbys, redirects or rewrites."""
+    folder = tmp_path / "origin"
+    folder.mkdir()
+    old = {
+        "bucket": "b-1",
+        "rules": [
+            {
+                "priority": 1,
+                "type": "Proxy",
+                "host": "202.96.128.86:8080",
+                "prefix": "p/",
+                "follow_query_string": False,
+                "redirect_code": 301,
+            }
+        ],
+    }
+    (folder / "b-1.json").write_text(json.dumps(old))
+    rules = OriginRules(tmp_path, {})
+    rules.load()
+    (rule,) = rules.rules("b-1")
+    assert rule == OriginRule(
+        1, "Proxy", OriginAddress.parse("202.96.128.86:8080"), "p/", False, 301
+    )
+    assert rule.protocol == "HTTP" and rule.standbys == () and not rule.follow_redirects
 
 
 def test_duplicate_priorities_refused():

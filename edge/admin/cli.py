@@ -6,10 +6,14 @@ edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
 
     cosedge-admin origin show BUCKET
     cosedge-admin origin set BUCKET HOST[:PORT] [--prefix P] [--redirect] [--code 302]
+        [--standby HOST[:PORT]]... [--https] [--follow-redirects]
+        [--rewrite-prefix A=B] [--rewrite-suffix A=B]
     cosedge-admin origin set BUCKET HOST[:PORT] --add [--priority N] ...
     cosedge-admin origin set BUCKET --xml FILE
     cosedge-admin origin delete BUCKET
     cosedge-admin origin check BUCKET HOST[:PORT] [--key K] [--json]
+    cosedge-admin copy status BUCKET KEY [--json]
+    cosedge-admin copies BUCKET [--failed] [--json]
     cosedge-admin backfill start|status|cancel|list BUCKET ...   (see edge.admin.backfill)
 
 `set` replaces all of a bucket's rules (as COS's PutBucketOrigin does) unless `--add` asks
@@ -18,7 +22,8 @@ the config file's `origin:` (if the bucket has one) applies again. `check` is a 
 it shows what the edge makes of an address (each resolved address's ISP verdict, a loop
 back into the edge) and, with `--key`, what the origin answers to a HEAD of that key; it
 saves nothing and exits 0 when the rule would be accepted, 1 when refused, 2 on usage
-errors.
+errors. `copy status` and `copies` show what became of the copies from origins
+(`edge.admin.copies`).
 """
 
 from __future__ import annotations
@@ -35,16 +40,10 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from edge.admin import backfill
+from edge.admin import backfill, copies
 from edge.api import cosxml
-from edge.api.rules import (
-    PROXY,
-    REDIRECT,
-    OriginRule,
-    RuleError,
-    parse_origin_xml,
-    render_origin_xml,
-)
+from edge.api.rules import MAX_STANDBYS, PROXY, REDIRECT, OriginRule, Rewrite, RuleError
+from edge.api.rules_xml import parse_origin_xml, render_origin_xml
 from edge.api.signature import sign
 from edge.config import OriginAddress
 
@@ -70,8 +69,10 @@ def call(
     params: dict[str, str],
     body: bytes = b"",
     content_type: str | None = None,
+    key: str = "",
 ) -> Reply:
-    """One signed request, path style (`/<bucket>/?...`).
+    """One signed request, path style (`/<bucket>/<key>?...`, the bucket's root without a
+    key).
 
     Path style signs the whole path, bucket included (the edge refuses a path-style
     signature that leaves the bucket out: it could be replayed against another bucket),
@@ -86,9 +87,10 @@ def call(
         headers["content-length"] = str(len(body))
     if content_type:
         headers["content-type"] = content_type
-    auth = sign(secret_id, secret_key, method, f"/{bucket}/", params, headers)
+    auth = sign(secret_id, secret_key, method, f"/{bucket}/{key}", params, headers)
     query = urllib.parse.urlencode(params)
-    url = f"{endpoint.rstrip('/')}/{urllib.parse.quote(bucket)}/" + (f"?{query}" if query else "")
+    path = f"{urllib.parse.quote(bucket)}/{urllib.parse.quote(key)}"
+    url = f"{endpoint.rstrip('/')}/{path}" + (f"?{query}" if query else "")
     request = urllib.request.Request(url, data=body or None, method=method)
     for name, value in headers.items():
         if name != "host":
@@ -115,7 +117,28 @@ def describe(rule: OriginRule) -> str:
     what = "proxy (302 now, copy in the background)" if rule.origin_type == PROXY else "redirect"
     query = "query kept" if rule.follow_query_string else "query dropped"
     prefix = rule.prefix or "*"
-    return f"{rule.priority}\t{prefix}\t{rule.origin.netloc}\t{what}, {rule.redirect_code}, {query}"
+    modes = [f"{rule.redirect_code}", query]
+    if rule.protocol != "HTTP":
+        modes.append(rule.protocol)
+    if rule.standbys:
+        codes = ",".join(rule.standby_codes) or "5xx"
+        modes.append(f"standby {', '.join(s.netloc for s in rule.standbys)} on {codes}")
+    if rule.follow_redirects:
+        modes.append("redirects followed")
+    for part, rewrite in (("prefix", rule.prefix_rewrite), ("suffix", rule.suffix_rewrite)):
+        if rewrite is not None:
+            modes.append(f"{part} {rewrite.match!r} -> {rewrite.replacement!r}")
+    return f"{rule.priority}\t{prefix}\t{rule.origin.netloc}\t{what}, {', '.join(modes)}"
+
+
+def _rewrite(text: str | None, flag: str) -> Rewrite | None:
+    """`A=B` of --rewrite-prefix/--rewrite-suffix: A in the key becomes B at the origin."""
+    if text is None:
+        return None
+    match, sep, replacement = text.partition("=")
+    if not sep:
+        raise AdminError(f"{flag} takes FROM=TO, not {text!r}")
+    return Rewrite(match, replacement)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +169,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_.add_argument("--redirect", action="store_true", help="redirect only, copy nothing")
     set_.add_argument("--code", type=int, default=302, choices=(301, 302, 307))
     set_.add_argument("--drop-query", action="store_true", help="do not repeat the query")
+    set_.add_argument(
+        "--standby",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help=f"a standby origin a failed copy moves to (repeatable, up to {MAX_STANDBYS})",
+    )
+    set_.add_argument("--https", action="store_true", help="the origin speaks HTTPS")
+    set_.add_argument(
+        "--follow-redirects",
+        action="store_true",
+        help="follow up to 3 origin redirects for the copy (each hop vetted)",
+    )
+    set_.add_argument(
+        "--rewrite-prefix", metavar="FROM=TO", help="ask the origin for TO... instead of FROM..."
+    )
+    set_.add_argument(
+        "--rewrite-suffix", metavar="FROM=TO", help="ask the origin for ...TO instead of ...FROM"
+    )
     set_.add_argument("--xml", metavar="FILE", help="an OriginConfiguration XML file")
     set_.add_argument("--add", action="store_true", help="keep the rules in force and add this one")
     set_.add_argument(
@@ -165,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("address", help="origin host or IP, optional :port")
     check.add_argument("--key", help="probe this key with a HEAD through the vetted address")
     check.add_argument("--json", action="store_true", help="print the edge's JSON answer")
+    copies.add_parsers(sub)
     backfill.add_parser(sub)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
@@ -180,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except backfill.BackfillError as e:
         print(f"cosedge-admin: {e}", file=sys.stderr)
         return e.code
-    except (AdminError, RuleError, OSError) as e:
+    except (AdminError, RuleError, OSError, copies.NotStatusJSON) as e:
         print(f"cosedge-admin: {e}", file=sys.stderr)
         return 2
 
@@ -211,6 +254,12 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
             content_type,
         )
 
+    if args.area in ("copy", "copies"):
+
+        def get(bucket: str, params: dict[str, str], key: str) -> Reply:
+            return call(args.endpoint, secret_id, secret_key, "GET", bucket, params, key=key)
+
+        return copies.run(args, get, _error_text)
     if args.action == "check":
         return _check(args, secret_id, secret_key)
     if args.action == "show":
@@ -236,8 +285,11 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
         elif args.host:
             try:
                 origin = OriginAddress.parse(args.host)
+                standbys = tuple(OriginAddress.parse(s) for s in args.standby)
             except ValueError as e:
                 raise AdminError(str(e)) from None
+            if len(standbys) > MAX_STANDBYS:
+                raise AdminError(f"at most {MAX_STANDBYS} --standby origins")
             rule = OriginRule(
                 priority=args.priority or 1,
                 origin_type=REDIRECT if args.redirect else PROXY,
@@ -245,6 +297,11 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
                 prefix=args.prefix,
                 follow_query_string=not args.drop_query,
                 redirect_code=args.code,
+                protocol="HTTPS" if args.https else "HTTP",
+                standbys=standbys,
+                follow_redirects=args.follow_redirects,
+                prefix_rewrite=_rewrite(args.rewrite_prefix, "--rewrite-prefix"),
+                suffix_rewrite=_rewrite(args.rewrite_suffix, "--rewrite-suffix"),
             )
             existing: list[OriginRule] = []
             if args.add:

@@ -52,7 +52,8 @@ def origin_locator(rules: OriginRules, resolver: OriginResolver) -> Locate:
         resolved = resolver.resolved_now(rule.origin) or await resolver.resolve(rule.origin)
         if not resolved.accepted:
             return f"origin {rule.origin.netloc} has no acceptable address"
-        return Located(rule.origin, choose_address(resolved.accepted))
+        # No client, so a FOLLOW rule asks as a plain-HTTP client's miss would.
+        return Located(rule.origin, choose_address(resolved.accepted), rule.plan(key, False))
 
     return locate
 

@@ -6,9 +6,9 @@ check out (`edge.api.auth`), object GET/HEAD go back to the public read path (hi
 and back-to-origin behave the same signed or not) and everything else is routed by
 `ManagementAPI.render` to the module of its operation family: `service` (GET Service),
 `bucket` (bucket PUT/HEAD/DELETE, listings), `object` (object PUT/DELETE), `multipart`,
-`origin` (`?origin` rules), `origin_check` (the dry run of a rule) and `backfill` (backfill
-jobs). This module is only
-the entry object and that routing.
+`origin` (`?origin` rules), `origin_check` (the dry run of a rule), `copies` (copy
+status, `?cosedge-copy` and `?cosedge-copies`) and `backfill` (backfill jobs). This module
+is only the entry object and that routing.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from edge.api.backfill import QUERY as BACKFILL
 from edge.api.backfill import BackfillOperations
 from edge.api.bucket import BucketOperations
 from edge.api.buckets import BucketRegistry
+from edge.api.copies import BUCKET_QUERY as COPIES
+from edge.api.copies import KEY_QUERY as COPY
+from edge.api.copies import CopyStatus
 from edge.api.multipart import MultipartOperations, is_multipart
 from edge.api.object import ObjectOperations, is_object_subresource, refuse_object_subresource
 from edge.api.origin import OriginOperations
@@ -37,6 +40,7 @@ from edge.origin.jobs import JobFiles
 from edge.store.interface import ObjectStore
 
 __all__ = [
+    "COPY",
     "Denied",
     "ManagementAPI",
     "is_object_subresource",
@@ -68,6 +72,7 @@ class ManagementAPI:
         self._multipart = MultipartOperations(store.uploads)
         self._origin = OriginOperations(rules, resolver, self._domains)
         self._origin_check = OriginCheck(resolver, copier, self._domains)
+        self._copies = CopyStatus(copier.records if copier is not None else None)
         self._backfill = BackfillOperations(jobs)
 
     def _domains(self, bucket: str) -> tuple[str, ...]:
@@ -99,6 +104,14 @@ class ManagementAPI:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)
                 return self._origin_check.render(request, bucket, query)
+            if COPY in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._copies.render_request(request, bucket, query)
+            if COPIES in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._copies.render_bucket(request, bucket, query)
             if BACKFILL in query:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)
@@ -110,6 +123,8 @@ class ManagementAPI:
             return self._bucket.render(request, bucket, query)
         if bucket not in self._registry:
             raise Denied(errors.NO_SUCH_BUCKET)
+        if COPY in query:
+            return self._copies.render_key(request, bucket, key)
         if is_multipart(query):
             return self._multipart.render(request, bucket, key, query)
         return self._object.render(request, bucket, key, query)

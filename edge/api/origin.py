@@ -18,16 +18,9 @@ from twisted.web.server import Request
 from edge.api import errors
 from edge.api.auth import Denied
 from edge.api.replies import run
-from edge.api.rules import (
-    MalformedRuleXML,
-    OriginRule,
-    OriginRules,
-    RuleError,
-    ordered,
-    parse_origin_xml,
-    render_origin_xml,
-)
-from edge.config import loop_reason
+from edge.api.rules import MalformedRuleXML, OriginRule, OriginRules, RuleError, ordered
+from edge.api.rules_xml import parse_origin_xml, render_origin_xml
+from edge.config import OriginAddress, loop_reason
 from edge.origin.copier import OriginResolver
 
 log = Logger()
@@ -92,7 +85,11 @@ class OriginOperations:
     async def _vet(self, rule: OriginRule, domains: tuple[str, ...]) -> None:
         """Every address the rule's host stands for must pass the ISP check, as in the
         config file; a domain is resolved now and each address judged. An origin that is
-        the bucket's own domain, or resolves to where the edge listens, would loop."""
+        the bucket's own domain, or resolves to where the edge listens, would loop.
+        Standbys are judged the same way, except that a domain standby is resolved (and
+        judged) when a copy needs it: it is there for when names and hosts fail."""
+        for standby in rule.standbys:
+            self._vet_standby(standby, domains)
         loop = loop_reason(rule.origin, domains)
         if loop is not None:
             raise Denied(errors.INVALID_ARGUMENT, loop)
@@ -108,6 +105,18 @@ class OriginOperations:
             raise Denied(
                 errors.INVALID_ARGUMENT,
                 f"origin {rule.origin.netloc} is not accepted ({reasons})",
+            )
+
+    def _vet_standby(self, standby: OriginAddress, domains: tuple[str, ...]) -> None:
+        loop = loop_reason(standby, domains)
+        if loop is not None:
+            raise Denied(errors.INVALID_ARGUMENT, f"standby {loop}")
+        resolved = self._resolver.resolved_now(standby) if standby.ip is not None else None
+        if resolved is not None and not resolved.accepted:
+            reasons = "; ".join(f"{v.address}: {v.reason}" for v in resolved.refused)
+            raise Denied(
+                errors.INVALID_ARGUMENT,
+                f"standby origin {standby.netloc} is not accepted ({reasons})",
             )
 
     def _get(self, request: Request, bucket: str) -> bytes:

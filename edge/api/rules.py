@@ -7,20 +7,24 @@ survive restarts. A miss takes the first rule that matches its key: lowest `Rule
 first, then the longest prefix.
 
 `Proxy` answers the miss with a redirect at once and copies the object in the background
-(the seed service's behaviour); `Redirect` only redirects. `Mirror` (the client waits for the
-origin) and HTTPS origins are refused until they get their own issue.
+(the seed service's behaviour); `Redirect` only redirects. A rule also says how the origin
+is asked (SPEC §11): its `Protocol` (HTTP, HTTPS, or FOLLOW the client's scheme), standby
+origins and the statuses that move a copy to them, whether the origin's redirects are
+followed, and a prefix/suffix rewrite of the origin path; `plan` turns that into the
+fetch's `OriginPlan`. `Mirror` (the client waits for the origin) is refused until it gets
+its own issue. The XML form is rules_xml.py's.
 """
 
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.api import cosxml
 from edge.config import BucketConfig, OriginAddress
+from edge.origin.request import HTTP, HTTPS, OriginPlan
 from edge.store.changestamp import ChangeStamp
 from edge.store.interface import SharedWrites
 from edge.store.statefiles import fsync_dir, write_atomically
@@ -29,7 +33,8 @@ PROXY = "Proxy"
 REDIRECT = "Redirect"
 REDIRECT_CODES = (301, 302, 307)
 MAX_RULES = 20  # COS caps a bucket's origin rules too
-MAX_XML_BYTES = 64 * 1024
+MAX_STANDBYS = 10  # StandbyHostName_1..10
+PROTOCOLS = ("HTTP", "HTTPS", "FOLLOW")
 
 
 class RuleError(ValueError):
@@ -41,6 +46,15 @@ class MalformedRuleXML(RuleError):
 
 
 @dataclass(frozen=True)
+class Rewrite:
+    """`FileInfo`'s `PrefixConfiguration` or `SuffixConfiguration`: `match` becomes
+    `replacement` in the origin path (`Prefix` -> `ReplacedWithPrefix`)."""
+
+    match: str
+    replacement: str
+
+
+@dataclass(frozen=True)
 class OriginRule:
     priority: int
     origin_type: str
@@ -48,11 +62,47 @@ class OriginRule:
     prefix: str = ""
     follow_query_string: bool = True
     redirect_code: int = 302
+    protocol: str = "HTTP"  # HTTP | HTTPS | FOLLOW (the client's scheme)
+    standbys: tuple[OriginAddress, ...] = ()
+    standby_codes: tuple[str, ...] = ()  # HTTPStandbyCode; empty: 5xx
+    follow_redirects: bool = False
+    prefix_rewrite: Rewrite | None = None
+    suffix_rewrite: Rewrite | None = None
+    # COS elements accepted without effect, as sent (tag, XML), so GET returns them.
+    kept: tuple[tuple[str, str], ...] = ()
 
     def matches(self, key: str) -> bool:
         return key.startswith(self.prefix)
 
+    def scheme(self, secure: bool) -> str:
+        """The origin's scheme for a client that came over TLS (`secure`) or not."""
+        if self.protocol == "FOLLOW":
+            return HTTPS if secure else HTTP
+        return HTTPS if self.protocol == "HTTPS" else HTTP
+
+    def origin_path(self, key: str) -> str | None:
+        """The origin path of `key` after the rule's rewrites; None when none applies."""
+        path = key
+        prefix, suffix = self.prefix_rewrite, self.suffix_rewrite
+        if prefix is not None and path.startswith(prefix.match):
+            path = prefix.replacement + path[len(prefix.match) :]
+        if suffix is not None and path.endswith(suffix.match):
+            path = path[: len(path) - len(suffix.match)] + suffix.replacement
+        return None if path == key else path
+
+    def plan(self, key: str, secure: bool) -> OriginPlan:
+        """How a copy of `key` asks the origin (standbys and redirects are Proxy copies')."""
+        return OriginPlan(
+            scheme=self.scheme(secure),
+            path=self.origin_path(key),
+            standbys=self.standbys,
+            standby_codes=self.standby_codes,
+            follow_redirects=self.follow_redirects,
+        )
+
     def to_json(self) -> dict[str, object]:
+        """The saved form; every key added after the seed's six is optional in
+        `from_json`, so rule files of earlier releases still load."""
         return {
             "priority": self.priority,
             "type": self.origin_type,
@@ -60,10 +110,20 @@ class OriginRule:
             "prefix": self.prefix,
             "follow_query_string": self.follow_query_string,
             "redirect_code": self.redirect_code,
+            "protocol": self.protocol,
+            "standbys": [s.netloc for s in self.standbys],
+            "standby_codes": list(self.standby_codes),
+            "follow_redirects": self.follow_redirects,
+            "prefix_rewrite": _rewrite_json(self.prefix_rewrite),
+            "suffix_rewrite": _rewrite_json(self.suffix_rewrite),
+            "kept": [list(k) for k in self.kept],
         }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, object]) -> OriginRule:
+        protocol = str(raw.get("protocol", "HTTP"))
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {protocol!r}")
         return cls(
             priority=int(raw["priority"]),  # type: ignore[call-overload]
             origin_type=str(raw["type"]),
@@ -71,7 +131,43 @@ class OriginRule:
             prefix=str(raw.get("prefix", "")),
             follow_query_string=bool(raw.get("follow_query_string", True)),
             redirect_code=int(raw.get("redirect_code", 302)),  # type: ignore[call-overload]
+            protocol=protocol,
+            standbys=tuple(OriginAddress.parse(s) for s in _list(raw, "standbys")),
+            standby_codes=tuple(str(c) for c in _list(raw, "standby_codes")),
+            follow_redirects=bool(raw.get("follow_redirects", False)),
+            prefix_rewrite=_rewrite_from(raw.get("prefix_rewrite")),
+            suffix_rewrite=_rewrite_from(raw.get("suffix_rewrite")),
+            kept=tuple(_kept(k) for k in _list(raw, "kept")),
         )
+
+
+def _rewrite_json(rewrite: Rewrite | None) -> list[str] | None:
+    return None if rewrite is None else [rewrite.match, rewrite.replacement]
+
+
+def _rewrite_from(raw: object) -> Rewrite | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 2:
+        raise ValueError(f"a rewrite must be [match, replacement], not {raw!r}")
+    return Rewrite(str(raw[0]), str(raw[1]))
+
+
+def _kept(raw: object) -> tuple[str, str]:
+    """A kept element, parsed now so a damaged file fails the load, not a later GET."""
+    if not isinstance(raw, list) or len(raw) != 2:
+        raise ValueError(f"a kept element must be [tag, xml], not {raw!r}")
+    tag, text = str(raw[0]), str(raw[1])
+    if cosxml.parse(text.encode("utf-8")).tag != tag:  # XMLProblem is a ValueError
+        raise ValueError(f"kept element {tag!r} holds another element")
+    return tag, text
+
+
+def _list(raw: Mapping[str, object], key: str) -> list[object]:
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise ValueError(f"{key} must be a list, not {value!r}")
+    return value
 
 
 def shorthand_rule(bucket: BucketConfig) -> OriginRule | None:
@@ -91,146 +187,6 @@ def first_match(rules: Iterable[OriginRule], key: str) -> OriginRule | None:
         if rule.matches(key):
             return rule
     return None
-
-
-# --- XML ---------------------------------------------------------------------------------
-
-# Documented COS elements the edge accepts and ignores: they tune Mirror fetches, header
-# forwarding or error pass-through, none of which a 302-based pull does.
-_IGNORED_PARAMETERS = {
-    "TransparentErrorCode",
-    "HttpHeader",
-    "FollowRedirection",
-    "CopyOriginData",
-    "HttpRedirectCode",
-    "FollowQueryString",
-    "Protocol",
-}
-
-
-def _text(element: ET.Element | None) -> str:
-    return (element.text or "").strip() if element is not None else ""
-
-
-def _bool(value: str, where: str, default: bool) -> bool:
-    if not value:
-        return default
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise RuleError(f"{where}: expected true or false, not {value!r}")
-
-
-def _non_empty(element: ET.Element | None) -> bool:
-    return element is not None and (bool(_text(element)) or len(element) > 0)
-
-
-def parse_origin_xml(body: bytes) -> list[OriginRule]:
-    """Rules from a `PUT /?origin` body; `RuleError` names the offending element.
-
-    Parsed without DTDs or entities (`cosxml.parse`), and by local names, so a body in the
-    S3 namespace reads the same as one without.
-    """
-    if len(body) > MAX_XML_BYTES:
-        raise RuleError("OriginConfiguration is larger than 64 KiB")
-    try:
-        root = cosxml.parse(body)
-    except cosxml.XMLProblem as e:
-        raise MalformedRuleXML(str(e)) from None
-    if root.tag != "OriginConfiguration":
-        raise MalformedRuleXML(f"root element must be OriginConfiguration, not {root.tag}")
-    rules: list[OriginRule] = []
-    elements = root.findall("OriginRule")
-    if not elements:
-        raise RuleError("OriginConfiguration has no OriginRule")
-    if len(elements) > MAX_RULES:
-        raise RuleError(f"at most {MAX_RULES} OriginRule elements")
-    for n, element in enumerate(elements, start=1):
-        rules.append(_parse_rule(element, f"OriginRule[{n}]"))
-    priorities = [r.priority for r in rules]
-    if len(set(priorities)) != len(priorities):
-        raise RuleError("RulePriority values must be unique")
-    return list(ordered(rules))
-
-
-def _parse_rule(element: ET.Element, where: str) -> OriginRule:
-    try:
-        priority = int(_text(element.find("RulePriority")))
-    except ValueError:
-        raise RuleError(f"{where}.RulePriority: must be a whole number") from None
-    if priority < 1:
-        raise RuleError(f"{where}.RulePriority: must be 1 or more")
-    origin_type = _text(element.find("OriginType")) or PROXY
-    if origin_type == "Mirror":
-        raise RuleError(f"{where}.OriginType: Mirror (synchronous) origins are not supported")
-    if origin_type not in (PROXY, REDIRECT):
-        raise RuleError(f"{where}.OriginType: must be Proxy or Redirect, not {origin_type!r}")
-
-    condition = element.find("OriginCondition")
-    prefix = ""
-    if condition is not None:
-        status = _text(condition.find("HTTPStatusCode")) or "404"
-        if status != "404":
-            raise RuleError(f"{where}.OriginCondition.HTTPStatusCode: only 404 is supported")
-        prefix = _text(condition.find("Prefix"))
-        for unsupported in ("Suffix", "FilterHost"):
-            if _non_empty(condition.find(unsupported)):
-                raise RuleError(f"{where}.OriginCondition.{unsupported}: not supported")
-
-    parameter = element.find("OriginParameter")
-    follow_query = True
-    redirect_code = 302
-    if parameter is not None:
-        for child in parameter:
-            if child.tag not in _IGNORED_PARAMETERS:
-                raise RuleError(f"{where}.OriginParameter.{child.tag}: unknown element")
-        protocol = _text(parameter.find("Protocol")) or "HTTP"
-        if protocol != "HTTP":
-            raise RuleError(
-                f"{where}.OriginParameter.Protocol: only HTTP origins are supported, not {protocol}"
-            )
-        follow_query = _bool(
-            _text(parameter.find("FollowQueryString")),
-            f"{where}.OriginParameter.FollowQueryString",
-            True,
-        )
-        code_text = _text(parameter.find("HttpRedirectCode"))
-        if code_text:
-            try:
-                redirect_code = int(code_text)
-            except ValueError:
-                redirect_code = 0
-            if redirect_code not in REDIRECT_CODES:
-                raise RuleError(
-                    f"{where}.OriginParameter.HttpRedirectCode: must be 301, 302 or 307"
-                )
-
-    host_text = _text(element.find("OriginInfo/HostInfo/HostName"))
-    if not host_text:
-        raise RuleError(f"{where}.OriginInfo.HostInfo.HostName: is required")
-    try:
-        origin = OriginAddress.parse(host_text)
-    except ValueError as e:
-        raise RuleError(f"{where}.OriginInfo.HostInfo.HostName: {e}") from None
-    return OriginRule(priority, origin_type, origin, prefix, follow_query, redirect_code)
-
-
-def render_origin_xml(rules: Iterable[OriginRule]) -> bytes:
-    """The GET `?origin` document, in COS's element order."""
-    root = cosxml.element("OriginConfiguration")
-    for rule in rules:
-        node = cosxml.sub(root, "OriginRule")
-        cosxml.sub(node, "RulePriority", rule.priority)
-        cosxml.sub(node, "OriginType", rule.origin_type)
-        condition = cosxml.sub(node, "OriginCondition")
-        cosxml.sub(condition, "HTTPStatusCode", "404")
-        cosxml.sub(condition, "Prefix", rule.prefix)
-        parameter = cosxml.sub(node, "OriginParameter")
-        cosxml.sub(parameter, "Protocol", "HTTP")
-        cosxml.sub(parameter, "FollowQueryString", str(rule.follow_query_string).lower())
-        cosxml.sub(parameter, "HttpRedirectCode", rule.redirect_code)
-        host = cosxml.sub(cosxml.sub(node, "OriginInfo"), "HostInfo")
-        cosxml.sub(host, "HostName", rule.origin.netloc)
-    return cosxml.document(root)
 
 
 # --- the per-bucket rule sets ------------------------------------------------------------

@@ -45,6 +45,7 @@ _FETCH_KEYS = {
     "per_origin_concurrency": "int",
     "not_found_ttl": "seconds",
     "breaker": "breaker",
+    "ca_file": "ca_file",
 }
 
 
@@ -286,9 +287,32 @@ def check_fetch(value: object, source: str) -> OriginFetchConfig:
             settings[name] = float(item)
         elif kind == "breaker":
             settings[name] = _check_breaker(item, key, source)
+        elif kind == "ca_file":
+            settings[name] = _check_ca_file(item, key, source)
         else:
             settings[name] = _parse_size(item, key, source)
     return OriginFetchConfig(**settings)
+
+
+def _check_ca_file(value: object, key: str, source: str) -> Path | None:
+    """A PEM bundle read now, so a missing or garbled file stops start-up (or a reload)
+    instead of failing every HTTPS copy later."""
+    if value is None:
+        return None
+    path = check_path(value, key, source)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(source, key, f"cannot read {path}: {e.strerror or e}") from None
+    from cryptography import x509  # only a config with HTTPS origins needs it
+
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise ConfigError(source, key, f"{path} holds no PEM certificate")
+    return path
 
 
 def _check_breaker(value: object, key: str, source: str) -> BreakerConfig:

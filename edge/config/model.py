@@ -69,6 +69,9 @@ class OriginFetchConfig:
     per_origin_concurrency: int = 4
     not_found_ttl: float = 300.0
     breaker: BreakerConfig = BreakerConfig()
+    # HTTPS origins (SPEC §11): a PEM bundle of the CAs their certificates must chain to;
+    # None trusts the system's store.
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)

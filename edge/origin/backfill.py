@@ -32,8 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from edge.config import OriginAddress
-from edge.origin.copier import OriginCopier
-from edge.origin.jobcopies import FAILED, RETRY, SKIPPED, STORED, JobCopy
+from edge.origin.jobcopies import FAILED, RETRY, SKIPPED, STORED, JobCopier, JobCopy
 from edge.origin.jobs import (
     CANCELLED,
     COMPLETED,
@@ -44,6 +43,7 @@ from edge.origin.jobs import (
     JobSpec,
     Progress,
 )
+from edge.origin.request import OriginPlan
 from edge.origin.resolver import ReactorClock
 from edge.store.interface import ObjectStore, StoreUnavailable
 
@@ -56,10 +56,12 @@ MAX_RETRY_WAIT = 60.0
 
 @dataclass(frozen=True)
 class Located:
-    """Where a key would be copied from: its rule's origin and a vetted address of it."""
+    """Where a key would be copied from: its rule's origin, a vetted address of it, and
+    how the rule asks it (scheme, rewrites, standbys)."""
 
     origin: OriginAddress
     address: str
+    plan: OriginPlan = OriginPlan()
 
 
 # The origin a key of a bucket is copied from, or why it is copied from none.
@@ -143,12 +145,11 @@ class JobRun:
             located = await self._runner.locate(bucket, key)
             if isinstance(located, str):
                 return JobCopy(FAILED, located)
-            started = copier.copy_for_job(bucket, key, located.origin, located.address, self.job)
+            where = (located.origin, located.address, self.job, located.plan)
+            started = copier.copy_for_job(bucket, key, *where)
             while started is None:  # misses hold the other slots: ask again shortly
                 await self._sleep(BUSY_WAIT)
-                started = copier.copy_for_job(
-                    bucket, key, located.origin, located.address, self.job
-                )
+                started = copier.copy_for_job(bucket, key, *where)
             copy = await started
             if copy.outcome != RETRY or self._stopping or self._cancelled:
                 return copy
@@ -277,7 +278,7 @@ class BackfillRunner(Service):
         self,
         clock: ReactorClock,
         store: ObjectStore,
-        copier: OriginCopier,
+        copier: JobCopier,
         files: JobFiles,
         locate: Locate,
         poll_interval: float = 0.5,

@@ -5,24 +5,34 @@ client factories that do not log "Starting/Stopping factory" per copy, and close
 pool's connections when the edge stops. Each agent connects through a pinned endpoint to
 one vetted address whatever host the URL names, and can count the raw bytes its
 connection delivered (`WireMeter`), which is how a body that ran past its Content-Length
-is told apart from a good one.
+is told apart from a good one. An HTTPS origin's connection is TLS over that same pinned
+TCP connection, verified for the configured host name (also the SNI) against the system
+trust store or `origin_fetch.ca_file`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IReactorTCP,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.client import URI, Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
+
+if TYPE_CHECKING:  # pyOpenSSL is needed by HTTPS origins only, so imported when used
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 
 class WireMeter:
@@ -107,16 +117,21 @@ class PinnedEndpointFactory:
         port: int,
         timeout: float,
         meter: WireMeter | None = None,
+        tls: IOpenSSLClientConnectionCreator | None = None,
     ) -> None:
         self._reactor = reactor
         self._address = address
         self._port = port
         self._timeout = timeout
         self._meter = meter
+        self._tls = tls
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         kind = TCP6ClientEndpoint if ":" in self._address else TCP4ClientEndpoint
+        endpoint: IStreamClientEndpoint
         endpoint = kind(self._reactor, self._address, self._port, timeout=self._timeout)
+        if self._tls is not None:  # TLS inside the meter: it counts the plaintext bytes
+            endpoint = wrapClientTLS(self._tls, endpoint)
         if self._meter is not None:
             return _MeteredEndpoint(endpoint, self._meter)
         return endpoint
@@ -133,7 +148,26 @@ class _QuietPool(HTTPConnectionPool):
     _factory = _QuietClientFactory
 
 
-AgentFactory = Callable[[str, int, WireMeter], IAgent]
+# Makes the agent of one origin connection: called as (address, port, meter), plus the
+# host name an HTTPS origin's certificate is verified for (only for HTTPS, so a factory
+# that never serves HTTPS may take three arguments).
+AgentFactory = Callable[..., IAgent]
+
+
+def trust_root(ca_file: Path | None) -> IOpenSSLTrustRoot:
+    """The CAs HTTPS origins are verified against: the PEM bundle, or the system's."""
+    from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
+
+    if ca_file is None:
+        system: IOpenSSLTrustRoot = platformTrust()
+        return system
+    data = ca_file.read_bytes()
+    marker = b"-----BEGIN CERTIFICATE-----"
+    blocks = [marker + part for part in data.split(marker)[1:]]
+    bundle: IOpenSSLTrustRoot = trustRootFromCertificates(
+        [Certificate.loadPEM(block) for block in blocks]
+    )
+    return bundle
 
 
 class OriginClient(Service):
@@ -149,10 +183,32 @@ class OriginClient(Service):
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
         self.pool: HTTPConnectionPool = _QuietPool(reactor, persistent=False)
+        self._ca_file: Path | None = None
+        self._trust: IOpenSSLTrustRoot | None = None
 
-    def agent(self, address: str, port: int, meter: WireMeter, connect_timeout: float) -> IAgent:
-        """An agent for one copy, on its own connection to the vetted `address`."""
-        factory = PinnedEndpointFactory(self._reactor, address, port, connect_timeout, meter)
+    def trust(self, ca_file: Path | None) -> None:
+        """`origin_fetch.ca_file` (start-up, reload): read again on the next HTTPS copy."""
+        self._ca_file = ca_file
+        self._trust = None
+
+    def agent(
+        self,
+        address: str,
+        port: int,
+        meter: WireMeter,
+        connect_timeout: float,
+        tls_host: str | None = None,
+    ) -> IAgent:
+        """An agent for one copy, on its own connection to the vetted `address`; TLS
+        verified for `tls_host` when given."""
+        tls = None
+        if tls_host is not None:
+            from twisted.internet.ssl import optionsForClientTLS
+
+            if self._trust is None:
+                self._trust = trust_root(self._ca_file)
+            tls = optionsForClientTLS(tls_host, trustRoot=self._trust)
+        factory = PinnedEndpointFactory(self._reactor, address, port, connect_timeout, meter, tls)
         agent: IAgent = Agent.usingEndpointFactory(self._reactor, factory, pool=self.pool)
         return agent
 

@@ -8,8 +8,9 @@ starts, protection.py is asked whether its key is backing off (a 404 under
 `not_found_ttl`, a failure under its doubling `retry_after`) or its origin's circuit
 breaker is open. Stopping the edge gives running copies `shutdown_grace` seconds, then
 cancels them. The fetch of one object is fetch.py's; the connections are the
-`OriginClient`'s, which the copier owns. The resolver's names are re-exported here, where
-the rest of the edge has imported them.
+`OriginClient`'s, which the copier owns. Every copy started, joined or refused is told to
+`CopyRecords` (records.py), which the status API reads. The resolver's names are
+re-exported here, where the rest of the edge has imported them.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from edge.origin.fetch import (
     outcome_of,
     report_failure,
 )
-from edge.origin.jobcopies import RETRY, START, JobCopies, JobCopy, job_copy_of
 from edge.origin.probe import ProbeResult, probe_key
 from edge.origin.protection import OriginProtection, Refusal
+from edge.origin.records import CopyRecords
+from edge.origin.request import OriginPlan
 from edge.origin.resolver import (
     OriginResolver,
     ReactorClock,
@@ -56,6 +58,7 @@ __all__ = [
     "CopyJob",
     "CopyStart",
     "OriginCopier",
+    "OriginPlan",
     "OriginResolver",
     "PinnedEndpointFactory",
     "ResolutionTimeout",
@@ -67,6 +70,10 @@ __all__ = [
 log = Logger()
 
 _OVERFLOW_WARN_INTERVAL = 60.0
+_COUNTERS = (
+    "started", "stored", "failed", "already_present", "deleted", "overflow", "elsewhere",
+    "backing_off", "not_found", "breaker_open",
+)  # fmt: skip
 
 
 class CopyStart(enum.Enum):
@@ -90,6 +97,18 @@ _REFUSED = {
 }
 
 
+def _refusal_note(
+    protection: OriginProtection, job: CopyJob, refused: Refusal = Refusal.BREAKER_OPEN
+) -> tuple[str | None, float | None]:
+    """The failure a refused copy leaves on record, and when it may be tried: a key backing
+    off has its own failure on record already; one held back by its origin's breaker gets a
+    record saying so."""
+    if refused is not Refusal.BREAKER_OPEN:
+        return None, None
+    reason = f"not copied: circuit breaker of {job.host} open"
+    return reason, protection.breakers.reopens_at(job.host)
+
+
 class OriginCopier(Service):
     """Runs origin copies: single flight per bucket+key, capped, queued, cancellable.
 
@@ -107,43 +126,40 @@ class OriginCopier(Service):
         fetch: OriginFetchConfig,
         agent_factory: AgentFactory | None = None,
         jitter: Callable[[], float] = random.random,
+        records: CopyRecords | None = None,
+        resolver: OriginResolver | None = None,
     ) -> None:
         self._clock: ReactorClock = reactor
+        self.records = records if records is not None else CopyRecords(None, reactor)
         self._store = store
         self._fetch = fetch
         self.client = OriginClient(reactor)
-        self._fetcher = ObjectFetcher(reactor, store, fetch, agent_factory or self._pinned_agent)
+        self.client.trust(fetch.ca_file)
+        # The resolver vets what a copy reaches beyond the miss's address: standbys, hops.
+        self._fetcher = ObjectFetcher(
+            reactor, store, fetch, agent_factory or self._pinned_agent, resolver
+        )
         self.protection = OriginProtection(reactor, fetch, jitter)
         self._jobs: dict[tuple[str, str], CopyJob] = {}
         self._slots = CopySlots()
-        self.job_copies = JobCopies(fetch.concurrency)  # backfill jobs' (jobcopies.py)
         self._stopping = False
-        self.counters: dict[str, int] = {
-            "started": 0,
-            "stored": 0,
-            "failed": 0,
-            "already_present": 0,
-            "deleted": 0,
-            "overflow": 0,
-            "elsewhere": 0,
-            "backing_off": 0,
-            "not_found": 0,
-            "breaker_open": 0,
-        }
+        self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._overflowed = 0
         self._overflow_warned_at = -_OVERFLOW_WARN_INTERVAL
 
     def reconfigure(self, fetch: OriginFetchConfig) -> None:
         """New `origin_fetch` limits from a reload: copies started from now on use them,
         running ones finish under the limits they started with."""
+        self.client.trust(fetch.ca_file)  # read again: a reload may bring a renewed bundle
         self._fetch = fetch
         self._fetcher.reconfigure(fetch)
-        self.job_copies.reconfigure(fetch.concurrency)
         self.protection.reconfigure(fetch)
 
-    def _pinned_agent(self, address: str, port: int, meter: WireMeter) -> IAgent:
+    def _pinned_agent(
+        self, address: str, port: int, meter: WireMeter, tls_host: str | None = None
+    ) -> IAgent:
         """The client's agent for one copy, under the `connect_timeout` in force now."""
-        return self.client.agent(address, port, meter, self._fetch.connect_timeout)
+        return self.client.agent(address, port, meter, self._fetch.connect_timeout, tls_host)
 
     def probe(self, origin: OriginAddress, address: str, key: str) -> Deferred[ProbeResult]:
         """HEAD one key at a vetted address, as a copy would connect (a dry run)."""
@@ -160,26 +176,12 @@ class OriginCopier(Service):
         if job is None or job.started is not None or not self._slots.remove(job):
             return False
         del self._jobs[(bucket, key)]
+        self.records.dropped(job, None)
         return True
 
     def in_flight(self) -> list[CopyJob]:
         """Copies running or queued, for status pages and tests."""
         return list(self._jobs.values())
-
-    def copy_for_job(
-        self, bucket: str, key: str, origin: OriginAddress, address: str, job_id: str
-    ) -> Deferred[JobCopy] | None:
-        """A backfill job's copy of `bucket/key`, firing with how it ended; None when it
-        cannot start at once (jobcopies.py says when it may, and why a key's backoff
-        does not hold it back)."""
-        job = CopyJob(bucket, key, origin, address, f"backfill-{job_id}")
-        running = None if self._stopping else self._jobs.get((bucket, key), job)
-        verdict = self.job_copies.verdict(job, running, self._fetch, self._slots, self.protection)
-        if verdict is START:
-            waiting = self.job_copies.wait(bucket, key)  # first: a present key ends in _start
-            self._start(job)
-            return waiting
-        return verdict
 
     def copy(
         self,
@@ -188,21 +190,25 @@ class OriginCopier(Service):
         origin: OriginAddress,
         address: str,
         request_id: str | None = None,
+        plan: OriginPlan | None = None,
     ) -> CopyStart:
         """Start (or join) the copy of `bucket/key` from `address`; never waits on the
-        origin. `request_id` is the miss's, so the copy's log events can be found by it."""
+        origin. `request_id` is the miss's, so the copy's log events can be found by it;
+        `plan` is how its rule asks the origin (the seed's plain GET when None)."""
         if self._stopping:
             return CopyStart.STOPPING
         job_key = (bucket, key)
         if job_key in self._jobs:
+            self.records.count(bucket, "joined")  # memory only: a joined miss stays cheap
             return CopyStart.JOINED
-        job = CopyJob(bucket, key, origin, address, request_id)
+        job = CopyJob(bucket, key, origin, address, request_id, plan=plan or OriginPlan())
         refused = self.protection.refusal(bucket, key, job.host)
         if refused is not None:
             # A dead or broken origin is not hammered (nor the log flooded) once per
             # miss: the client is redirected anyway, and the key is tried again later.
             start, counter = _REFUSED[refused]
             self.counters[counter] += 1
+            self.records.refused(job, counter, *_refusal_note(self.protection, job, refused))
             return start
         fetch = self._fetch
         if self._slots.can_start(job.host, fetch.concurrency, fetch.per_origin_concurrency):
@@ -211,10 +217,12 @@ class OriginCopier(Service):
             return CopyStart.STARTED
         if self._slots.queued >= fetch.queue_size:
             self.counters["overflow"] += 1
+            self.records.refused(job, "overflow", f"not copied: queue full ({fetch.queue_size})")
             self._warn_overflow(job)
             return CopyStart.OVERFLOW
         self._jobs[job_key] = job
         self._slots.enqueue(job)
+        self.records.queued(job)
         return CopyStart.QUEUED
 
     def _warn_overflow(self, job: CopyJob) -> None:
@@ -252,8 +260,9 @@ class OriginCopier(Service):
 
     def _locked(self, lock: KeyLock | None, job: CopyJob) -> bool:
         if lock is None:
-            self._give_up(job, "another process is copying it")
+            self._give_up(job)
             self.counters["elsewhere"] += 1
+            self.records.count(job.bucket, "elsewhere")
             log.debug(
                 "Copy of {bucket}/{key} left to the process already copying it",
                 bucket=job.bucket,
@@ -262,11 +271,12 @@ class OriginCopier(Service):
             return False
         if self._stopping:
             lock.release()
-            self._give_up(job, "interrupted: the edge stopped")
+            self._give_up(job)
             return False
         job.lock = lock
         self.counters["started"] += 1
         job.started = self._clock.seconds()
+        self.records.copying(job)
         d = self._fetcher.start(job)
         job.deferred = d
         d.addBoth(self._finished, job)
@@ -275,27 +285,29 @@ class OriginCopier(Service):
     def _not_locked(self, failure: Failure, job: CopyJob) -> bool:
         """The lock could not be judged (its coordinator is down): no copy, since nothing
         would stop every node fetching the key at once; the miss was redirected anyway."""
-        self._give_up(job, "its copy lock cannot be taken")
+        self._give_up(job)
         self.counters["failed"] += 1
+        reason = str(failure.value) or type(failure.value).__name__
+        self.records.finished(job, "failed", f"not started: its lock cannot be taken ({reason})")
         log.warn(
             "Copy of {bucket}/{key} not started: its lock cannot be taken ({reason})",
             bucket=job.bucket,
             key=job.key,
-            reason=str(failure.value) or type(failure.value).__name__,
+            reason=reason,
         )
         return False
 
-    def _give_up(self, job: CopyJob, reason: str) -> None:
+    def _give_up(self, job: CopyJob) -> None:
         """Free the slot `_start` took for `job`, and fill it from the queue."""
         self._slots.free(job.host)
         self.protection.abandoned(job)
         self._jobs.pop((job.bucket, job.key), None)
         self._drain_queue()
-        self.job_copies.fire(job, JobCopy(RETRY, reason))
 
     def _finished(self, result: Fetched | Failure, job: CopyJob) -> None:
         self._slots.free(job.host)
-        self._jobs.pop((job.bucket, job.key), None)
+        job_key = (job.bucket, job.key)
+        self._jobs.pop(job_key, None)
         if job.lock is not None:
             # Still holding the key's lock: a tombstone a DELETE left for this copy has
             # done its work (the copy saw it, or the DELETE came after the link).
@@ -308,8 +320,8 @@ class OriginCopier(Service):
             report_failure(result, job, self._fetch)
         else:
             self.counters[result.value] += 1
+        self.records.ended(job, result, self.protection.keys.retry_at(job_key), self._fetch)
         self._drain_queue()
-        self.job_copies.fire(job, job_copy_of(result, job, self._fetch, self._stopping))
 
     def _drain_queue(self) -> None:
         while not self._stopping:
@@ -319,11 +331,14 @@ class OriginCopier(Service):
             if self.protection.breakers.blocks(job.host):  # it opened while the job waited
                 self._jobs.pop((job.bucket, job.key), None)
                 self.counters["breaker_open"] += 1
+                self.records.dropped(job, None)
+                self.records.refused(job, "breaker_open", *_refusal_note(self.protection, job))
                 continue
             self._start(job)
 
     def startService(self) -> None:
         super().startService()
+        self.records.start()
         self.client.startService()
 
     def stopService(self) -> Deferred[None]:
@@ -332,6 +347,7 @@ class OriginCopier(Service):
         self._stopping = True
         for job in self._slots.clear():
             self._jobs.pop((job.bucket, job.key), None)
+            self.records.dropped(job, "not started: the edge stopped first")
         running = [j.deferred for j in self._jobs.values() if j.deferred is not None]
 
         async def drain() -> None:
@@ -347,6 +363,7 @@ class OriginCopier(Service):
                 await waiting
                 if timer.active():
                     timer.cancel()
+            self.records.stop()
             await self.client.stopService()
 
         return Deferred.fromCoroutine(drain())

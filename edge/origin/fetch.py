@@ -1,19 +1,18 @@
 """The fetch of one object: stream it from a pinned origin address into a pending store write.
 
-Given a `CopyJob` (which key, from which vetted address), `ObjectFetcher` asks the origin
-for the key, streams a 200 body into the store's pending upload under `max_object_size`,
-`idle_timeout` and `total_timeout`, and publishes it only when it is whole: the length
-matches Content-Length and the origin sent nothing beyond it. Anything else discards the
-pending write and fails with a reason worded for the operator (`describe_failure`); the
-scheduler in copier.py decides when fetches run and what a failure means for the key.
+Given a `CopyJob` (which key, from which vetted address, by which plan), `ObjectFetcher`
+asks the origin for the key (walk.py picks the answer to take: standbys, redirects),
+streams a 200 body into the store's pending upload under `max_object_size`, `idle_timeout`
+and `total_timeout`, and publishes it only when it is whole: the length matches
+Content-Length and the origin sent nothing beyond it. Anything else discards the pending
+write and fails with a reason worded for the operator (`describe_failure`); the scheduler
+in copier.py decides when fetches run and what a failure means for the key.
 """
 
 from __future__ import annotations
 
 import enum
-import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -24,79 +23,21 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH
 
-from edge import __version__
-from edge.config import OriginAddress, OriginFetchConfig
+from edge.config import OriginFetchConfig
 from edge.origin.client import AgentFactory, WireMeter
-from edge.origin.resolver import ReactorClock
-from edge.store.interface import KeyConflict, KeyLock, ObjectStore, StoreUnavailable
+from edge.origin.job import CopyFailed, CopyJob, origin_host
+from edge.origin.request import USER_AGENT
+from edge.origin.resolver import OriginResolver, ReactorClock
+from edge.origin.walk import Discard, OriginWalk, tls_reason
+from edge.store.interface import KeyConflict, ObjectStore, StoreUnavailable
 from edge.store.keys import UnsafePath
+
+__all__ = ["USER_AGENT", "CopyFailed", "CopyJob", "Fetched", "ObjectFetcher", "origin_host"]
 
 # The namespace the origin side has always logged under (operators filter on it).
 log = Logger(namespace="edge.origin.copier")
-
-USER_AGENT = f"cosedge/{__version__}".encode()
-_KEY_SAFE = "/!$&'()*+,;=:@~-._"
-
-
-class CopyFailed(Exception):
-    """A copy that stored nothing; `str()` is the reason logged for the operator.
-
-    `status` is the origin's answer when it gave one; `fault` says the origin itself
-    misbehaved (stalled, timed out, dropped the connection), which is what its circuit
-    breaker counts (with 5xx answers).
-    """
-
-    def __init__(self, reason: str, *, status: int | None = None, fault: bool = False) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.fault = fault
-
-
-@dataclass
-class CopyJob:
-    """One copy of `bucket/key` from one vetted address: what the scheduler queues and
-    runs, what the fetch reports its progress on, what status pages list."""
-
-    bucket: str
-    key: str
-    origin: OriginAddress
-    address: str
-    request_id: str | None = None  # the miss that started it, for the log and the status
-    started: float | None = None
-    received: int = 0
-    expected: int | None = None
-    deferred: Deferred[Any] | None = field(default=None, repr=False)
-    lock: KeyLock | None = field(default=None, repr=False)
-    probe: bool = False  # the one copy a half-open breaker lets through to its origin
-
-    @property
-    def host(self) -> str:
-        """The origin's `host:port`, what per-origin caps and breakers are kept by."""
-        return origin_host(self.origin)
-
-    def fields(self) -> dict[str, Any]:
-        """The fields every log event about this copy carries."""
-        return {
-            "bucket": self.bucket,
-            "key": self.key,
-            "origin": self.origin.netloc,
-            "address": self.address,
-            "request_id": self.request_id,
-        }
-
-    @property
-    def url(self) -> bytes:
-        path = urllib.parse.quote(self.key, safe=_KEY_SAFE)
-        return f"http://{self.origin.netloc}/{path}".encode("ascii")
-
-
-def origin_host(origin: OriginAddress) -> str:
-    """`host:port` with the port always written, so `a.com` and `a.com:80` are one origin."""
-    host = f"[{origin.host}]" if ":" in origin.host else origin.host
-    return f"{host}:{origin.connect_port}"
 
 
 class _BodyWriter(Protocol):
@@ -174,11 +115,6 @@ class _BodyWriter(Protocol):
             )
 
 
-class _Discard(Protocol):
-    def connectionMade(self) -> None:
-        cast(IPushProducer, self.transport).stopProducing()
-
-
 class Fetched(enum.Enum):
     """How a fetch that did not fail ended; the values are the copier's counter names."""
 
@@ -200,11 +136,12 @@ class ObjectFetcher:
         store: ObjectStore,
         fetch: OriginFetchConfig,
         agent_factory: AgentFactory,
+        resolver: OriginResolver | None = None,
     ) -> None:
         self._clock = clock
         self._store = store
         self._fetch = fetch
-        self._agent_factory = agent_factory
+        self._walk = OriginWalk(clock, agent_factory, resolver)
 
     def reconfigure(self, fetch: OriginFetchConfig) -> None:
         self._fetch = fetch
@@ -231,26 +168,13 @@ class ObjectFetcher:
             self._store.refuse_unsafe(job.bucket, job.key)
         except UnsafePath as e:
             raise CopyFailed(f"nothing fetched: {e}") from None
-        meter = WireMeter()
-        agent = self._agent_factory(job.address, job.origin.connect_port, meter)
-        headers = Headers(
-            {
-                b"user-agent": [USER_AGENT],
-                b"accept-encoding": [b"identity"],
-            }
-        )
-        request = agent.request(b"GET", job.url, headers)
-        # Cancelling a request makes Twisted fail it with ResponseNeverReceived, not the
-        # CancelledError addTimeout would turn into TimeoutError: name the timeout here.
-        request.addTimeout(
-            self._fetch.idle_timeout,
-            self._clock,  # type: ignore[arg-type]
-            onTimeoutCancel=_timed_out(f"no response headers within {self._fetch.idle_timeout:g}s"),
-        )
-        response: IResponse = await request
+        opened = await self._walk.open(job, self._fetch)
+        response, meter = opened.response, opened.meter
         if response.code != 200:
-            response.deliverBody(_Discard())
-            hint = " (redirects are not followed)" if 300 <= response.code < 400 else ""
+            response.deliverBody(Discard())
+            hint = ""
+            if 300 <= response.code < 400 and not job.plan.follow_redirects:
+                hint = " (redirects are not followed)"
             raise CopyFailed(
                 f"origin answered {response.code}{hint}",
                 status=response.code,
@@ -259,7 +183,7 @@ class ObjectFetcher:
         expected = None if response.length is UNKNOWN_LENGTH else int(response.length)
         job.expected = expected
         if expected is not None and expected > self._fetch.max_object_size:
-            response.deliverBody(_Discard())
+            response.deliverBody(Discard())
             raise CopyFailed(
                 f"Content-Length {expected} over max_object_size ({self._fetch.max_object_size})",
                 status=200,
@@ -391,7 +315,8 @@ def describe_failure(failure: Failure, fetch: OriginFetchConfig) -> str:
     if failure.check(ConnectError):
         return f"cannot connect: {failure.value}"
     if failure.check(ResponseNeverReceived):
-        return "connection closed before response headers"
+        reason = tls_reason(failure.value) if failure.value is not None else None
+        return reason or "connection closed before response headers"
     if failure.check(ResponseFailed):
         return "connection lost in the response"
     return f"{type(failure.value).__name__}: {failure.value}"

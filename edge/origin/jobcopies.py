@@ -1,25 +1,33 @@
-"""A backfill job's copies inside the copier: their share of the slots, and how each ended.
+"""Backfill jobs' copies: the copier that takes them, their share of the slots, how each
+ended.
 
 A job's copy goes through the same scheduler as a miss's (single flight, the key's lock,
-`per_origin_concurrency`, the breaker, the fetch's limits), with two differences that keep
-live traffic first: job copies hold at most half of `concurrency` (at least one), and they
-never queue. `OriginCopier.copy_for_job` starts one only when a slot is free at once, so a
-waiting miss is never behind a job's key; otherwise it says "not now" and the job asks
-again later. The job learns the outcome through a Deferred (`JobCopy`), fired after the
-freed slot went to the queue of misses.
+`per_origin_concurrency`, the breaker, the fetch's limits, the rule's plan, the copy
+records), with two differences that keep live traffic first: job copies hold at most half
+of `concurrency` (at least one), and they never queue. `JobCopier.copy_for_job` starts one
+only when a slot is free at once, so a waiting miss is never behind a job's key; otherwise
+it says "not now" and the job asks again later. The job learns the outcome through a
+Deferred (`JobCopy`), fired after the freed slot went to the queue of misses.
+
+`JobCopier` is the edge's copier (`OriginCopier` plus this), a subclass so the scheduler
+itself stays as it is: it adds the entry point and hears, after the scheduler, of every
+copy that ended (`_finished`) or was given up before reaching its origin (`_give_up`).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from edge.config import OriginFetchConfig
+from edge.config import OriginAddress, OriginFetchConfig
+from edge.origin.copier import OriginCopier
 from edge.origin.fetch import CopyJob, Fetched, describe_failure
 from edge.origin.protection import OriginProtection
+from edge.origin.request import OriginPlan
 from edge.origin.slots import CopySlots
 
 STORED = "stored"
@@ -109,3 +117,46 @@ class JobCopies:
         self.running -= len(waiting)
         for d in waiting:
             d.callback(copy)
+
+
+class JobCopier(OriginCopier):
+    """The copier, taking backfill jobs' copies too (see the module docstring)."""
+
+    @cached_property
+    def job_copies(self) -> JobCopies:
+        return JobCopies(self._fetch.concurrency)
+
+    def reconfigure(self, fetch: OriginFetchConfig) -> None:
+        super().reconfigure(fetch)
+        self.job_copies.reconfigure(fetch.concurrency)
+
+    def copy_for_job(
+        self,
+        bucket: str,
+        key: str,
+        origin: OriginAddress,
+        address: str,
+        job_id: str,
+        plan: OriginPlan | None = None,
+    ) -> Deferred[JobCopy] | None:
+        """A backfill job's copy of `bucket/key`, firing with how it ended; None when it
+        cannot start at once (`JobCopies.verdict` says when it may)."""
+        job = CopyJob(bucket, key, origin, address, f"backfill-{job_id}", plan=plan or OriginPlan())
+        running = None if self._stopping else self._jobs.get((bucket, key), job)
+        verdict = self.job_copies.verdict(job, running, self._fetch, self._slots, self.protection)
+        if verdict is START:
+            waiting = self.job_copies.wait(bucket, key)  # first: a present key ends in _start
+            self._start(job)
+            return waiting
+        return verdict
+
+    def _give_up(self, job: CopyJob) -> None:
+        super()._give_up(job)
+        reason = "another process is copying it, or its lock cannot be taken"
+        if self._stopping:
+            reason = "interrupted: the edge stopped"
+        self.job_copies.fire(job, JobCopy(RETRY, reason))
+
+    def _finished(self, result: Fetched | Failure, job: CopyJob) -> None:
+        super()._finished(result, job)
+        self.job_copies.fire(job, job_copy_of(result, job, self._fetch, self._stopping))

@@ -8,15 +8,14 @@ would meet, and it reports instead of raising.
 
 from __future__ import annotations
 
-import urllib.parse
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
 
 from edge.config import OriginAddress, OriginFetchConfig
-from edge.origin.fetch import _KEY_SAFE, USER_AGENT, _timed_out, describe_failure
+from edge.origin.fetch import _timed_out, describe_failure
+from edge.origin.request import HTTP, origin_url, request_headers
 from edge.origin.resolver import ReactorClock
 
 
@@ -48,10 +47,8 @@ async def probe_key(
     """HEAD `key` at `origin` through `agent` (pinned to `address`), within idle_timeout."""
     from twisted.python.failure import Failure
 
-    path = urllib.parse.quote(key, safe=_KEY_SAFE)
-    url = f"http://{origin.netloc}/{path}".encode("ascii")
-    headers = Headers({b"user-agent": [USER_AGENT], b"accept-encoding": [b"identity"]})
-    d = agent.request(b"HEAD", url, headers)
+    url = origin_url(HTTP, origin, key)
+    d = agent.request(b"HEAD", url, request_headers())
     d.addTimeout(
         fetch.idle_timeout,
         clock,  # type: ignore[arg-type]

@@ -149,6 +149,13 @@ class Breakers:
             return self._hosts[host].probing
         return state is BreakerState.OPEN
 
+    def reopens_at(self, host: str) -> float | None:
+        """When an open breaker lets its probe through (None: not open), for the records."""
+        breaker = self._hosts.get(host)
+        if breaker is None or self.state(host) is not BreakerState.OPEN:
+            return None
+        return breaker.opened_at + self.config.open
+
     def admit(self, host: str) -> bool:
         """A copy to `host` starts now; True when it is the half-open breaker's probe."""
         if self.state(host) is not BreakerState.HALF_OPEN:

@@ -238,8 +238,11 @@ def build_service(
     from edge.api.rules import OriginRules
     from edge.logs import LogLevelService
     from edge.origin.backfill import BackfillRunner
-    from edge.origin.copier import OriginCopier, OriginResolver
+    from edge.origin.copier import OriginResolver
+    from edge.origin.jobcopies import JobCopier
     from edge.origin.jobs import JobFiles
+    from edge.origin.records import FILE_NAME as RECORDS_FILE
+    from edge.origin.records import CopyRecords
     from edge.process.reload import Loaded, ReloadService
     from edge.process.stores import folder_assembly, s3_assembly
     from edge.process.sweeper import Sweeper
@@ -257,7 +260,6 @@ def build_service(
     store = assembly.store
     for service in assembly.services:  # first: they stop last
         service.setServiceParent(top)
-    copier = OriginCopier(reactor, store, config.origin_fetch)
     resolver = OriginResolver(
         reactor.nameResolver,
         reactor,
@@ -265,6 +267,8 @@ def build_service(
         config.origin_fetch.dns_cache_ttl,
         config.origin_fetch.dns_timeout,
     )
+    records = CopyRecords(assembly.state_dir / RECORDS_FILE, reactor)
+    copier = JobCopier(reactor, store, config.origin_fetch, resolver=resolver, records=records)
 
     def buckets_changed(added: set[str], removed: set[str]) -> None:
         for name in added:

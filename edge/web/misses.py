@@ -5,6 +5,11 @@ The first rule that matches the key names the origin; once the origin's name is 
 redirect to the origin, and a GET under a Proxy rule also starts the copy into the store in
 the background. Nothing here waits on the origin itself. An origin with no acceptable
 address answers 404 NoSuchKey, with a warning at most once a minute per bucket and origin.
+
+Every miss answer says what became of the copy in `x-cosedge-copy` (SPEC §9), from the
+copier's `CopyStart`. With the S3 store the key's lock is asked of Redis asynchronously, so
+`started` means the copy was handed on: if another node holds the lock, the copy is that
+node's after all (its records say so), which the header cannot wait to learn.
 """
 
 from __future__ import annotations
@@ -24,10 +29,24 @@ from edge.origin.copier import (
     ResolvedOrigin,
     choose_address,
 )
+from edge.origin.request import quote_path
 from edge.web.replies import error, finish_error, unexpected
 from edge.web.target import Target
 
 log = Logger()
+
+COPY_HEADER = b"x-cosedge-copy"
+_HEADER_VALUES = {
+    CopyStart.STARTED: b"started",
+    CopyStart.JOINED: b"joined",
+    CopyStart.QUEUED: b"queued",
+    CopyStart.OVERFLOW: b"overflow",
+    CopyStart.ELSEWHERE: b"elsewhere",
+    CopyStart.BACKING_OFF: b"backing-off",
+    CopyStart.NOT_FOUND: b"backing-off",
+    CopyStart.BREAKER_OPEN: b"backing-off",
+    CopyStart.STOPPING: b"none",
+}
 
 _WARN_INTERVAL = 60.0
 
@@ -50,6 +69,7 @@ class Misses:
         `copy=False` redirects without copying (the store cannot be reached: SPEC §8)."""
         assert target.bucket is not None and target.key is not None
         rule = self._rules.match(target.bucket.name, target.key)
+        request.setHeader(COPY_HEADER, b"none")  # until a copy is handed on
         if rule is None:
             return error(request, errors.NO_SUCH_KEY if copy else errors.SERVICE_UNAVAILABLE)
         resolved = self._resolver.resolved_now(rule.origin)
@@ -86,30 +106,40 @@ class Misses:
             self._warn_refused(bucket.name, resolved)
             finish_error(request, errors.NO_SUCH_KEY)
             return
-        prefix = self._locations.get(origin)
-        if prefix is None:  # once per origin: b"http://host:port/"
+        secure = request.isSecure()
+        scheme = rule.scheme(secure)
+        prefix = self._locations.get((scheme, origin))
+        if prefix is None:  # once per origin and scheme: b"http://host:port/"
             if len(self._locations) > 1000:
                 self._locations.clear()
-            prefix = self._locations[origin] = b"http://%s/" % origin.netloc.encode("ascii")
+            netloc = origin.netloc.encode("ascii")
+            prefix = self._locations[(scheme, origin)] = b"%s://%s/" % (scheme.encode(), netloc)
+        rewritten = rule.origin_path(target.key)  # SPEC §11: FileInfo's prefix/suffix rewrite
+        path = target.raw_key if rewritten is None else quote_path(rewritten)
         query = target.query
         if query and rule.follow_query_string:
             query = _origin_query(query)
-            location = prefix + target.raw_key + b"?" + query if query else prefix + target.raw_key
+            location = prefix + path + b"?" + query if query else prefix + path
         else:
-            location = prefix + target.raw_key
+            location = prefix + path
         request.setResponseCode(rule.redirect_code)
         request.setHeader(b"location", location)
         request.setHeader(b"content-length", b"0")
-        request.finish()
         if request.method != b"GET" or rule.origin_type != PROXY or not copy:
-            return  # COS: HEAD never triggers a pull; a Redirect rule only redirects
+            request.finish()  # COS: HEAD never triggers a pull; a Redirect rule only redirects
+            return
+        # Handed on before the answer is sent, so the answer can say what became of it;
+        # `copy` never waits on the origin.
         started = self._copier.copy(
             bucket.name,
             target.key,
             origin,
             choose_address(accepted),
             request.request_id,  # type: ignore[attr-defined]
+            rule.plan(target.key, secure),
         )
+        request.setHeader(COPY_HEADER, _HEADER_VALUES[started])
+        request.finish()
         if started is CopyStart.STARTED or started is CopyStart.QUEUED:
             log.debug(
                 "Miss on {bucket}/{key}: copy {state} from {origin}",

@@ -3,8 +3,9 @@
 A GET or HEAD of the object's bytes is answered here, the same way for both: from the store
 when it holds the object (`edge.web.hits`), else by the bucket's origin rules
 (`edge.web.misses`). Anonymous requests may do nothing else, not even read an object's
-sub-resources (`?acl`); every other signed request on a key (PUT, DELETE, multipart, the
-listing of an upload's parts) is the management API's.
+sub-resources (`?acl`) or its copy status (`?cosedge-copy`); every other signed request on
+a key (PUT, DELETE, multipart, the listing of an upload's parts, the copy status) is the
+management API's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from edge.api import errors
 from edge.api.management import (
+    COPY,
     ManagementAPI,
     is_object_subresource,
     refuse_object_subresource,
@@ -81,9 +83,12 @@ class ObjectResource(TargetResource):
     def render_anonymous(self, request: Request) -> bytes | int:
         if request.method not in READ_METHODS:
             return error(request, errors.ACCESS_DENIED)
-        if self.target.query is not None and is_object_subresource(request_query(request)):
-            # `GET /key?acl` asks for the object's ACL, not its bytes: not for anonymous eyes.
-            return error(request, errors.ACCESS_DENIED)
+        if self.target.query is not None:
+            query = request_query(request)
+            if is_object_subresource(query) or COPY in query:
+                # `GET /key?acl` asks for the object's ACL, not its bytes: not for
+                # anonymous eyes, and no more is the copy status.
+                return error(request, errors.ACCESS_DENIED)
         return self._reads.read(request, self.target)
 
     def render_signed(
@@ -91,7 +96,8 @@ class ObjectResource(TargetResource):
     ) -> bytes | int:
         target = self.target
         listing_parts = target.query is not None and b"uploadid=" in target.query.lower()
-        if request.method in READ_METHODS and not listing_parts:
+        status = target.query is not None and COPY in request_query(request)
+        if request.method in READ_METHODS and not listing_parts and not status:
             refuse_object_subresource(request_query(request))
             return self._reads.read(request, target)
         return api.render(request, target.bucket_name, target.key, credential)

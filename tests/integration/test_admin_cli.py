@@ -89,3 +89,44 @@ async def test_admin_set_replaces_add_keeps_and_delete_restores_the_yaml_origin(
     assert code == 0 and "origin: applies again" in out
     miss = await edge.get("a.txt")
     assert miss.status == 302 and miss.header("location") == f"http://{origin.address}/a.txt"
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_sets_the_origin_modes(edges, origin):
+    """`set` with --standby (twice), --https, --follow-redirects, --rewrite-prefix and
+    --rewrite-suffix stores a rule with each mode: `show` lists them, `show --xml` has the
+    COS elements, and a miss's Location is https:// with the rewritten path. A FROM=TO
+    without `=` is a usage error (exit 2)."""
+    edge = await edges.start(
+        edges.config(None, credentials=[{"secret_id": SECRET_ID, "secret_key": SECRET_KEY}])
+    )
+    args = [
+        "origin", "set", BUCKET, origin.address, "--standby", "202.96.128.86",
+        "--standby", "standby.example.com:8443", "--https", "--follow-redirects",
+        "--rewrite-prefix", "img/=static/", "--rewrite-suffix", ".jpg=.webp",
+    ]  # fmt: skip
+    out, err, code = await admin(edge.port, *args)
+    assert code == 0, err
+    out, _, code = await admin(edge.port, "origin", "show", BUCKET)
+    assert code == 0
+    assert (
+        f"1\t*\t{origin.address}\tproxy (302 now, copy in the background), 302, query kept, "
+        "HTTPS, standby 202.96.128.86, standby.example.com:8443 on 5xx, redirects followed, "
+        "prefix 'img/' -> 'static/', suffix '.jpg' -> '.webp'"
+    ) in out
+    out, _, _ = await admin(edge.port, "origin", "show", BUCKET, "--xml")
+    for element in (
+        "<Protocol>HTTPS</Protocol>",
+        "<FollowRedirection>true</FollowRedirection>",
+        "<StandbyHostName_1>202.96.128.86</StandbyHostName_1>",
+        "<StandbyHostName_2>standby.example.com:8443</StandbyHostName_2>",
+        "<PrefixConfiguration><Prefix>img/</Prefix>"
+        "<ReplacedWithPrefix>static/</ReplacedWithPrefix></PrefixConfiguration>",
+        "<SuffixConfiguration><Suffix>.jpg</Suffix>"
+        "<ReplacedWithSuffix>.webp</ReplacedWithSuffix></SuffixConfiguration>",
+    ):
+        assert element in out
+    miss = await edge.get("img/cat.jpg")
+    assert miss.header("location") == f"https://{origin.address}/static/cat.webp"
+    _, err, code = await admin(edge.port, "origin", "set", BUCKET, "a.com", "--rewrite-prefix", "x")
+    assert code == 2 and "--rewrite-prefix takes FROM=TO" in err

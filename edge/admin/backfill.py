@@ -1,17 +1,18 @@
 """`cosedge-admin backfill`: hand the edge a list of keys to copy, and watch it go.
 
-    cosedge-admin backfill start BUCKET (--keys FILE | --sitemap URL_OR_FILE)
+    cosedge-admin backfill start BUCKET (--keys FILE | --sitemap URL_OR_FILE | --failed)
                                  [--rate N] [--concurrency N] [--wait] [--json]
     cosedge-admin backfill status BUCKET [JOB] [--wait] [--json]
     cosedge-admin backfill cancel BUCKET [JOB] [--json]
     cosedge-admin backfill list BUCKET
 
 The keys are gathered here, on the operator's side (`keylists`), and sent through the
-signed API; the edge copies them (see docs/backfill.md). Without JOB, `status` and `cancel`
-take the bucket's latest job. On a terminal the progress is a `rich` bar; otherwise one
-plain line per look (every `--interval` seconds with `--wait`). `--json` prints SPEC §12's
-object. With `--wait`, the exit status says how the job ended: 0 completed, 1 completed
-with failures or cancelled.
+signed API; the edge copies them (see docs/backfill.md). `--failed` asks the edge for the
+bucket's recorded copy failures (`?cosedge-copies`, every page) and sends those keys back.
+Without JOB, `status` and `cancel` take the bucket's latest job. On a terminal the
+progress is a `rich` bar; otherwise one plain line per look (every `--interval` seconds
+with `--wait`). `--json` prints SPEC §12's object. With `--wait`, the exit status says how
+the job ended: 0 completed, 1 completed with failures or cancelled.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def add_parser(sub: Any) -> None:
     source = start.add_mutually_exclusive_group(required=True)
     source.add_argument("--keys", metavar="FILE", help="one key a line, no leading /, # comments")
     source.add_argument("--sitemap", metavar="URL_OR_FILE", help="sitemap.xml (gz, indexes)")
+    source.add_argument(
+        "--failed", action="store_true", help="the keys whose copies failed (copy records)"
+    )
     start.add_argument("--rate", type=float, help="keys started per second (default: no cap)")
     start.add_argument("--concurrency", type=int, help="copies at once (at most half the slots)")
     for name, about in (("status", "show a job's progress"), ("cancel", "cancel a job")):
@@ -71,7 +75,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, api: Api) -> int:
     if args.action == "start":
-        keys, source = _gather(args)
+        keys, source = _failed_keys(api) if args.failed else _gather(args)
         summary = _start(api, keys, source, args)
         if not args.json:
             print(f"{args.bucket}: backfill job {summary['job']} started: {summary['total']} keys")
@@ -109,6 +113,26 @@ def _gather(args: argparse.Namespace) -> tuple[list[str], str]:
     if found.left_out and not args.json:
         print(f"{len(found.left_out)} URL(s) name no key and are left out", file=sys.stderr)
     return found.keys, f"sitemap {args.sitemap}"
+
+
+def _failed_keys(api: Api) -> tuple[list[str], str]:
+    """The keys of the bucket's recorded copy failures, every page of them."""
+    keys: dict[str, None] = {}
+    marker: str | None = None
+    while True:
+        params = {"cosedge-copies": "", "max-keys": "1000"}
+        if marker:
+            params["marker"] = marker
+        page = _call(api, "GET", params)
+        if not isinstance(page, dict) or not isinstance(page.get("failures"), list):
+            raise BackfillError("the edge's answer is not the copy records' JSON")
+        keys.update((str(f["key"]), None) for f in page["failures"])
+        marker = page.get("next_marker")
+        if not marker:
+            break
+    if not keys:
+        raise BackfillError("the bucket has no recorded copy failures", code=1)
+    return list(keys), "failed copies"
 
 
 def _start(api: Api, keys: list[str], source: str, args: argparse.Namespace) -> dict[str, Any]:

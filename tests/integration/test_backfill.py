@@ -308,3 +308,30 @@ async def test_a_job_joins_a_misss_copy_of_the_same_key(edges, origin, tmp_path)
     status = await finished(edge.port, job)
     assert (status["state"], status["stored"], status["bytes"]) == ("completed", 1, 1000)
     assert len(origin.requests_for("/shared.bin")) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_retries_the_recorded_copy_failures(edges, origin):
+    """`--failed`: the keys whose miss copies failed (two 404s, one 503, as the copy
+    records list them) become a job once the origin has them; the job does not wait out
+    their backoff or not_found_ttl (the operator asked), stores all three, and the
+    records then list no failure. A bucket with none says so, exit 1."""
+    keys = ["f/a.txt", "f/b.txt", "f/c.txt"]
+    origin.serve("/f/c.txt", b"busy", status=503)
+    fetch = {"not_found_ttl": 600, "retry_after": 600}
+    edge = await edges.start(edges.config(origin.address, credentials=CREDENTIALS, fetch=fetch))
+    for key in keys:
+        assert (await edge.get(key)).status == 302
+    await edge.copies_done()
+    for key in keys:
+        origin.serve(f"/{key}", key.encode())
+    out, err, code = await admin(
+        edge.port, "backfill", "start", BUCKET, "--failed", "--wait", "--interval", "0.3"
+    )
+    assert code == 0, err
+    assert "completed: 3/3 done: 3 stored, 0 skipped, 0 failed" in out
+    for key in keys:
+        assert (edge.data_dir / BUCKET / key).read_bytes() == key.encode()
+        assert len(origin.requests_for(f"/{key}")) == 2  # the miss's copy, the job's
+    _, err, code = await admin(edge.port, "backfill", "start", BUCKET, "--failed")
+    assert code == 1 and "no recorded copy failures" in err

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "s3": 1,  # the S3 wire client
     "isp": 0,
     "config": -1,
+    "metrics": -1,  # web, origin and isp all report to it; it imports none of them
     "": -1,  # edge/problems.py, logs.py, __init__.py: the floor, with config
 }
 

@@ -109,6 +109,33 @@ def check_listen(value: object, key: str, source: str) -> str:
     return value
 
 
+def check_admin_listen(value: object, source: str) -> str:
+    """`admin_listen`: an endpoint string like `listen` (null, the default, is off)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            source,
+            "admin_listen",
+            "must be a Twisted endpoint string like 'tcp:8081:interface=127.0.0.1', or null",
+        )
+    return check_listen(value, "admin_listen", source)
+
+
+def check_ports_apart(listen: str, admin_listen: str | None, source: str) -> None:
+    """The admin port is another port: on the public one, /metrics and /console/ are
+    bucket paths, and nobody could bind both."""
+    if admin_listen is None:
+        return
+    public, admin = listen_address(listen), listen_address(admin_listen)
+    if public is None or admin is None:  # a UNIX socket: the same path is the same port
+        same = admin_listen.strip() == listen.strip()
+    else:  # port 0 twice is two ports
+        overlap = None in (public.interface, admin.interface)
+        same = bool(public.port) and public.port == admin.port
+        same = same and (overlap or public.interface == admin.interface)
+    if same:
+        raise ConfigError(source, "admin_listen", f"must differ from listen ({listen!r})")
+
+
 def check_path(value: object, key: str, source: str) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError(source, key, "must be a non-empty path string")

@@ -16,6 +16,7 @@ import yaml
 
 from edge.config.checks import (
     check_access_log,
+    check_admin_listen,
     check_buckets,
     check_cidrs,
     check_credentials,
@@ -24,6 +25,7 @@ from edge.config.checks import (
     check_listen,
     check_log_level,
     check_path,
+    check_ports_apart,
     check_workers,
     no_unknown_keys,
 )
@@ -33,6 +35,7 @@ from edge.config.model import DEFAULT_DATA_DIR, DEFAULT_LISTEN, EdgeConfig
 
 _TOP_KEYS = {
     "listen",
+    "admin_listen",
     "data_dir",
     "isp_ranges",
     "extra_origin_cidrs",
@@ -109,6 +112,8 @@ def load_config(
         overrides["workers"] = check_workers(workers, "--workers", source)
     if overrides:
         config = _replace(config, **overrides)
+    if "listen" in overrides:
+        check_ports_apart(config.listen, config.admin_listen, source)
     return config
 
 
@@ -134,6 +139,8 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
 
     checked(no_unknown_keys, raw, _TOP_KEYS, "", source)
     listen = checked(check_listen, raw.get("listen", DEFAULT_LISTEN), "listen", source)
+    admin_raw = raw.get("admin_listen")
+    admin_listen = None if admin_raw is None else checked(check_admin_listen, admin_raw, source)
     data_dir = checked(check_path, raw.get("data_dir", DEFAULT_DATA_DIR), "data_dir", source)
     isp_raw = raw.get("isp_ranges")
     isp_ranges = None if isp_raw is None else checked(check_path, isp_raw, "isp_ranges", source)
@@ -149,11 +156,14 @@ def parse_config(raw: object, source: str) -> EdgeConfig:
     )
     store = checked(check_store, raw.get("store"), source)
     coordination = checked(check_coordination, raw.get("coordination"), source)
+    if listen is not None and admin_listen is not None:
+        checked(check_ports_apart, listen, admin_listen, source)
     checked(check_together, store, coordination, buckets or {}, source)
     raise_problems(problems)
     return EdgeConfig(
         source=source,
         listen=listen,
+        admin_listen=admin_listen,
         data_dir=data_dir,
         isp_ranges=isp_ranges,
         extra_origin_cidrs=extra,

@@ -115,6 +115,8 @@ class AccessLogConfig:
 class EdgeConfig:
     source: str = "<defaults>"
     listen: str = DEFAULT_LISTEN
+    # The admin port (SPEC §9): /metrics, /console/ and the signed API; None: off.
+    admin_listen: str | None = None
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     isp_ranges: Path | None = None
     extra_origin_cidrs: tuple[str, ...] = ()

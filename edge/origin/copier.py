@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 
 from edge.config import OriginAddress, OriginFetchConfig
+from edge.origin import measured
 from edge.origin.client import AgentFactory, OriginClient, PinnedEndpointFactory, WireMeter
 from edge.origin.fetch import (
     CopyFailed,
@@ -109,6 +110,33 @@ def _refusal_note(
     return reason, protection.breakers.reopens_at(job.host)
 
 
+class OverflowWarning:
+    """One warning per `_OVERFLOW_WARN_INTERVAL` with how many copies were skipped because
+    the queue was full, not one per overflowed miss (a burst would write thousands of lines)."""
+
+    def __init__(self, clock: ReactorClock) -> None:
+        self._clock = clock
+        self._skipped = 0
+        self._warned_at = -_OVERFLOW_WARN_INTERVAL
+
+    def note(self, job: CopyJob, queue_size: int) -> None:
+        """Count one skipped copy; warn when the interval since the last warning is over."""
+        self._skipped += 1
+        now = self._clock.seconds()
+        if now - self._warned_at < _OVERFLOW_WARN_INTERVAL:
+            return
+        log.warn(
+            "{count} cop(ies) skipped since the last warning: queue full ({queue_size}); "
+            "the latest {bucket}/{key} from {origin}",
+            count=self._skipped,
+            queue_size=queue_size,
+            reason="queue full",
+            **job.fields(),
+        )
+        self._skipped = 0
+        self._warned_at = now
+
+
 class OriginCopier(Service):
     """Runs origin copies: single flight per bucket+key, capped, queued, cancellable.
 
@@ -144,8 +172,7 @@ class OriginCopier(Service):
         self._slots = CopySlots()
         self._stopping = False
         self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
-        self._overflowed = 0
-        self._overflow_warned_at = -_OVERFLOW_WARN_INTERVAL
+        self._overflow = OverflowWarning(reactor)
 
     def reconfigure(self, fetch: OriginFetchConfig) -> None:
         """New `origin_fetch` limits from a reload: copies started from now on use them,
@@ -209,6 +236,7 @@ class OriginCopier(Service):
             start, counter = _REFUSED[refused]
             self.counters[counter] += 1
             self.records.refused(job, counter, *_refusal_note(self.protection, job, refused))
+            measured.copy_not_started(bucket, "refused", counter)
             return start
         fetch = self._fetch
         if self._slots.can_start(job.host, fetch.concurrency, fetch.per_origin_concurrency):
@@ -218,30 +246,13 @@ class OriginCopier(Service):
         if self._slots.queued >= fetch.queue_size:
             self.counters["overflow"] += 1
             self.records.refused(job, "overflow", f"not copied: queue full ({fetch.queue_size})")
-            self._warn_overflow(job)
+            measured.copy_not_started(bucket, "refused", "queue_full")
+            self._overflow.note(job, fetch.queue_size)
             return CopyStart.OVERFLOW
         self._jobs[job_key] = job
         self._slots.enqueue(job)
         self.records.queued(job)
         return CopyStart.QUEUED
-
-    def _warn_overflow(self, job: CopyJob) -> None:
-        """One warning per `_OVERFLOW_WARN_INTERVAL` with how many copies were skipped,
-        not one per overflowed miss (a burst would write thousands of lines)."""
-        self._overflowed += 1
-        now = self._clock.seconds()
-        if now - self._overflow_warned_at < _OVERFLOW_WARN_INTERVAL:
-            return
-        log.warn(
-            "{count} cop(ies) skipped since the last warning: queue full ({queue_size}); "
-            "the latest {bucket}/{key} from {origin}",
-            count=self._overflowed,
-            queue_size=self._fetch.queue_size,
-            reason="queue full",
-            **job.fields(),
-        )
-        self._overflowed = 0
-        self._overflow_warned_at = now
 
     def _start(self, job: CopyJob) -> bool:
         """Run `job` now, unless another process or node holds the key's lock. The slot is
@@ -263,6 +274,7 @@ class OriginCopier(Service):
             self._give_up(job)
             self.counters["elsewhere"] += 1
             self.records.count(job.bucket, "elsewhere")
+            measured.copy_not_started(job.bucket, "elsewhere", "none")
             log.debug(
                 "Copy of {bucket}/{key} left to the process already copying it",
                 bucket=job.bucket,
@@ -289,6 +301,7 @@ class OriginCopier(Service):
         self.counters["failed"] += 1
         reason = str(failure.value) or type(failure.value).__name__
         self.records.finished(job, "failed", f"not started: its lock cannot be taken ({reason})")
+        measured.copy_not_started(job.bucket, "failed", "lock")
         log.warn(
             "Copy of {bucket}/{key} not started: its lock cannot be taken ({reason})",
             bucket=job.bucket,
@@ -315,6 +328,7 @@ class OriginCopier(Service):
             job.lock.release()
         outcome = Outcome.CANCELLED if self._stopping else outcome_of(result)
         self.protection.finished(job, outcome)
+        measured.copy_ended(job, result, self._clock.seconds())
         if isinstance(result, Failure):
             self.counters["failed"] += 1
             report_failure(result, job, self._fetch)
@@ -333,6 +347,7 @@ class OriginCopier(Service):
                 self.counters["breaker_open"] += 1
                 self.records.dropped(job, None)
                 self.records.refused(job, "breaker_open", *_refusal_note(self.protection, job))
+                measured.copy_not_started(job.bucket, "refused", "breaker_open")
                 continue
             self._start(job)
 

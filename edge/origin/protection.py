@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from twisted.logger import Logger
 
 from edge.config import BreakerConfig, OriginFetchConfig
+from edge.origin import measured
 from edge.origin.fetch import CopyJob, Outcome
 from edge.origin.resolver import ReactorClock
 
@@ -192,6 +193,7 @@ class Breakers:
 
     def _change(self, host: str, breaker: _Breaker, state: BreakerState) -> None:
         breaker.state = state
+        measured.breaker_changed(state)
         if state is BreakerState.OPEN:
             self.counters["opened"] += 1
             log.warn(

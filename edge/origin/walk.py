@@ -24,6 +24,7 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.iweb import IResponse
 
 from edge.config import OriginAddress, OriginFetchConfig
+from edge.origin import measured
 from edge.origin.client import AgentFactory, WireMeter
 from edge.origin.job import CopyFailed, CopyJob
 from edge.origin.request import (
@@ -197,6 +198,7 @@ class OriginWalk:
             self._clock,  # type: ignore[arg-type]
             onTimeoutCancel=_no_headers(fetch.idle_timeout),
         )
+        request.addBoth(measured.origin_answer)  # every hop's answer (or none) counts
         response: IResponse = await request
         return Opened(response, meter)
 

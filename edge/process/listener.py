@@ -46,8 +46,17 @@ class ListenerService(StreamServerEndpointService):
 
     _raiseSynchronously = True
 
-    def __init__(self, endpoint: Any, factory: Any) -> None:
+    def __init__(
+        self,
+        endpoint: Any,
+        factory: Any,
+        *,
+        key: str = "listen",
+        ready: str = "cosedge ready: listening on {where}",
+    ) -> None:
         super().__init__(endpoint, factory)
+        self._key = key  # the config key a bind failure names
+        self._ready_event = ready
         # Called with the bound address once listening (the resolver's loop refusal).
         self.ready_hooks: list[Callable[[Any], None]] = []
 
@@ -57,7 +66,7 @@ class ListenerService(StreamServerEndpointService):
         except CannotListenError as e:
             where = f"{e.interface or '*'}:{e.port}"
             reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
-            fail(f"listen: cannot listen on {where}: {reason}")
+            fail(f"{self._key}: cannot listen on {where}: {reason}")
         waiting = self._waitingForPort
         assert waiting is not None  # set by privilegedStartService
         waiting.addCallback(self._ready)
@@ -70,7 +79,7 @@ class ListenerService(StreamServerEndpointService):
         return d
 
     def _ready(self, port: Any) -> Any:
-        log.info("cosedge ready: listening on {where}", where=describe_address(port.getHost()))
+        log.info(self._ready_event, where=describe_address(port.getHost()))
         for hook in self.ready_hooks:
             hook(port.getHost())
         return port

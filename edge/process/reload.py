@@ -4,8 +4,8 @@ Like `nginx -s reload`: the new config is read and validated whole first (the sa
 as start-up and `cosedge check-config`, the ISP tables included) in a thread, so the
 reactor keeps serving meanwhile; only a config that passes is applied, on the reactor
 thread, in one step. On any problem the running config stays whole and one event says
-why. What needs a new listener or another data folder (`listen`, `data_dir`, `workers`)
-is left as it runs, with a warning that it needs a restart.
+why. What needs a new listener or another data folder (`listen`, `admin_listen`,
+`data_dir`, `workers`) is left as it runs, with a warning that it needs a restart.
 
 The main process forwards SIGHUP to its workers; each process reloads on its own (they
 read the same files) and logs its own outcome, which reaches the main log with the
@@ -32,7 +32,15 @@ from edge.config import ConfigError, EdgeConfig
 log = Logger()
 
 # Keys a running edge cannot change: they need a new listener, data folder or processes.
-RESTART_ONLY = ("listen", "data_dir", "workers", "access_log", "store", "coordination")
+RESTART_ONLY = (
+    "listen",
+    "admin_listen",
+    "data_dir",
+    "workers",
+    "access_log",
+    "store",
+    "coordination",
+)
 
 
 @dataclass(frozen=True)

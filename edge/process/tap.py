@@ -11,6 +11,7 @@ import errno
 import os
 import pwd
 import signal
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
 
 from edge import __version__
 from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_config
@@ -99,6 +99,7 @@ class Options(usage.Options):
         get their 302s. So the work is done with that user's effective ids, and a folder
         that user cannot write stops start-up naming both.
         """
+        from edge.process.monitoring import prepare_metrics_folder
         from edge.process.stores import prepare_local
         from edge.store.folder.layout import STATE_FOLDERS
         from edge.store.folder.store import FolderStore as ObjectStore
@@ -111,6 +112,7 @@ class Options(usage.Options):
             with switched_to(user):
                 if config.store.kind == "s3":  # buckets live in the store: local scratch only
                     prepare_local(config)
+                    prepare_metrics_folder(config, fresh=self.inherited_fd is None)
                     self.store = None
                     return
                 store.prepare(sweep=self.inherited_fd is None)
@@ -118,6 +120,7 @@ class Options(usage.Options):
                 for folder in [*state, *(config.data_dir / b for b in config.buckets)]:
                     if not os.access(folder, os.W_OK | os.X_OK, effective_ids=True):
                         raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+                prepare_metrics_folder(config, fresh=self.inherited_fd is None)  # .cosedge is safe
         except OSError as e:
             reason = f"cannot prepare {e.filename}{as_whom}: {e.strerror}"
             fail(str(config.error("data_dir", reason)))
@@ -186,6 +189,7 @@ def build_policy(config: EdgeConfig) -> Any:
     key = "isp_ranges" if config.isp_ranges is not None else "isp_ranges (bundled)"
     if not Path(tables).is_dir():
         raise config.error(key, f"{tables} is not a folder")
+    started = time.monotonic()
     try:
         policy = OriginAddressPolicy(Path(tables), config.extra_origin_cidrs)
     except TableError as e:
@@ -195,6 +199,7 @@ def build_policy(config: EdgeConfig) -> Any:
     except OSError as e:
         raise config.error(key, f"cannot read {e.filename}: {e.strerror}") from None
     check_origin_addresses(config, lambda ip: _verdict(policy, ip))
+    policy.load_seconds = time.monotonic() - started  # type: ignore[attr-defined] # metrics
     return policy
 
 
@@ -243,8 +248,9 @@ def build_service(
     from edge.origin.jobs import JobFiles
     from edge.origin.records import FILE_NAME as RECORDS_FILE
     from edge.origin.records import CopyRecords
+    from edge.process.monitoring import admin_listener, copy_gauges, note_isp_tables
     from edge.process.reload import Loaded, ReloadService
-    from edge.process.stores import folder_assembly, s3_assembly
+    from edge.process.stores import bucket_not_made, folder_assembly, s3_assembly
     from edge.process.sweeper import Sweeper
     from edge.process.workers import AdoptedListenerService, WorkerSupervisor
     from edge.store.changestamp import StateWatcher
@@ -269,10 +275,12 @@ def build_service(
     )
     records = CopyRecords(assembly.state_dir / RECORDS_FILE, reactor)
     copier = JobCopier(reactor, store, config.origin_fetch, resolver=resolver, records=records)
+    copy_gauges(copier).setServiceParent(top)
+    note_isp_tables(policy)
 
     def buckets_changed(added: set[str], removed: set[str]) -> None:
         for name in added:
-            store.add_bucket(name).addErrback(_bucket_not_made, name)
+            store.add_bucket(name).addErrback(bucket_not_made, name)
         for name in removed:
             store.forget_bucket(name)
 
@@ -309,6 +317,9 @@ def build_service(
         listener.ready_hooks.append(lambda host: _note_listening(resolver, host))
     _note_listening(resolver, config.listen)
     listener.setServiceParent(top)
+    admin = admin_listener(config, resource, reactor) if inherited_fd is None else None
+    if admin is not None:  # the main process alone: one admin port per edge
+        admin.setServiceParent(top)
     levels = LogLevelService(config.log_level)
     levels.setServiceParent(top)
     refreshers = [registry.refresh, rules.refresh, *assembly.refreshers]
@@ -333,6 +344,7 @@ def build_service(
         new = loaded.config
         registry.reconfigure(new.buckets)  # first: the one step that can fail (a folder read)
         policy.adopt(loaded.policy)
+        note_isp_tables(loaded.policy)
         rules.reconfigure(new.buckets)
         api.set_credentials(new.credentials)
         copier.reconfigure(new.origin_fetch)
@@ -378,20 +390,6 @@ def _note_listening(resolver: Any, where: Any) -> None:
         resolver.listening_on(address)
 
 
-def _bucket_not_made(failure: Failure, bucket: str) -> None:
-    from edge.store.interface import StoreUnavailable
-
-    if failure.check(StoreUnavailable):  # an S3 store that is out: made when it is back
-        return
-    error = failure.value
-    reason = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) else str(error)
-    log.error(
-        "Bucket {bucket} is served, but its storage cannot be made: {reason}",
-        bucket=bucket,
-        reason=str(reason),
-    )
-
-
 def _access_log(config: EdgeConfig, site: Any, reactor: Any, supervisor: Any) -> IService | None:
     """`access_log`: unset keeps the access events in the twistd log; null turns them off;
     a path gets its own buffered file, reopened on SIGUSR1 (passed on to the workers, which
@@ -422,10 +420,12 @@ def _access_log(config: EdgeConfig, site: Any, reactor: Any, supervisor: Any) ->
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    from edge.process.monitoring import use_metrics_folder
     from edge.process.workers import child_argv, die_with_parent
 
     if options.inherited_fd is not None:
         die_with_parent()
+    use_metrics_folder(options.edge_config)
     try:
         return build_service(
             options.edge_config,

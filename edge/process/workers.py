@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from edge.logs import WorkerLogRelay
+from edge.metrics.folder import process_ended
 from edge.process.listener import describe_address
 
 log = Logger()
@@ -149,6 +150,7 @@ class _WorkerProtocol(ProcessProtocol):
         self.number = number
         self.ended: Deferred[None] = Deferred()
         self.started_at = 0.0
+        self.pid: int | None = None  # kept: Twisted clears the process's own once it ends
         self._out = WorkerLogRelay(number, text=_relay_text)
         self._err = WorkerLogRelay(number, text=_relay_text)
 
@@ -211,6 +213,7 @@ class WorkerSupervisor(Service):
             childFDs={0: "w", 1: "r", 2: "r", INHERITED_FD: self._fd},
         )
         self._workers[number] = (protocol, process)
+        protocol.pid = process.pid
         log.info("Started worker {number} (pid {pid})", number=number, pid=process.pid)
 
     def hang_up(self) -> None:
@@ -226,6 +229,8 @@ class WorkerSupervisor(Service):
 
     def ended(self, protocol: _WorkerProtocol, reason: Failure) -> None:
         self._workers.pop(protocol.number, None)
+        if protocol.pid is not None:
+            process_ended(protocol.pid)
         if self._stopping:
             return
         lived = self._reactor.seconds() - protocol.started_at

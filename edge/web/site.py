@@ -19,6 +19,7 @@ from edge.api import errors
 from edge.store.folder.writes import UploadSpool
 from edge.web.accesslog import AccessLogFile
 from edge.web.bodies import BodyRefused, refusal_of
+from edge.web.counting import count_finished
 
 log = Logger()
 access_log = Logger(namespace="cosedge.access")
@@ -219,6 +220,10 @@ class EdgeSite(Site):
     # `AccessLogFile` its own buffered file, OFF nowhere (`access_log: null`).
     access: AccessLogFile | object | None = None
 
+    # Whether finished requests count in the metrics (`edge.web.counting`): the public
+    # port's site; the admin port's does not, its traffic is the operator's own.
+    counted = True
+
     def __init__(self, resource: IResource, **kwargs: Any) -> None:
         # No form parsing: Twisted would read a signed POST's whole spooled body into memory.
         kwargs.setdefault("parsePOSTFormSubmission", False)
@@ -270,6 +275,8 @@ class EdgeSite(Site):
 
     def log(self, request: http.Request) -> None:
         req: EdgeRequest = request  # type: ignore[assignment]
+        if self.counted:
+            count_finished(req)
         access = self.access
         if access is not None:
             if access is not OFF:

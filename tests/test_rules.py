@@ -44,14 +44,27 @@ def test_defaults_and_round_trip():
     assert parse_origin_xml(render_origin_xml([rule])) == [rule]
 
 
+def test_mirror_rule_round_trips_without_a_redirect_code():
+    """OriginType Mirror is accepted (SPEC §11); a HttpRedirectCode sent with it is ignored
+    (a Mirror never redirects) and not rendered back, so GET ?origin gives what COS takes."""
+    body = rule_xml(
+        "<OriginParameter><HttpRedirectCode>301</HttpRedirectCode></OriginParameter>"
+    ).replace(b"Proxy", b"Mirror")
+    (rule,) = parse_origin_xml(body)
+    assert rule == OriginRule(1, "Mirror", OriginAddress.parse("202.96.128.86"))
+    rendered = render_origin_xml([rule])
+    assert b"<OriginType>Mirror</OriginType>" in rendered
+    assert b"HttpRedirectCode" not in rendered
+    assert parse_origin_xml(rendered) == [rule]
+
+
 @pytest.mark.parametrize(
     "body, words",
     [
         (b"<nope", "not well-formed"),
         (b"<Other/>", "root element"),
         (b"<OriginConfiguration/>", "no OriginRule"),
-        (rule_xml().replace(b"Proxy", b"Mirror"), "Mirror"),
-        (rule_xml().replace(b"Proxy", b"Teleport"), "must be Proxy or Redirect"),
+        (rule_xml().replace(b"Proxy", b"Teleport"), "must be Proxy, Redirect or Mirror"),
         (
             rule_xml("<OriginParameter><Protocol>FTP</Protocol></OriginParameter>"),
             "HTTP, HTTPS or FOLLOW",
@@ -102,7 +115,7 @@ def test_defaults_and_round_trip():
     ],
 )
 def test_refusals_name_the_element(body, words):
-    """Each malformed OriginConfiguration (bad XML, wrong root, no rule, Mirror or unknown type,
+    """Each malformed OriginConfiguration (bad XML, wrong root, no rule, an unknown type,
     an unknown protocol, a standby code that is not 4xx/5xx or none at all, standby codes in
     both places, a non-boolean FollowRedirection, a standby numbered past 10 or misnamed or
     with a scheme, an unsupported or misspelt FileInfo part, a 308 redirect, an unknown or

@@ -5,8 +5,8 @@ It speaks the same signed API as the SDKs (SPEC §7), with the key pair from the
 edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
 
     cosedge-admin origin show BUCKET
-    cosedge-admin origin set BUCKET HOST[:PORT] [--prefix P] [--redirect] [--code 302]
-        [--standby HOST[:PORT]]... [--https] [--follow-redirects]
+    cosedge-admin origin set BUCKET HOST[:PORT] [--prefix P] [--redirect | --mirror]
+        [--code 302] [--standby HOST[:PORT]]... [--https] [--follow-redirects]
         [--rewrite-prefix A=B] [--rewrite-suffix A=B]
     cosedge-admin origin set BUCKET HOST[:PORT] --add [--priority N] ...
     cosedge-admin origin set BUCKET --xml FILE
@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 
 from edge.admin import backfill, copies
 from edge.api import cosxml
-from edge.api.rules import MAX_STANDBYS, PROXY, REDIRECT, OriginRule, Rewrite, RuleError
+from edge.api.rules import MAX_STANDBYS, MIRROR, PROXY, REDIRECT, OriginRule, Rewrite, RuleError
 from edge.api.rules_xml import parse_origin_xml, render_origin_xml
 from edge.api.signature import sign
 from edge.config import OriginAddress
@@ -118,6 +118,8 @@ def describe(rule: OriginRule) -> str:
     query = "query kept" if rule.follow_query_string else "query dropped"
     prefix = rule.prefix or "*"
     modes = [f"{rule.redirect_code}", query]
+    if rule.origin_type == MIRROR:  # no redirect: neither a code nor a Location query
+        what, modes = "mirror (served while stored)", []
     if rule.protocol != "HTTP":
         modes.append(rule.protocol)
     if rule.standbys:
@@ -128,7 +130,7 @@ def describe(rule: OriginRule) -> str:
     for part, rewrite in (("prefix", rule.prefix_rewrite), ("suffix", rule.suffix_rewrite)):
         if rewrite is not None:
             modes.append(f"{part} {rewrite.match!r} -> {rewrite.replacement!r}")
-    return f"{rule.priority}\t{prefix}\t{rule.origin.netloc}\t{what}, {', '.join(modes)}"
+    return "\t".join((str(rule.priority), prefix, rule.origin.netloc, ", ".join([what, *modes])))
 
 
 def _rewrite(text: str | None, flag: str) -> Rewrite | None:
@@ -166,7 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_.add_argument("bucket")
     set_.add_argument("host", nargs="?", help="origin host or IP, optional :port")
     set_.add_argument("--prefix", default="", help="only keys starting with this")
-    set_.add_argument("--redirect", action="store_true", help="redirect only, copy nothing")
+    kind = set_.add_mutually_exclusive_group()
+    kind.add_argument("--redirect", action="store_true", help="redirect only, copy nothing")
+    kind.add_argument(
+        "--mirror",
+        action="store_true",
+        help="serve a miss with the origin's bytes while storing them (no redirect)",
+    )
     set_.add_argument("--code", type=int, default=302, choices=(301, 302, 307))
     set_.add_argument("--drop-query", action="store_true", help="do not repeat the query")
     set_.add_argument(
@@ -292,7 +300,7 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
                 raise AdminError(f"at most {MAX_STANDBYS} --standby origins")
             rule = OriginRule(
                 priority=args.priority or 1,
-                origin_type=REDIRECT if args.redirect else PROXY,
+                origin_type=REDIRECT if args.redirect else MIRROR if args.mirror else PROXY,
                 origin=origin,
                 prefix=args.prefix,
                 follow_query_string=not args.drop_query,

@@ -53,6 +53,8 @@ METHOD_NOT_ALLOWED = CosError(
 NOT_IMPLEMENTED = CosError(
     "NotImplemented", 501, "A header you provided implies functionality that is not implemented."
 )
+# A Mirror miss whose origin gave no body (SPEC §11); the message names the origin's answer.
+FAILED_DEPENDENCY = CosError("FailedDependency", 424, "The origin did not return the object.")
 NO_SUCH_ORIGIN = CosError(
     "NoSuchOriginConfiguration", 404, "The origin configuration does not exist."
 )

@@ -7,12 +7,12 @@ survive restarts. A miss takes the first rule that matches its key: lowest `Rule
 first, then the longest prefix.
 
 `Proxy` answers the miss with a redirect at once and copies the object in the background
-(the seed service's behaviour); `Redirect` only redirects. A rule also says how the origin
+(the seed service's behaviour); `Redirect` only redirects; `Mirror` answers the miss with the
+origin's bytes while storing them (edge.web.mirror). A rule also says how the origin
 is asked (SPEC §11): its `Protocol` (HTTP, HTTPS, or FOLLOW the client's scheme), standby
 origins and the statuses that move a copy to them, whether the origin's redirects are
 followed, and a prefix/suffix rewrite of the origin path; `plan` turns that into the
-fetch's `OriginPlan`. `Mirror` (the client waits for the origin) is refused until it gets
-its own issue. The XML form is rules_xml.py's.
+fetch's `OriginPlan`. The XML form is rules_xml.py's.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from edge.store.statefiles import fsync_dir, write_atomically
 
 PROXY = "Proxy"
 REDIRECT = "Redirect"
+MIRROR = "Mirror"  # SPEC §11: the client gets the origin's bytes in the same response
 REDIRECT_CODES = (301, 302, 307)
 MAX_RULES = 20  # COS caps a bucket's origin rules too
 MAX_STANDBYS = 10  # StandbyHostName_1..10

@@ -22,6 +22,7 @@ from edge.api import cosxml
 from edge.api.rules import (
     MAX_RULES,
     MAX_STANDBYS,
+    MIRROR,
     PROTOCOLS,
     PROXY,
     REDIRECT,
@@ -104,10 +105,10 @@ def _parse_rule(element: ET.Element, where: str) -> OriginRule:
     if priority < 1:
         raise RuleError(f"{where}.RulePriority: must be 1 or more")
     origin_type = _text(element.find("OriginType")) or PROXY
-    if origin_type == "Mirror":
-        raise RuleError(f"{where}.OriginType: Mirror (synchronous) origins are not supported")
-    if origin_type not in (PROXY, REDIRECT):
-        raise RuleError(f"{where}.OriginType: must be Proxy or Redirect, not {origin_type!r}")
+    if origin_type not in (PROXY, REDIRECT, MIRROR):
+        raise RuleError(
+            f"{where}.OriginType: must be Proxy, Redirect or Mirror, not {origin_type!r}"
+        )
 
     condition = element.find("OriginCondition")
     prefix = ""
@@ -166,6 +167,8 @@ def _with_parameters(rule: OriginRule, parameter: ET.Element, where: str) -> Ori
     )
     redirect_code = 302
     code_text = _text(parameter.find("HttpRedirectCode"))
+    if rule.origin_type == MIRROR:  # a Mirror never redirects: ignored (COS refuses it)
+        code_text = ""
     if code_text:
         try:
             redirect_code = int(code_text)
@@ -307,5 +310,6 @@ def _render_parameters(parameter: ET.Element, rule: OriginRule) -> None:
     keep("HttpHeader")
     cosxml.sub(parameter, "FollowRedirection", str(rule.follow_redirects).lower())
     keep("FollowRedirectionConfiguration")
-    cosxml.sub(parameter, "HttpRedirectCode", rule.redirect_code)
+    if rule.origin_type != MIRROR:  # COS takes none for a Mirror rule
+        cosxml.sub(parameter, "HttpRedirectCode", rule.redirect_code)
     keep("CopyOriginData")

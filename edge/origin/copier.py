@@ -39,6 +39,7 @@ from edge.origin.fetch import (
     outcome_of,
     report_failure,
 )
+from edge.origin.observer import FetchObserver
 from edge.origin.probe import ProbeResult, probe_key
 from edge.origin.protection import OriginProtection, Refusal
 from edge.origin.records import CopyRecords
@@ -204,6 +205,7 @@ class OriginCopier(Service):
             return False
         del self._jobs[(bucket, key)]
         self.records.dropped(job, None)
+        _tell(job, Fetched.DELETED)
         return True
 
     def in_flight(self) -> list[CopyJob]:
@@ -218,17 +220,21 @@ class OriginCopier(Service):
         address: str,
         request_id: str | None = None,
         plan: OriginPlan | None = None,
+        observer: FetchObserver | None = None,
     ) -> CopyStart:
         """Start (or join) the copy of `bucket/key` from `address`; never waits on the
         origin. `request_id` is the miss's, so the copy's log events can be found by it;
-        `plan` is how its rule asks the origin (the seed's plain GET when None)."""
+        `plan` is how its rule asks the origin (the seed's plain GET when None). `observer`
+        (a Mirror miss's) follows the copy if one starts or queues here."""
         if self._stopping:
             return CopyStart.STOPPING
         job_key = (bucket, key)
         if job_key in self._jobs:
             self.records.count(bucket, "joined")  # memory only: a joined miss stays cheap
             return CopyStart.JOINED
-        job = CopyJob(bucket, key, origin, address, request_id, plan=plan or OriginPlan())
+        job = CopyJob(
+            bucket, key, origin, address, request_id, plan=plan or OriginPlan(), observer=observer
+        )
         refused = self.protection.refusal(bucket, key, job.host)
         if refused is not None:
             # A dead or broken origin is not hammered (nor the log flooded) once per
@@ -271,7 +277,7 @@ class OriginCopier(Service):
 
     def _locked(self, lock: KeyLock | None, job: CopyJob) -> bool:
         if lock is None:
-            self._give_up(job)
+            self._give_up(job, CopyStart.ELSEWHERE)
             self.counters["elsewhere"] += 1
             self.records.count(job.bucket, "elsewhere")
             measured.copy_not_started(job.bucket, "elsewhere", "none")
@@ -283,7 +289,7 @@ class OriginCopier(Service):
             return False
         if self._stopping:
             lock.release()
-            self._give_up(job)
+            self._give_up(job, CopyStart.STOPPING)
             return False
         job.lock = lock
         self.counters["started"] += 1
@@ -297,7 +303,7 @@ class OriginCopier(Service):
     def _not_locked(self, failure: Failure, job: CopyJob) -> bool:
         """The lock could not be judged (its coordinator is down): no copy, since nothing
         would stop every node fetching the key at once; the miss was redirected anyway."""
-        self._give_up(job)
+        self._give_up(job, CopyStart.STOPPING)
         self.counters["failed"] += 1
         reason = str(failure.value) or type(failure.value).__name__
         self.records.finished(job, "failed", f"not started: its lock cannot be taken ({reason})")
@@ -310,11 +316,12 @@ class OriginCopier(Service):
         )
         return False
 
-    def _give_up(self, job: CopyJob) -> None:
+    def _give_up(self, job: CopyJob, why: CopyStart) -> None:
         """Free the slot `_start` took for `job`, and fill it from the queue."""
         self._slots.free(job.host)
         self.protection.abandoned(job)
         self._jobs.pop((job.bucket, job.key), None)
+        _tell(job, why)
         self._drain_queue()
 
     def _finished(self, result: Fetched | Failure, job: CopyJob) -> None:
@@ -329,6 +336,7 @@ class OriginCopier(Service):
         outcome = Outcome.CANCELLED if self._stopping else outcome_of(result)
         self.protection.finished(job, outcome)
         measured.copy_ended(job, result, self._clock.seconds())
+        _tell(job, result)
         if isinstance(result, Failure):
             self.counters["failed"] += 1
             report_failure(result, job, self._fetch)
@@ -348,6 +356,7 @@ class OriginCopier(Service):
                 self.records.dropped(job, None)
                 self.records.refused(job, "breaker_open", *_refusal_note(self.protection, job))
                 measured.copy_not_started(job.bucket, "refused", "breaker_open")
+                _tell(job, CopyStart.BREAKER_OPEN)
                 continue
             self._start(job)
 
@@ -363,6 +372,7 @@ class OriginCopier(Service):
         for job in self._slots.clear():
             self._jobs.pop((job.bucket, job.key), None)
             self.records.dropped(job, "not started: the edge stopped first")
+            _tell(job, CopyStart.STOPPING)
         running = [j.deferred for j in self._jobs.values() if j.deferred is not None]
 
         async def drain() -> None:
@@ -382,3 +392,9 @@ class OriginCopier(Service):
             await self.client.stopService()
 
         return Deferred.fromCoroutine(drain())
+
+
+def _tell(job: CopyJob, result: Fetched | Failure | CopyStart) -> None:
+    """The end of `job` for its observer, if it has one (a Mirror miss's clients)."""
+    if job.observer is not None:
+        job.observer.ended(result)

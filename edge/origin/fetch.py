@@ -189,10 +189,14 @@ class ObjectFetcher:
                 status=200,
             )
         pending = self._store.new_upload(job.bucket, job.key, watch=watch)
+        sink: Callable[[bytes], None] = pending.write
+        if job.observer is not None:  # Mirror: clients read the body as it streams
+            job.observer.response(response)
+            sink = job.observer.tee(sink)
         try:
             writer = _BodyWriter(
                 job,
-                pending.write,
+                sink,
                 self._fetch.max_object_size,
                 self._fetch.idle_timeout,
                 self._clock,
@@ -206,6 +210,8 @@ class ObjectFetcher:
                 )
             if expected is not None:
                 await self._check_nothing_more(meter, expected)
+            if job.observer is not None:  # the body is whole: Mirror clients need not wait
+                job.observer.body_complete()  # for the publish
             try:
                 published = await pending.publish()
             except UnsafePath as e:

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from edge.config import OriginAddress
+from edge.origin.observer import FetchObserver
 from edge.origin.request import OriginPlan
 from edge.store.interface import KeyLock
 
@@ -47,6 +48,7 @@ class CopyJob:
     plan: OriginPlan = field(default_factory=OriginPlan)
     # The URL that answered when it is not the main origin's (a standby, a redirect).
     source: str | None = None
+    observer: FetchObserver | None = field(default=None, repr=False)  # a Mirror miss's
 
     @property
     def host(self) -> str:

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
 from edge.api import errors
-from edge.api.rules import PROXY, OriginRule, OriginRules
+from edge.api.rules import MIRROR, PROXY, OriginRule, OriginRules
 from edge.origin.copier import (
     CopyStart,
     OriginCopier,
@@ -30,6 +30,7 @@ from edge.origin.copier import (
     choose_address,
 )
 from edge.origin.request import quote_path
+from edge.web.mirror import MirrorReads
 from edge.web.replies import error, finish_error, unexpected
 from edge.web.target import Target
 
@@ -51,12 +52,23 @@ _HEADER_VALUES = {
 _WARN_INTERVAL = 60.0
 
 
+def _note_copy(request: Request, started: CopyStart) -> None:
+    """A Mirror miss's `x-cosedge-copy`, set before its answer begins."""
+    request.setHeader(COPY_HEADER, _HEADER_VALUES[started])
+
+
 class Misses:
     """Answers requests for objects the store lacks; one instance serves all buckets."""
 
     def __init__(
-        self, rules: OriginRules, resolver: OriginResolver, copier: OriginCopier, clock: Any
+        self,
+        rules: OriginRules,
+        resolver: OriginResolver,
+        copier: OriginCopier,
+        clock: Any,
+        mirror: MirrorReads | None = None,
     ) -> None:
+        self._mirror = mirror  # Mirror rules' misses (edge.web.mirror): no redirect
         self._rules = rules
         self._resolver = resolver
         self._copier = copier
@@ -105,6 +117,10 @@ class Misses:
         if not accepted:
             self._warn_refused(bucket.name, resolved)
             finish_error(request, errors.NO_SUCH_KEY)
+            return
+        if rule.origin_type == MIRROR and self._mirror is not None:
+            address = choose_address(accepted)
+            self._mirror.answer(request, target, rule, address, copy, _note_copy)
             return
         secure = request.isSecure()
         scheme = rule.scheme(secure)

@@ -20,11 +20,13 @@ from edge.api.errors import CosError
 from edge.api.management import ManagementAPI
 from edge.api.rules import OriginRules
 from edge.origin.copier import OriginCopier, OriginResolver
+from edge.origin.mirror import MirrorFetches
 from edge.store.interface import ObjectStore
 from edge.web.access import SignedAccess
 from edge.web.bodies import BodyRefused, BodySpool, BodySpools, SpoolBudget, refusal_of
 from edge.web.bucket import BucketResource, ServiceResource
 from edge.web.hits import Hits
+from edge.web.mirror import MirrorReads
 from edge.web.misses import Misses
 from edge.web.object import ObjectReads, ObjectResource
 from edge.web.replies import error
@@ -72,7 +74,9 @@ class EdgeResource(Resource):
             spools = BodySpools(store.tmp_dir, SpoolBudget(LimitsConfig().spool_bytes))
         self._registry = registry
         self._access = SignedAccess(api, spools)
-        self._reads = ObjectReads(store, Hits(), Misses(rules, resolver, copier, clock))
+        hits = Hits()
+        mirror = MirrorReads(MirrorFetches(copier, store.tmp_dir), store, hits, clock)
+        self._reads = ObjectReads(store, hits, Misses(rules, resolver, copier, clock, mirror))
 
     def leaf_for(self, request: Request) -> Resource:
         """The resource that answers `request`, from its raw target (Host, path, query)."""

@@ -250,8 +250,7 @@ async def test_redirect_rule_copies_nothing_and_prefix_rules_choose(api_edge, or
 @pytest_twisted.ensureDeferred
 async def test_refused_origins_get_400(edges):
     """Loopback, private and unresolvable origins are refused with InvalidArgument naming
-    the address, exactly as a config file would be; so is a standby IP outside the tables,
-    and Mirror is refused too."""
+    the address, exactly as a config file would be; so is a standby IP outside the tables."""
     edge = await edges.start(edges.config(None, extra=[], credentials=CREDENTIALS))
     cos = client(edge.port)
     for host, words in (
@@ -265,9 +264,6 @@ async def test_refused_origins_get_400(edges):
         )
         assert (error.get_status_code(), error.get_error_code()) == (400, "InvalidArgument")
         assert words in error.get_error_msg(), error.get_error_msg()
-    mirror = origin_xml({"host": "202.96.128.86", "type": "Mirror"})
-    error = await service_error(cos.put_bucket_origin, Bucket=BUCKET, OriginConfiguration=mirror)
-    assert "Mirror" in error.get_error_msg()
     standby = origin_xml({"host": "202.96.128.86"})
     standby["OriginRule"][0]["OriginInfo"]["HostInfo"]["StandbyHostName_1"] = "10.1.2.3"
     error = await service_error(cos.put_bucket_origin, Bucket=BUCKET, OriginConfiguration=standby)

@@ -28,7 +28,7 @@ from edge.api import errors
 from edge.api.auth import Denied
 from edge.api.errors import CosError
 from edge.api.replies import run, spooled_body
-from edge.api.rules import PROXY, OriginRules
+from edge.api.rules import REDIRECT, OriginRules
 from edge.origin.backfill import Locate, Located
 from edge.origin.copier import OriginResolver, choose_address
 from edge.origin.jobs import JobFiles, JobProblem, JobSpec, new_job_id
@@ -40,14 +40,14 @@ NO_SUCH_JOB = CosError("NoSuchBackfillJob", 404, "The specified backfill job doe
 
 
 def origin_locator(rules: OriginRules, resolver: OriginResolver) -> Locate:
-    """Where the runner copies a key from: the bucket's matching Proxy rule, resolved and
-    vetted exactly as for a miss."""
+    """Where the runner copies a key from: the bucket's matching Proxy or Mirror rule,
+    resolved and vetted exactly as for a miss."""
 
     async def locate(bucket: str, key: str) -> Located | str:
         rule = rules.match(bucket, key)
         if rule is None:
             return "no origin rule matches the key"
-        if rule.origin_type != PROXY:
+        if rule.origin_type == REDIRECT:  # Proxy and Mirror rules both store what they pull
             return "the key's origin rule only redirects (no copy)"
         resolved = resolver.resolved_now(rule.origin) or await resolver.resolve(rule.origin)
         if not resolved.accepted:

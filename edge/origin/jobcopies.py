@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from edge.config import OriginAddress, OriginFetchConfig
-from edge.origin.copier import OriginCopier
+from edge.origin.copier import CopyStart, OriginCopier
 from edge.origin.fetch import CopyJob, Fetched, describe_failure
 from edge.origin.protection import OriginProtection
 from edge.origin.request import OriginPlan
@@ -150,11 +150,14 @@ class JobCopier(OriginCopier):
             return waiting
         return verdict
 
-    def _give_up(self, job: CopyJob) -> None:
-        super()._give_up(job)
-        reason = "another process is copying it, or its lock cannot be taken"
+    def _give_up(self, job: CopyJob, why: CopyStart) -> None:
+        super()._give_up(job, why)
         if self._stopping:
             reason = "interrupted: the edge stopped"
+        elif why is CopyStart.ELSEWHERE:
+            reason = "another process is copying it"
+        else:
+            reason = "its copy lock cannot be taken"
         self.job_copies.fire(job, JobCopy(RETRY, reason))
 
     def _finished(self, result: Fetched | Failure, job: CopyJob) -> None:

@@ -18,6 +18,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from edge.admin.cli import call
+from edge.api.rules import MIRROR, REDIRECT, OriginRule, OriginRules
+from edge.config import OriginAddress
 from edge.testing.process import OutputDrain, start_twistd, wait_ready
 from tests.integration.conftest import BUCKET, reactor, wait_until
 from tests.integration.test_admin_cli import SECRET_ID, SECRET_KEY, admin
@@ -335,3 +337,26 @@ async def test_failed_retries_the_recorded_copy_failures(edges, origin):
         assert len(origin.requests_for(f"/{key}")) == 2  # the miss's copy, the job's
     _, err, code = await admin(edge.port, "backfill", "start", BUCKET, "--failed")
     assert code == 1 and "no recorded copy failures" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_mirror_rules_are_backfilled_and_redirect_rules_are_not(edges, origin, tmp_path):
+    """A Mirror rule stores what it pulls, so its keys are copied like a Proxy rule's; a
+    key under a Redirect rule fails with that reason and the origin is not asked."""
+    origin.serve("/m/a.txt", b"mirrored")
+    origin.serve("/r/b.txt", b"redirected")
+    config = edges.config(origin.address, credentials=CREDENTIALS)
+    address = OriginAddress.parse(origin.address)
+    rules = (OriginRule(1, MIRROR, address, prefix="m/"), OriginRule(2, REDIRECT, address))
+    folder = Path(config.data_dir) / ".cosedge" / "origin"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{BUCKET}.json").write_bytes(OriginRules.record(BUCKET, rules))
+    edge = await edges.start(config)
+    job = await start_job(edge.port, tmp_path, ["m/a.txt", "r/b.txt"])
+    status = await finished(edge.port, job)
+    assert (status["stored"], status["failed"]) == (1, 1)
+    assert status["failures"] == [
+        {"key": "r/b.txt", "reason": "the key's origin rule only redirects (no copy)"}
+    ]
+    assert (edge.data_dir / BUCKET / "m" / "a.txt").read_bytes() == b"mirrored"
+    assert not origin.requests_for("/r/b.txt")

@@ -15,6 +15,7 @@ edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
     cosedge-admin copy status BUCKET KEY [--json]
     cosedge-admin copies BUCKET [--failed] [--json]
     cosedge-admin refresh BUCKET (KEY... | --prefix P) [--delete-missing] [--json]
+    cosedge-admin backfill start|status|cancel|list BUCKET ...   (see edge.admin.backfill)
 
 `set` replaces all of a bucket's rules (as COS's PutBucketOrigin does) unless `--add` asks
 to keep the rules in force and add one; `delete` removes the rules set through the API, so
@@ -35,7 +36,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from edge.admin import copies, refresh
+from edge.admin import backfill, copies, refresh
 
 # Re-exported: where commands and tests have always found the signed client.
 from edge.admin.client import AdminError as AdminError
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print the edge's JSON answer")
     copies.add_parsers(sub)
     refresh.add_parser(sub)  # hook: the refresh command
+    backfill.add_parser(sub)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     secret_id = os.environ.get("COSEDGE_SECRET_ID", "")
@@ -161,10 +163,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cosedge-admin: set COSEDGE_SECRET_ID and COSEDGE_SECRET_KEY", file=sys.stderr)
         return 2
     try:
+        if args.area == "backfill":
+            return backfill.run(args, _bucket_api(args, secret_id, secret_key))
         return _run(args, secret_id, secret_key)
+    except backfill.BackfillError as e:
+        print(f"cosedge-admin: {e}", file=sys.stderr)
+        return e.code
     except (AdminError, RuleError, OSError, copies.NotStatusJSON) as e:
         print(f"cosedge-admin: {e}", file=sys.stderr)
         return 2
+
+
+def _bucket_api(args: argparse.Namespace, secret_id: str, secret_key: str) -> backfill.Api:
+    """Signed calls to `args.bucket`, as the backfill commands make them."""
+
+    def api(method: str, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        content_type = "text/plain; charset=utf-8" if body else None
+        reply = call(
+            args.endpoint, secret_id, secret_key, method, args.bucket, params, body, content_type
+        )
+        return reply.status, reply.body
+
+    return api
 
 
 def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:

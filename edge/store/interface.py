@@ -170,7 +170,23 @@ class PendingWrite(Protocol):
     @property
     def md5_digest(self) -> bytes: ...
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> None:
+        """`write_blocking` then `written`, on the reactor."""
+
+    def write_blocking(self, data: bytes) -> None:
+        """Append `data` and hash it, without the reactor: a worker thread may call it (one
+        call at a time, in order; nothing else touches the write until it returns), so an
+        origin copy's MD5 and disk writes stay off the reactor thread (edge.origin.spill)."""
+
+    def written(self) -> None:
+        """On the reactor, after `write_blocking` calls: what they leave to the reactor (the
+        S3 store starts uploading the parts they completed)."""
+
+    def open_reader(self) -> int:
+        """A new read-only file descriptor of the local file this write fills (the caller
+        closes it): it holds every byte a returned `write_blocking` wrote, and stays
+        readable after publish or discard. A Mirror fetch's clients read the body from it
+        as it arrives, so the bytes are on disk once, not twice (`edge.origin.mirror`)."""
 
     def publish(self, replace: bool = False, meta: ObjectMeta | None = None) -> Deferred[bool]:
         """Make the object visible whole. Fires True when published, False when the key

@@ -104,16 +104,31 @@ class S3PendingWrite:
         self._file = os.fdopen(os.open(self.temp_path, flags, 0o600), "wb")
 
     def write(self, data: bytes) -> None:
+        self.write_blocking(data)
+        self.written()
+
+    def write_blocking(self, data: bytes) -> None:
+        # The file object is locked against the reactor's flush before a part is read back;
+        # the hash and the size are this write's alone.
         assert self._file is not None, "write after publish/discard"
         self._file.write(data)
+        self._file.flush()  # in the file for `open_reader` (no system call when it is empty)
         self._md5.update(data)
         self.size += len(data)
+
+    def written(self) -> None:
+        """Start uploading the parts `write_blocking` completed (reactor work)."""
+        if self._file is None:
+            return  # discarded meanwhile
         if self._parts is not None:
             self._parts.feed(self.size)
         elif self.size > self._context.multipart_threshold:
             # Parts go up while the rest is written; the key's defaults, as a copy has.
             self._parts = self._upload(self._context.types.for_key(self.key), {})
             self._parts.feed(self.size)
+
+    def open_reader(self) -> int:
+        return os.open(self.temp_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
 
     def _upload(self, content_type: str, metadata: dict[str, str]) -> StreamedUpload:
         context = self._context

@@ -61,8 +61,8 @@ async def _turns(n: int = 3) -> None:
 @pytest_twisted.ensureDeferred
 async def test_chunks_are_written_in_order_and_the_origin_waits_for_a_slow_disk():
     """While the thread is held, chunks past HIGH_WATER pause the origin (once); when the disk
-    catches up the origin resumes, every chunk lands in arrival order, the totals announced
-    on the reactor grow to the sum, and `idle` fires only once all is written."""
+    catches up the origin resumes, the bytes land in arrival order (in batches), the totals
+    announced on the reactor grow to the sum, and `idle` fires only once all is written."""
     disk = _Disk()
     disk.gate.clear()
     behind = disk.behind()
@@ -74,7 +74,8 @@ async def test_chunks_are_written_in_order_and_the_origin_waits_for_a_slow_disk(
     assert not idle.called
     disk.gate.set()
     await idle
-    assert disk.chunks == chunks
+    assert b"".join(disk.chunks) == b"".join(chunks)
+    assert len(disk.chunks) < len(chunks)  # batched: one write per batch, not per chunk
     assert disk.calls == ["pause", "resume"] and not behind.paused
     assert disk.totals[-1] == behind.total == sum(map(len, chunks))
     assert disk.totals == sorted(disk.totals)
@@ -83,9 +84,9 @@ async def test_chunks_are_written_in_order_and_the_origin_waits_for_a_slow_disk(
 
 @pytest_twisted.ensureDeferred
 async def test_a_failing_write_stops_everything_after_it():
-    """A write that raises is reported once, on the reactor; the chunks queued after it are
-    never written, later ones are refused, and the write-behind is idle."""
-    disk = _Disk(fail_at=2)
+    """A write that raises is reported once, on the reactor; nothing is written after it,
+    later chunks are refused, and the write-behind is idle."""
+    disk = _Disk(fail_at=1)  # the first batch (one chunk) lands, the second fails
     disk.gate.clear()
     behind = disk.behind()
     for n in range(6):
@@ -97,7 +98,7 @@ async def test_a_failing_write_stops_everything_after_it():
     behind.add(b"late")
     await behind.idle()
     await behind.settled()
-    assert [c[:1] for c in disk.chunks] == [b"\x00", b"\x01"]
+    assert disk.chunks == [b"\x00" * 10]
     [failure] = disk.failures
     assert failure.check(OSError)
     assert not behind.running
@@ -142,3 +143,33 @@ async def test_a_large_fetch_stores_the_right_md5(origin, store: Any):  # noqa: 
     finally:
         obj.close()
     assert not list(store.tmp_dir.iterdir())
+
+
+def test_a_mirror_client_reads_the_file_then_the_chunks_not_yet_written(tmp_path: Path):
+    """A Mirror fetch's reads span the buffer file (what the thread wrote) and the chunks
+    that only arrived (still in memory): every offset reads the body's bytes, a chunk read
+    whole is the very object that arrived (no copy), and nothing past the arrived bytes."""
+    from twisted.web.http_headers import Headers
+
+    from edge.origin.mirror import MirrorFetch
+
+    class _Response:
+        length = 12
+        headers = Headers()
+
+    path = tmp_path / "buffer"
+    path.write_bytes(b"")
+    fetch = MirrorFetch(lambda: None)
+    fetch.response(_Response(), os.open(path, os.O_RDONLY))  # type: ignore[arg-type]
+    chunks = [b"abcd", b"efgh", b"ijkl"]
+    for chunk in chunks:
+        fetch.arrived(chunk)
+    with open(path, "ab") as f:
+        f.write(b"abcd")
+    fetch.stored(4)
+    assert fetch.read(0, 100) == b"abcd"  # from the file, up to what it holds
+    assert fetch.read(4, 100) is chunks[1]
+    assert fetch.read(6, 4) == b"gh"  # never across a chunk in one read
+    assert fetch.read(9, 2) == b"jk"
+    assert fetch.read(12, 10) == b""
+    fetch.ended(Failure(OSError("done")))

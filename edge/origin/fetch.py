@@ -44,9 +44,10 @@ log = Logger(namespace="edge.origin.copier")
 class _BodyWriter(Protocol):
     """Streams a response body into a pending object with a size cap and an idle timeout.
 
-    The bytes go to `write` on a worker thread (`WriteBehind`: the store's MD5 and disk
-    writes stay off the reactor), `written(total)` is told on the reactor as they land, and
-    `finished` fires only once all of them are written.
+    Each chunk is shown to `arrived` (a Mirror fetch's clients) and goes to `write` on a
+    worker thread (`WriteBehind`: the store's MD5 and disk writes stay off the reactor);
+    `written(total)` is told on the reactor as they land, and `finished` fires only once
+    all of them are written.
     """
 
     def __init__(
@@ -57,8 +58,10 @@ class _BodyWriter(Protocol):
         limit: int,
         idle_timeout: float,
         clock: ReactorClock,
+        arrived: Callable[[bytes], None] | None = None,
     ) -> None:
         self._job = job
+        self._arrived = arrived
         self._limit = limit
         self._idle_timeout = idle_timeout
         self._clock = clock
@@ -78,6 +81,8 @@ class _BodyWriter(Protocol):
         if self._job.received + len(data) > self._limit:
             self._abort(CopyFailed(f"body over max_object_size ({self._limit} bytes)", status=200))
             return
+        if self._arrived is not None:
+            self._arrived(data)
         self.behind.add(data)
         self._job.received += len(data)
 
@@ -232,6 +237,7 @@ class ObjectFetcher:
             self._fetch.max_object_size,
             self._fetch.idle_timeout,
             self._clock,
+            None if observer is None else observer.arrived,
         )
         try:
             if observer is not None:  # Mirror: clients read the body as it streams

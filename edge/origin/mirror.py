@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -64,7 +65,11 @@ class MirrorFetch:
     def __init__(self, on_end: Callable[[], None]) -> None:
         self._fd: int | None = None  # reads the buffer, once the body streams
         self._on_end = on_end
-        self.size = 0  # bytes in the buffer
+        self.size = 0  # body bytes arrived: what clients may read
+        self._stored = 0  # of which in the buffer file
+        # The rest, in order: the chunks the write-behind still holds (the same objects, so
+        # no more memory), read from here by clients that keep up with the origin.
+        self._unstored: deque[bytes] = deque()
         self.expected: int | None = None  # the origin's Content-Length
         self.content_type: bytes | None = None  # the origin's Content-Type
         self.complete = False  # ended well: the whole body is in the buffer
@@ -86,11 +91,19 @@ class MirrorFetch:
         types = response.headers.getRawHeaders(b"content-type")
         self.content_type = types[0] if types else None
 
-    def stored(self, size: int) -> None:
-        self.size = size
-        if self._start is None and size:
+    def arrived(self, data: bytes) -> None:
+        if not data:
+            return
+        self._unstored.append(data)
+        self.size += len(data)
+        if self._start is None:
             self._started(Start.STREAMING)
         self._grown()
+
+    def stored(self, size: int) -> None:
+        unstored = self._unstored
+        while unstored and self._stored + len(unstored[0]) <= size:  # whole chunks, always
+            self._stored += len(unstored.popleft())
 
     def body_complete(self) -> None:
         self.complete = True
@@ -148,9 +161,21 @@ class MirrorFetch:
         self._close_if_unread()
 
     def read(self, offset: int, length: int) -> bytes:
-        """Up to `length` buffered bytes from `offset` (never past what has arrived)."""
-        assert self._fd is not None, "read before the body streamed"
-        return os.pread(self._fd, min(length, self.size - offset), offset)
+        """Up to `length` body bytes from `offset` (never past what has arrived): from the
+        buffer file, or still in memory for a client right behind the origin."""
+        length = min(length, self.size - offset)
+        if offset < self._stored:
+            assert self._fd is not None, "read before the body streamed"
+            return os.pread(self._fd, min(length, self._stored - offset), offset)
+        position = self._stored
+        for chunk in self._unstored:
+            if offset < position + len(chunk):
+                start = offset - position
+                if start == 0 and length >= len(chunk):
+                    return chunk  # the usual case: no copy
+                return chunk[start : start + length]
+            position += len(chunk)
+        return b""
 
     def when_more(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, when the buffer grows or the fetch ends."""

@@ -22,8 +22,12 @@ class FetchObserver(Protocol):
         pending write, whose local file `body` (a read-only descriptor, the observer's to
         close once the copy has ended and it has no more use for it) reads."""
 
+    def arrived(self, data: bytes) -> None:
+        """The next body chunk, as it arrives (before the worker thread writes it)."""
+
     def stored(self, size: int) -> None:
-        """The first `size` body bytes are in that file (the worker thread wrote them)."""
+        """The first `size` body bytes are in that file (the worker thread wrote them): the
+        chunks `arrived` gave, whole, in order."""
 
     def body_complete(self) -> None:
         """The body is whole and checked; only the publish remains."""

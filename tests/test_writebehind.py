@@ -1,6 +1,7 @@
-"""An origin body's write-behind (`edge.origin.writebehind`): chunks written on a worker thread
-in arrival order, the origin held back while the thread is behind, a failing write stopping
-everything after it; and a real fetch through it keeping the store's MD5 right."""
+"""An origin body's write-behind (`edge.origin.writebehind`): chunks written on worker threads
+(the file's lane and the hash's) in arrival order, the origin held back while the threads are
+behind, a failing write stopping everything after it; a real fetch through it keeping the
+store's MD5 right; and a Mirror client reading both what is written and what is not yet."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class _Disk:
         self.totals: list[int] = []
         self.failures: list[Failure] = []
         self.calls: list[str] = []
+        self.hashed: list[bytes] = []  # a second lane, as the MD5 is
 
     def write(self, data: bytes) -> None:
         self.gate.wait(10)
@@ -45,7 +47,7 @@ class _Disk:
 
     def behind(self) -> WriteBehind:
         return WriteBehind(
-            self.write,
+            (self.write, self.hashed.append),
             self.totals.append,
             self.failures.append,
             lambda: self.calls.append("pause"),
@@ -74,7 +76,7 @@ async def test_chunks_are_written_in_order_and_the_origin_waits_for_a_slow_disk(
     assert not idle.called
     disk.gate.set()
     await idle
-    assert b"".join(disk.chunks) == b"".join(chunks)
+    assert b"".join(disk.chunks) == b"".join(chunks) == b"".join(disk.hashed)
     assert len(disk.chunks) < len(chunks)  # batched: one write per batch, not per chunk
     assert disk.calls == ["pause", "resume"] and not behind.paused
     assert disk.totals[-1] == behind.total == sum(map(len, chunks))

@@ -12,7 +12,7 @@ in copier.py decides when fetches run and what a failure means for the key.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -44,8 +44,8 @@ log = Logger(namespace="edge.origin.copier")
 class _BodyWriter(Protocol):
     """Streams a response body into a pending object with a size cap and an idle timeout.
 
-    Each chunk is shown to `arrived` (a Mirror fetch's clients) and goes to `write` on a
-    worker thread (`WriteBehind`: the store's MD5 and disk writes stay off the reactor);
+    Each chunk is shown to `arrived` (a Mirror fetch's clients) and goes to `lanes` on
+    worker threads (`WriteBehind`: the store's MD5 and disk writes stay off the reactor);
     `written(total)` is told on the reactor as they land, and `finished` fires only once
     all of them are written.
     """
@@ -53,7 +53,7 @@ class _BodyWriter(Protocol):
     def __init__(
         self,
         job: CopyJob,
-        write: Callable[[bytes], None],
+        lanes: Sequence[Callable[[bytes], None]],
         written: Callable[[int], None],
         limit: int,
         idle_timeout: float,
@@ -68,7 +68,7 @@ class _BodyWriter(Protocol):
         self._timer: IDelayedCall | None = None
         self.finished: Deferred[None] = Deferred(lambda d: self._abort(CancelledError()))
         self._failed = False
-        self.behind = WriteBehind(write, written, self._write_failed, self._pause, self._resume)
+        self.behind = WriteBehind(lanes, written, self._write_failed, self._pause, self._resume)
 
     def connectionMade(self) -> None:
         self._timer = self._clock.callLater(self._idle_timeout, self._idle)
@@ -232,7 +232,7 @@ class ObjectFetcher:
 
         writer = _BodyWriter(
             job,
-            pending.write_blocking,
+            (pending.append_blocking, pending.hash_blocking),
             written,
             self._fetch.max_object_size,
             self._fetch.idle_timeout,

@@ -3,10 +3,11 @@
 The store's MD5 of a copy and its disk writes (and a Mirror fetch's buffer file) cost more CPU
 than everything else a copy does; on the reactor thread they held the origin connection, the
 Mirror clients and every other request back (`bench/mirror.py`: MD5 alone was a third of the
-edge's CPU). hashlib and `os.write` release the GIL on large buffers, so a worker thread does
-them on the other core while the reactor goes on receiving. Chunks queue in arrival order and
-go to the thread in batches, one batch at a time (the writes are appended, and the hash is of
-the bytes in order); what a batch wrote is announced on the reactor when it is done. When the
+edge's CPU). hashlib and `os.write` release the GIL on large buffers, so worker threads do
+them while the reactor goes on receiving, the write and the hash side by side (each is a
+"lane": they cost about the same, and share nothing). Chunks queue in arrival order and go to
+the lanes in batches, one batch at a time (the writes are appended, and the hash is of the
+bytes in order); what a batch wrote is announced on the reactor when every lane is done. When the
 queue passes `HIGH_WATER` the origin connection is paused until the thread has caught up, so a
 slow disk bounds the memory held, not the origin's speed. Only the disk and the CPU pace the
 origin: Mirror clients read what was written, each at its own pace.
@@ -14,9 +15,10 @@ origin: Mirror clients read what was written, each at its own pace.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
@@ -24,22 +26,23 @@ HIGH_WATER = 4 * 1024 * 1024  # bytes queued for the thread past which the origi
 
 
 class WriteBehind:
-    """Runs `write` on a worker thread for each chunk, in order, one batch at a time.
+    """Runs each of `lanes` on a worker thread of its own for every chunk, in order, one batch
+    at a time (a batch's lanes at once).
 
     `written(total)` is called on the reactor after each batch with the bytes written so far;
-    `failed(failure)` once, when a write raised (nothing is written after it). `pause` and
+    `failed(failure)` once, when a lane raised (nothing is written after it). `pause` and
     `resume` hold the origin back while the queue is over `HIGH_WATER`.
     """
 
     def __init__(
         self,
-        write: Callable[[bytes], None],
+        lanes: Sequence[Callable[[bytes], None]],
         written: Callable[[int], None],
         failed: Callable[[Failure], None],
         pause: Callable[[], None],
         resume: Callable[[], None],
     ) -> None:
-        self._write = write
+        self._lanes = tuple(lanes)
         self._written = written
         self._failed = failed
         self._pause = pause
@@ -47,7 +50,7 @@ class WriteBehind:
         self._queue: list[bytes] = []
         self._queued = 0
         self.total = 0  # bytes written by the thread
-        self.running = False  # a batch is on the thread
+        self.running = False  # a batch is on the threads (until every lane is done)
         self.paused = False  # the origin is held back until the thread catches up
         self._stopped = False
         self._idle: list[Deferred[None]] = []
@@ -92,18 +95,23 @@ class WriteBehind:
     def _next(self) -> None:
         batch, self._queue, self._queued = self._queue, [], 0
         self.running = True
-        d = deferToThread(self._write_all, batch)
-        d.addCallback(self._batch_done)
+        # One call per lane per batch, not per chunk: each call gives up the GIL and must
+        # win it back from a busy reactor thread, which can take a switch interval (5 ms);
+        # a copy of the batch is much cheaper than that.
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        # Every lane is waited for, even after one failed: only then are the files free.
+        d = DeferredList([deferToThread(lane, data) for lane in self._lanes], consumeErrors=True)
+        d.addCallback(self._lanes_done, len(data))
         d.addErrback(self._batch_failed)  # also what `written` raised
         self._unpause()
 
-    def _write_all(self, batch: list[bytes]) -> int:
-        # One write (and one hash update) per batch, not per chunk: each call gives up the
-        # GIL and must win it back from a busy reactor thread, which can take a switch
-        # interval (5 ms) each time; a copy of the batch is much cheaper than that.
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
-        self._write(data)
-        return len(data)
+    def _lanes_done(self, results: list[tuple[bool, Any]], count: int) -> None:
+        for ok, result in results:
+            if not ok:
+                assert isinstance(result, Failure)
+                self._batch_failed(result)
+                return
+        self._batch_done(count)
 
     def _batch_done(self, count: int) -> None:
         self.running = False

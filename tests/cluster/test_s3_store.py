@@ -573,17 +573,20 @@ async def test_parts_go_up_while_the_write_goes_on(store: S3Store, s3: S3Client)
 async def test_writes_from_a_worker_thread_go_multipart_and_read_back(
     store: S3Store, s3: S3Client
 ) -> None:
-    """An origin copy's way of writing (`write_blocking` on a worker thread, `written` on the
-    reactor after): the parts still go up as the write grows, a reader opened first sees
-    every byte `write_blocking` returned from (a Mirror client's buffer), the MD5 is the
-    body's, and the object equals the bytes, in 3 parts."""
+    """An origin copy's way of writing (`append_blocking` and `hash_blocking` on two worker
+    threads at once, `written` on the reactor after): the parts still go up as the write
+    grows, a reader opened first sees every byte appended (a Mirror client's buffer), the
+    MD5 is the body's, and the object equals the bytes, in 3 parts."""
     b = bucket_of(store)
     data = os.urandom(14 * MiB + 5)
     pending = store.new_upload(b, "threaded")
     reader = pending.open_reader()
     try:
         for i in range(0, len(data), MiB):
-            await deferToThread(pending.write_blocking, data[i : i + MiB])
+            chunk = data[i : i + MiB]
+            appended = deferToThread(pending.append_blocking, chunk)
+            await deferToThread(pending.hash_blocking, chunk)
+            await appended
             pending.written()
             assert os.pread(reader, MiB, i) == data[i : i + MiB]
         assert pending.md5_digest == hashlib.md5(data).digest()

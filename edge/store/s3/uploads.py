@@ -207,7 +207,10 @@ class CompletingUpload:
     def write(self, data: bytes) -> None:
         raise RuntimeError("a completed multipart upload takes no more bytes")
 
-    def write_blocking(self, data: bytes) -> None:
+    def append_blocking(self, data: bytes) -> None:
+        self.write(data)
+
+    def hash_blocking(self, data: bytes) -> None:
         self.write(data)
 
     def written(self) -> None:

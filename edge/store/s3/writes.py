@@ -104,20 +104,23 @@ class S3PendingWrite:
         self._file = os.fdopen(os.open(self.temp_path, flags, 0o600), "wb")
 
     def write(self, data: bytes) -> None:
-        self.write_blocking(data)
+        self.append_blocking(data)
+        self.hash_blocking(data)
         self.written()
 
-    def write_blocking(self, data: bytes) -> None:
+    def append_blocking(self, data: bytes) -> None:
         # The file object is locked against the reactor's flush before a part is read back;
-        # the hash and the size are this write's alone.
+        # the size is this write's alone.
         assert self._file is not None, "write after publish/discard"
         self._file.write(data)
         self._file.flush()  # in the file for `open_reader` (no system call when it is empty)
-        self._md5.update(data)
         self.size += len(data)
 
+    def hash_blocking(self, data: bytes) -> None:
+        self._md5.update(data)
+
     def written(self) -> None:
-        """Start uploading the parts `write_blocking` completed (reactor work)."""
+        """Start uploading the parts `append_blocking` completed (reactor work)."""
         if self._file is None:
             return  # discarded meanwhile
         if self._parts is not None:

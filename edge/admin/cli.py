@@ -14,6 +14,8 @@ edge's address from `--endpoint` or `COSEDGE_ENDPOINT`.
     cosedge-admin origin check BUCKET HOST[:PORT] [--key K] [--json]
     cosedge-admin copy status BUCKET KEY [--json]
     cosedge-admin copies BUCKET [--failed] [--json]
+    cosedge-admin refresh BUCKET (KEY... | --prefix P) [--delete-missing] [--json]
+    cosedge-admin backfill start|status|cancel|list BUCKET ...   (see edge.admin.backfill)
 
 `set` replaces all of a bucket's rules (as COS's PutBucketOrigin does) unless `--add` asks
 to keep the rules in force and add one; `delete` removes the rules set through the API, so
@@ -28,88 +30,24 @@ errors. `copy status` and `copies` show what became of the copies from origins
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from edge.admin import copies
-from edge.api import cosxml
+from edge.admin import backfill, copies, refresh
+
+# Re-exported: where commands and tests have always found the signed client.
+from edge.admin.client import AdminError as AdminError
+from edge.admin.client import Reply as Reply
+from edge.admin.client import call as call
+from edge.admin.client import error_text as _error_text
 from edge.api.rules import MAX_STANDBYS, MIRROR, PROXY, REDIRECT, OriginRule, Rewrite, RuleError
 from edge.api.rules_xml import parse_origin_xml, render_origin_xml
-from edge.api.signature import sign
 from edge.config import OriginAddress
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: bytes
-
-
-class AdminError(Exception):
-    pass
-
-
-def call(
-    endpoint: str,
-    secret_id: str,
-    secret_key: str,
-    method: str,
-    bucket: str,
-    params: dict[str, str],
-    body: bytes = b"",
-    content_type: str | None = None,
-    key: str = "",
-) -> Reply:
-    """One signed request, path style (`/<bucket>/<key>?...`, the bucket's root without a
-    key).
-
-    Path style signs the whole path, bucket included (the edge refuses a path-style
-    signature that leaves the bucket out: it could be replayed against another bucket),
-    and the Host, as the SDKs do.
-    """
-    split = urllib.parse.urlsplit(endpoint)
-    if split.scheme != "http" or not split.netloc:
-        raise AdminError(f"--endpoint must be http://HOST[:PORT], not {endpoint!r}")
-    headers: dict[str, str] = {"host": split.netloc}
-    if body or method == "PUT":
-        headers["content-md5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
-        headers["content-length"] = str(len(body))
-    if content_type:
-        headers["content-type"] = content_type
-    auth = sign(secret_id, secret_key, method, f"/{bucket}/{key}", params, headers)
-    query = urllib.parse.urlencode(params)
-    path = f"{urllib.parse.quote(bucket)}/{urllib.parse.quote(key)}"
-    url = f"{endpoint.rstrip('/')}/{path}" + (f"?{query}" if query else "")
-    request = urllib.request.Request(url, data=body or None, method=method)
-    for name, value in headers.items():
-        if name != "host":
-            request.add_header(name, value)
-    request.add_header("Authorization", auth)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Reply(response.status, response.read())
-    except urllib.error.HTTPError as e:
-        return Reply(e.code, e.read())
-    except OSError as e:
-        raise AdminError(f"cannot reach {endpoint}: {e}") from None
-
-
-def _error_text(reply: Reply) -> str:
-    try:
-        root = cosxml.parse(reply.body)
-        return f"{reply.status} {root.findtext('Code')}: {root.findtext('Message')}"
-    except cosxml.XMLProblem:
-        return f"HTTP {reply.status}"
 
 
 def describe(rule: OriginRule) -> str:
@@ -215,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--key", help="probe this key with a HEAD through the vetted address")
     check.add_argument("--json", action="store_true", help="print the edge's JSON answer")
     copies.add_parsers(sub)
+    refresh.add_parser(sub)  # hook: the refresh command
+    backfill.add_parser(sub)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     secret_id = os.environ.get("COSEDGE_SECRET_ID", "")
@@ -223,10 +163,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cosedge-admin: set COSEDGE_SECRET_ID and COSEDGE_SECRET_KEY", file=sys.stderr)
         return 2
     try:
+        if args.area == "backfill":
+            return backfill.run(args, _bucket_api(args, secret_id, secret_key))
         return _run(args, secret_id, secret_key)
+    except backfill.BackfillError as e:
+        print(f"cosedge-admin: {e}", file=sys.stderr)
+        return e.code
     except (AdminError, RuleError, OSError, copies.NotStatusJSON) as e:
         print(f"cosedge-admin: {e}", file=sys.stderr)
         return 2
+
+
+def _bucket_api(args: argparse.Namespace, secret_id: str, secret_key: str) -> backfill.Api:
+    """Signed calls to `args.bucket`, as the backfill commands make them."""
+
+    def api(method: str, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        content_type = "text/plain; charset=utf-8" if body else None
+        reply = call(
+            args.endpoint, secret_id, secret_key, method, args.bucket, params, body, content_type
+        )
+        return reply.status, reply.body
+
+    return api
 
 
 def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
@@ -248,6 +206,8 @@ def _run(args: argparse.Namespace, secret_id: str, secret_key: str) -> int:
             return call(args.endpoint, secret_id, secret_key, "GET", bucket, params, key=key)
 
         return copies.run(args, get, _error_text)
+    if args.area == "refresh":  # hook: the refresh command
+        return refresh.run(args, secret_id, secret_key)
     if args.action == "check":
         return _check(args, secret_id, secret_key)
     if args.action == "show":

@@ -6,9 +6,10 @@ check out (`edge.api.auth`), object GET/HEAD go back to the public read path (hi
 and back-to-origin behave the same signed or not) and everything else is routed by
 `ManagementAPI.render` to the module of its operation family: `service` (GET Service),
 `bucket` (bucket PUT/HEAD/DELETE, listings), `object` (object PUT/DELETE), `multipart`,
-`origin` (`?origin` rules), `origin_check` (the dry run of a rule) and `copies` (copy
-status, `?cosedge-copy` and `?cosedge-copies`). This module is only
-the entry object and that routing.
+`origin` (`?origin` rules), `origin_check` (the dry run of a rule), `copies` (copy
+status, `?cosedge-copy` and `?cosedge-copies`), `refresh` (asking the origin again about
+stored copies) and `backfill` (backfill jobs). This module is only the entry object and
+that routing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from twisted.web.server import Request
 
 from edge.api import errors
 from edge.api.auth import Authenticator, Denied, request_headers, request_query
+from edge.api.backfill import QUERY as BACKFILL
+from edge.api.backfill import BackfillOperations
 from edge.api.bucket import BucketOperations
 from edge.api.buckets import BucketRegistry
 from edge.api.copies import BUCKET_QUERY as COPIES
@@ -30,10 +33,13 @@ from edge.api.object import ObjectOperations, is_object_subresource, refuse_obje
 from edge.api.origin import OriginOperations
 from edge.api.origin_check import QUERY as ORIGIN_CHECK
 from edge.api.origin_check import OriginCheck
+from edge.api.refresh import QUERY as REFRESH
+from edge.api.refresh import RefreshOperations
 from edge.api.rules import OriginRules
 from edge.api.service import ServiceOperations
 from edge.config import Credential
 from edge.origin.copier import OriginCopier, OriginResolver
+from edge.origin.jobs import JobFiles
 from edge.store.interface import ObjectStore
 
 __all__ = [
@@ -59,6 +65,7 @@ class ManagementAPI:
         resolver: OriginResolver,
         wall_clock: Callable[[], float] = time.time,
         copier: OriginCopier | None = None,
+        jobs: JobFiles | None = None,
     ) -> None:
         self._registry = registry
         self._auth = Authenticator(credentials, registry, wall_clock)
@@ -69,6 +76,8 @@ class ManagementAPI:
         self._origin = OriginOperations(rules, resolver, self._domains)
         self._origin_check = OriginCheck(resolver, copier, self._domains)
         self._copies = CopyStatus(copier.records if copier is not None else None)
+        self._refresh = RefreshOperations(rules, resolver, store, copier)
+        self._backfill = BackfillOperations(jobs)
 
     def _domains(self, bucket: str) -> tuple[str, ...]:
         """The bucket's own domains: an origin naming one of them would loop."""
@@ -107,6 +116,14 @@ class ManagementAPI:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)
                 return self._copies.render_bucket(request, bucket, query)
+            if REFRESH in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._refresh.render(request, bucket, query)
+            if BACKFILL in query:
+                if bucket not in self._registry:
+                    raise Denied(errors.NO_SUCH_BUCKET)
+                return self._backfill.render(request, bucket, query)
             if "origin" in query:
                 if bucket not in self._registry:
                     raise Denied(errors.NO_SUCH_BUCKET)

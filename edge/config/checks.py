@@ -46,6 +46,7 @@ _FETCH_KEYS = {
     "not_found_ttl": "seconds",
     "breaker": "breaker",
     "ca_file": "ca_file",
+    "check_digests": "bool",
 }
 
 
@@ -316,6 +317,10 @@ def check_fetch(value: object, source: str) -> OriginFetchConfig:
             settings[name] = _check_breaker(item, key, source)
         elif kind == "ca_file":
             settings[name] = _check_ca_file(item, key, source)
+        elif kind == "bool":
+            if not isinstance(item, bool):
+                raise ConfigError(source, key, f"must be true or false, not {item!r}")
+            settings[name] = item
         else:
             settings[name] = _parse_size(item, key, source)
     return OriginFetchConfig(**settings)

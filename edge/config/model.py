@@ -72,6 +72,10 @@ class OriginFetchConfig:
     # HTTPS origins (SPEC §11): a PEM bundle of the CAs their certificates must chain to;
     # None trusts the system's store.
     ca_file: Path | None = None
+    # A copy whose origin sends Content-MD5 / Digest / Repr-Digest checks the body against
+    # it and stores nothing on a mismatch (OSS's MirrorCheckMd5); off only for an origin
+    # known to send wrong ones.
+    check_digests: bool = True
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ class OriginCopier(Service):
         self.client = OriginClient(reactor)
         self.client.trust(fetch.ca_file)
         # The resolver vets what a copy reaches beyond the miss's address: standbys, hops.
-        self._fetcher = ObjectFetcher(
+        self.fetcher = ObjectFetcher(
             reactor, store, fetch, agent_factory or self._pinned_agent, resolver
         )
         self.protection = OriginProtection(reactor, fetch, jitter)
@@ -180,7 +180,7 @@ class OriginCopier(Service):
         running ones finish under the limits they started with."""
         self.client.trust(fetch.ca_file)  # read again: a reload may bring a renewed bundle
         self._fetch = fetch
-        self._fetcher.reconfigure(fetch)
+        self.fetcher.reconfigure(fetch)
         self.protection.reconfigure(fetch)
 
     def _pinned_agent(
@@ -295,7 +295,7 @@ class OriginCopier(Service):
         self.counters["started"] += 1
         job.started = self._clock.seconds()
         self.records.copying(job)
-        d = self._fetcher.start(job)
+        d = self.fetcher.start(job)
         job.deferred = d
         d.addBoth(self._finished, job)
         return True

@@ -28,6 +28,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from edge.config import OriginFetchConfig
 from edge.origin.client import AgentFactory, WireMeter
 from edge.origin.job import CopyFailed, CopyJob, origin_host
+from edge.origin.provenance import Received  # hook: metadata and digests (refresh helper)
 from edge.origin.request import USER_AGENT
 from edge.origin.resolver import OriginResolver, ReactorClock
 from edge.origin.walk import Discard, OriginWalk, tls_reason
@@ -155,6 +156,7 @@ class Fetched(enum.Enum):
     STORED = "stored"
     ALREADY_PRESENT = "already_present"  # before the fetch, or published meanwhile
     DELETED = "deleted"  # a DELETE of the key came while the body streamed
+    KEPT = "kept"  # a refresh the origin answered 304 Not Modified (refresh.py)
 
 
 class ObjectFetcher:
@@ -180,6 +182,15 @@ class ObjectFetcher:
     def reconfigure(self, fetch: OriginFetchConfig) -> None:
         self._fetch = fetch
 
+    @property
+    def clock(self) -> ReactorClock:
+        return self._clock
+
+    @property
+    def config(self) -> OriginFetchConfig:
+        """The limits in force, for a refresh (refresh.py) that starts fetches itself."""
+        return self._fetch
+
     def start(self, job: CopyJob) -> Deferred[Fetched]:
         """The fetch of `job`, cancelled (and failed) after `total_timeout` seconds."""
         d = Deferred.fromCoroutine(self._run(job))
@@ -196,7 +207,7 @@ class ObjectFetcher:
         # First thing, in the same reactor turn that took the key's lock: what a DELETE of
         # the key looked like before this copy, so that one arriving later drops it.
         watch = self._store.watch_deletes(job.bucket, job.key)
-        if await self._store.exists(job.bucket, job.key):
+        if job.revalidate is None and await self._store.exists(job.bucket, job.key):
             return Fetched.ALREADY_PRESENT
         try:
             self._store.refuse_unsafe(job.bucket, job.key)
@@ -204,6 +215,9 @@ class ObjectFetcher:
             raise CopyFailed(f"nothing fetched: {e}") from None
         opened = await self._walk.open(job, self._fetch)
         response, meter = opened.response, opened.meter
+        if job.revalidate is not None and response.code == 304:  # hook: refresh
+            response.deliverBody(Discard())
+            return Fetched.KEPT
         if response.code != 200:
             response.deliverBody(Discard())
             hint = ""
@@ -222,7 +236,8 @@ class ObjectFetcher:
                 f"Content-Length {expected} over max_object_size ({self._fetch.max_object_size})",
                 status=200,
             )
-        pending = self._store.new_upload(job.bucket, job.key, watch=watch)
+        received = Received(response.headers, self._fetch.check_digests)  # hook: meta, digests
+        pending = self._store.new_upload(job.bucket, job.key, watch=watch, meta=received.meta)
         observer = job.observer
 
         def written(total: int) -> None:
@@ -232,7 +247,8 @@ class ObjectFetcher:
 
         writer = _BodyWriter(
             job,
-            (pending.append_blocking, pending.hash_blocking),
+            # The file's lane and the hashes' (the store's MD5, an origin digest's SHA-256).
+            (pending.append_blocking, received.sink(pending.hash_blocking)),
             written,
             self._fetch.max_object_size,
             self._fetch.idle_timeout,
@@ -251,10 +267,13 @@ class ObjectFetcher:
                 )
             if expected is not None:
                 await self._check_nothing_more(meter, expected)
+            mismatch = received.mismatch(pending.md5_digest)  # hook: digests
+            if mismatch is not None:
+                raise CopyFailed(mismatch, status=200)
             if job.observer is not None:  # the body is whole: Mirror clients need not wait
                 job.observer.body_complete()  # for the publish
             try:
-                published = await pending.publish()
+                published = await pending.publish(job.revalidate is not None, received.meta)
             except UnsafePath as e:
                 raise CopyFailed(f"nothing stored: {e}") from None
         except BaseException:

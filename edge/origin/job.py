@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 
 from edge.config import OriginAddress
 from edge.origin.observer import FetchObserver
+from edge.origin.provenance import Revalidation
 from edge.origin.request import OriginPlan
 from edge.store.interface import KeyLock
 
@@ -49,6 +50,7 @@ class CopyJob:
     # The URL that answered when it is not the main origin's (a standby, a redirect).
     source: str | None = None
     observer: FetchObserver | None = field(default=None, repr=False)  # a Mirror miss's
+    revalidate: Revalidation | None = None  # hook: a refresh (conditional GET, replaces)
 
     @property
     def host(self) -> str:

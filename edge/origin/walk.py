@@ -27,6 +27,7 @@ from edge.config import OriginAddress, OriginFetchConfig
 from edge.origin import measured
 from edge.origin.client import AgentFactory, WireMeter
 from edge.origin.job import CopyFailed, CopyJob
+from edge.origin.provenance import Revalidation, revalidate  # hook: refresh helper
 from edge.origin.request import (
     HTTPS,
     MAX_REDIRECTS,
@@ -141,7 +142,7 @@ class OriginWalk:
         scheme = job.plan.scheme
         url = job.plan.url(origin, job.key)
         for hop in range(MAX_REDIRECTS + 1):
-            opened = await self._request(origin, address, scheme, url, fetch)
+            opened = await self._request(origin, address, scheme, url, fetch, job.revalidate)
             status = opened.response.code
             if not job.plan.follow_redirects or status not in REDIRECT_STATUSES:
                 return opened
@@ -182,6 +183,7 @@ class OriginWalk:
         scheme: str,
         url: bytes,
         fetch: OriginFetchConfig,
+        revalidation: Revalidation | None = None,
     ) -> Opened:
         """GET `url` on a new connection to `address`, TLS for `origin`'s host on HTTPS."""
         meter = WireMeter()
@@ -190,7 +192,9 @@ class OriginWalk:
             agent = self._agent_factory(address, port, meter, origin.host)
         else:
             agent = self._agent_factory(address, port, meter)
-        request = agent.request(b"GET", url, request_headers())
+        headers = request_headers()
+        revalidate(headers, revalidation)  # hook: a refresh's conditional headers
+        request = agent.request(b"GET", url, headers)
         # Cancelling a request makes Twisted fail it with ResponseNeverReceived, not the
         # CancelledError addTimeout would turn into TimeoutError: name the timeout here.
         request.addTimeout(

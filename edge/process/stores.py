@@ -66,6 +66,22 @@ def folder_assembly(store: Any) -> Assembly:
     return Assembly(store, store.state_dir, refreshers=[store.refresh_meta_buckets])
 
 
+def bucket_not_made(failure: Failure, bucket: str) -> None:
+    """A bucket added by a reload or another process whose storage could not be made: it
+    is served (misses redirect), so the operator must hear why its copies will fail."""
+    from edge.store.interface import StoreUnavailable
+
+    if failure.check(StoreUnavailable):  # an S3 store that is out: made when it is back
+        return
+    error = failure.value
+    reason = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) else str(error)
+    log.error(
+        "Bucket {bucket} is served, but its storage cannot be made: {reason}",
+        bucket=bucket,
+        reason=str(reason),
+    )
+
+
 def s3_assembly(config: EdgeConfig, reactor: Any, *, main: bool) -> Assembly:
     """An S3 store, its Redis and the shared state writer (and puller when `main`)."""
     from edge.cluster.redis import RedisCoordinator

@@ -22,7 +22,6 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
 
 from edge import __version__
 from edge.config import ConfigError, EdgeConfig, check_origin_addresses, load_config
@@ -238,16 +237,20 @@ def build_service(
     the main process with `workers > 1` starts the workers once it listens. `overrides`
     are the command line's `--listen`/`--data-dir`/`--workers`, applied again on a reload.
     """
+    from edge.api.backfill import origin_locator
     from edge.api.buckets import BucketRegistry
     from edge.api.management import ManagementAPI
     from edge.api.rules import OriginRules
     from edge.logs import LogLevelService
-    from edge.origin.copier import OriginCopier, OriginResolver
+    from edge.origin.backfill import BackfillRunner
+    from edge.origin.copier import OriginResolver
+    from edge.origin.jobcopies import JobCopier
+    from edge.origin.jobs import JobFiles
     from edge.origin.records import FILE_NAME as RECORDS_FILE
     from edge.origin.records import CopyRecords
     from edge.process.monitoring import admin_listener, copy_gauges, note_isp_tables
     from edge.process.reload import Loaded, ReloadService
-    from edge.process.stores import folder_assembly, s3_assembly
+    from edge.process.stores import bucket_not_made, folder_assembly, s3_assembly
     from edge.process.sweeper import Sweeper
     from edge.process.workers import AdoptedListenerService, WorkerSupervisor
     from edge.store.changestamp import StateWatcher
@@ -271,13 +274,13 @@ def build_service(
         config.origin_fetch.dns_timeout,
     )
     records = CopyRecords(assembly.state_dir / RECORDS_FILE, reactor)
-    copier = OriginCopier(reactor, store, config.origin_fetch, resolver=resolver, records=records)
+    copier = JobCopier(reactor, store, config.origin_fetch, resolver=resolver, records=records)
     copy_gauges(copier).setServiceParent(top)
     note_isp_tables(policy)
 
     def buckets_changed(added: set[str], removed: set[str]) -> None:
         for name in added:
-            store.add_bucket(name).addErrback(_bucket_not_made, name)
+            store.add_bucket(name).addErrback(bucket_not_made, name)
         for name in removed:
             store.forget_bucket(name)
 
@@ -293,7 +296,10 @@ def build_service(
         log.info(
             "Origin rules of {bucket} come from {source}", bucket=name, source=rules.source(name)
         )
-    api = ManagementAPI(config.credentials, registry, store, rules, resolver, copier=copier)
+    jobs = JobFiles(assembly.state_dir / "jobs")
+    api = ManagementAPI(
+        config.credentials, registry, store, rules, resolver, copier=copier, jobs=jobs
+    )
     spools = BodySpools(store.tmp_dir, SpoolBudget(config.limits.spool_bytes))
     resource = EdgeResource(registry, rules, store, resolver, copier, reactor, api, spools)
     site = EdgeSite(resource, reactor=reactor)
@@ -351,7 +357,10 @@ def build_service(
         reactor, config, load, apply, supervisor.hang_up if supervisor is not None else None
     )
     reloader.setServiceParent(top)
-    if inherited_fd is None:  # one sweeper per data folder: the main process's
+    if inherited_fd is None:  # one sweeper per data folder, one job runner: the main process's
+        BackfillRunner(
+            reactor, store, copier, jobs, origin_locator(rules, resolver)
+        ).setServiceParent(top)
         Sweeper(
             reactor, store, lambda: reloader.config.limits.abort_incomplete_uploads_after
         ).setServiceParent(top)
@@ -379,20 +388,6 @@ def _note_listening(resolver: Any, where: Any) -> None:
         address = None
     if address is not None and address.port:
         resolver.listening_on(address)
-
-
-def _bucket_not_made(failure: Failure, bucket: str) -> None:
-    from edge.store.interface import StoreUnavailable
-
-    if failure.check(StoreUnavailable):  # an S3 store that is out: made when it is back
-        return
-    error = failure.value
-    reason = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) else str(error)
-    log.error(
-        "Bucket {bucket} is served, but its storage cannot be made: {reason}",
-        bucket=bucket,
-        reason=str(reason),
-    )
 
 
 def _access_log(config: EdgeConfig, site: Any, reactor: Any, supervisor: Any) -> IService | None:

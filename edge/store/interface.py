@@ -45,11 +45,24 @@ class StoreUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class OriginProvenance:
+    """What the origin said about an object a copy brought (SPEC §12): its validators, for
+    a later refresh's conditional GET, and its Content-Type as sent. Values are kept only
+    when HTTP can carry them back unchanged (visible ASCII); "" when the origin sent none."""
+
+    etag: str = ""
+    last_modified: str = ""
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
 class ObjectMeta:
-    """What a PUT said about an object beyond its bytes."""
+    """What a PUT said about an object beyond its bytes, or what a copy learnt from its
+    origin (`origin`; None for an object no copy brought)."""
 
     content_type: str = ""
     user: Mapping[str, str] = field(default_factory=dict)  # x-cos-meta-* headers
+    origin: OriginProvenance | None = None
 
 
 @dataclass(frozen=True)
@@ -302,10 +315,13 @@ class ObjectStore(Protocol):
         key: str,
         spool: SpooledBody | None = None,
         watch: DeleteWatch | None = None,
+        meta: ObjectMeta | None = None,
     ) -> PendingWrite:
         """A write that becomes `bucket/key` on publish: empty to be written to, or the
         spooled request body `spool` taken over as it is. With `watch` (an origin copy), a
-        DELETE of the key meanwhile makes publishing drop it."""
+        DELETE of the key meanwhile makes publishing drop it. `meta` is what `publish` is
+        expected to be given, known before the first byte (a copy's origin headers): a store
+        that sends big objects while they are written starts with it."""
 
     def refuse_unsafe(self, bucket: str, key: str) -> None:
         """Raise `UnsafePath` before a copy spends bandwidth on an object it could never

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from twisted.internet.interfaces import (
@@ -27,6 +28,9 @@ class OriginReply:
     `headers_delay` waits before the status line; `stall_after` sends that many body bytes
     then nothing, keeping the connection open; `reset_after` sends that many bytes then
     aborts the TCP connection; `cut_after` sends that many bytes then closes cleanly.
+    `conditional` answers conditional GETs as a real server would: 304 Not Modified when
+    `If-None-Match` names the reply's `ETag` header, or (without `If-None-Match`) when
+    `If-Modified-Since` is not before its `Last-Modified` header.
     """
 
     status: int = 200
@@ -39,6 +43,23 @@ class OriginReply:
     stall_after: int | None = None
     reset_after: int | None = None
     cut_after: int | None = None
+    conditional: bool = False
+
+    def not_modified(self, request: dict[str, str]) -> bool:
+        """Whether a conditional request with these (lowercased) headers gets a 304."""
+        if not self.conditional or self.status != 200:
+            return False
+        mine = {k.lower(): v for k, v in self.headers.items()}
+        if "if-none-match" in request:
+            tags = [t.strip() for t in request["if-none-match"].split(",")]
+            return "etag" in mine and (mine["etag"] in tags or "*" in tags)
+        since, modified = request.get("if-modified-since"), mine.get("last-modified")
+        if since is None or modified is None:
+            return False
+        try:
+            return parsedate_to_datetime(modified) <= parsedate_to_datetime(since)
+        except (TypeError, ValueError):
+            return False
 
 
 @dataclass
@@ -47,6 +68,9 @@ class SeenRequest:
     path: str
     headers: dict[str, str]
     peer: str
+
+
+_VALIDATORS = ("etag", "last-modified")
 
 
 class _OriginProtocol(Protocol):
@@ -75,6 +99,9 @@ class _OriginProtocol(Protocol):
         self.factory.origin.requests.append(SeenRequest(method, path, headers, peer))
         self._answered = True
         reply = self.factory.origin.reply_for(path)
+        if reply.not_modified(headers):
+            kept = {k: v for k, v in reply.headers.items() if k.lower() in _VALIDATORS}
+            reply = OriginReply(status=304, headers=kept, content_length=None)
         self._later(reply.headers_delay, self._send_head, reply)
 
     def _later(self, delay: float, f: Callable[..., Any], *args: Any) -> None:
@@ -90,6 +117,7 @@ class _OriginProtocol(Protocol):
             200: "OK",
             301: "Moved Permanently",
             302: "Found",
+            304: "Not Modified",
             404: "Not Found",
             500: "Internal Server Error",
             503: "Service Unavailable",

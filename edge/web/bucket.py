@@ -3,7 +3,8 @@
 Anonymous requests get nothing here: listing a bucket or the service is the signed API's,
 so they are answered 403 AccessDenied, or 404 NoSuchBucket when the bucket they name is not
 served. Signed requests go to the management API; the only bodies it takes at this level
-are small XML documents (CreateBucketConfiguration, the bucket's origin rules).
+are small XML documents (CreateBucketConfiguration, the bucket's origin rules) and the key
+list of a backfill job.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 from twisted.web.server import Request
 
 from edge.api import errors
+from edge.api.backfill import MAX_BACKFILL_BODY
+from edge.api.backfill import QUERY as BACKFILL
+from edge.api.refresh import MAX_BODY as REFRESH_BODY
+from edge.api.refresh import QUERY as REFRESH
 from edge.web.access import READ_METHODS, TargetResource
 from edge.web.bodies import MAX_XML_BODY
 from edge.web.replies import error
@@ -32,5 +37,9 @@ class BucketResource(TargetResource):
         return error(request, errors.ACCESS_DENIED)
 
     def body_limit(self, method: bytes, query: dict[str, str]) -> int | None:
-        # A bucket PUT (CreateBucketConfiguration) and PUT ?origin.
+        # A bucket PUT (CreateBucketConfiguration) and PUT ?origin; a backfill job's keys.
+        if method == b"POST" and REFRESH in query:  # the keys of a refresh (JSON)
+            return REFRESH_BODY
+        if method == b"POST" and BACKFILL in query:
+            return MAX_BACKFILL_BODY
         return MAX_XML_BODY if method == b"PUT" else None

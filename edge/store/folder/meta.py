@@ -1,13 +1,16 @@
-"""Metadata of uploaded objects (Content-Type, x-cos-meta-*), kept beside the folders.
+"""Metadata of uploaded objects (Content-Type, x-cos-meta-*) and of copied ones (the
+origin's ETag, Last-Modified and Content-Type: `origin`), kept beside the folders.
 
 A bucket folder holds nothing but the objects' bytes, so what a PUT said about an object
-is kept under `.cosedge/meta/<bucket>/` in a small JSON record per key, written atomically
-and tied to the identity of the file it describes: a file replaced by hand since no longer
-carries the old record's headers, and the sweeper removes records whose file is gone.
+(or what its origin said, for a copy) is kept under `.cosedge/meta/<bucket>/` in a small
+JSON record per key, written atomically and tied to the identity of the file it describes:
+a file replaced by hand since no longer carries the old record's headers, and the sweeper
+removes records whose file is gone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,8 +19,19 @@ import stat as statmod
 import uuid
 
 from edge.store.folder.layout import FileIdentity, FolderLayout, identity_of
-from edge.store.interface import ObjectMeta
+from edge.store.interface import ObjectMeta, OriginProvenance
 from edge.store.keys import UnsafePath, validate_key
+
+
+def _provenance(raw: object) -> OriginProvenance | None:
+    """A record's `origin` (what a copy's origin said), None when absent or not a mapping
+    of strings (a hand-edited file)."""
+    if not isinstance(raw, dict):
+        return None
+    values = {name: raw.get(name, "") for name in ("etag", "last_modified", "content_type")}
+    if not all(isinstance(v, str) for v in values.values()):
+        return None
+    return OriginProvenance(**values)
 
 
 class MetaRecords:
@@ -57,7 +71,11 @@ class MetaRecords:
             return None
         if raw.get("key") != key or tuple(raw.get("identity", ())) != identity:
             return None  # replaced by hand since: its metadata no longer applies
-        return ObjectMeta(str(raw.get("content_type") or ""), dict(raw.get("meta") or {}))
+        return ObjectMeta(
+            str(raw.get("content_type") or ""),
+            dict(raw.get("meta") or {}),
+            _provenance(raw.get("origin")),
+        )
 
     def clear(self, bucket: str, key: str) -> None:
         folders, name = self._meta_location(bucket, key)
@@ -73,23 +91,28 @@ class MetaRecords:
         key: str,
         meta: ObjectMeta,
         identity: FileIdentity | None = None,
+        durable: bool = True,
     ) -> None:
         """Save a PUT's metadata, writing only below `.cosedge/meta` (reached without links).
 
         `identity` is the published file's (`PendingObject.identity`): two PUTs racing
         must each describe their own file, so the object is stated (without following a
-        link) only when the caller has none."""
+        link) only when the caller has none. `durable=False` skips the fsyncs: a record
+        written in the reactor turn that published its object (so no hit in this process
+        sees the object without it), made durable by a second, durable write after."""
         folders, name = self._meta_location(bucket, key)
         if identity is None:
             with self._layout.bucket_parent(bucket, key, create=False) as (parent_fd, object_name):
                 st = os.stat(object_name, dir_fd=parent_fd, follow_symlinks=False)
             identity = identity_of(st)
-        record = {
+        record: dict[str, object] = {
             "key": key,
             "identity": list(identity),
             "content_type": meta.content_type,
             "meta": meta.user,
         }
+        if meta.origin is not None:
+            record["origin"] = dataclasses.asdict(meta.origin)
         with self._layout.state_folder(*folders, create=True) as folder_fd:
             self.buckets.add(bucket)
             temp = f"{name}.{uuid.uuid4().hex}.tmp"
@@ -98,9 +121,11 @@ class MetaRecords:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(record, f, ensure_ascii=False)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(temp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
-            os.fsync(folder_fd)  # the rename itself survives a crash only with its folder
+            if durable:
+                os.fsync(folder_fd)  # the rename itself survives a crash only with its folder
 
     def sweep(self) -> int:
         """Remove metadata whose object is gone or was replaced by hand (a delete made

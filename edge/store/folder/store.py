@@ -38,6 +38,7 @@ from edge.store.interface import (
     DeleteWatch,
     KeyLock,
     ListingPage,
+    ObjectMeta,
     SpooledBody,
     StoredObject,
 )
@@ -156,10 +157,12 @@ class FolderStore:
         key: str,
         spool: SpooledBody | None = None,
         watch: DeleteWatch | None = None,
+        meta: ObjectMeta | None = None,
     ) -> PendingObject:
         """A temp file that becomes `bucket/key` on `publish()`, or vanishes on `discard()`;
         with `spool`, the uploaded body already written to the temp folder; with `watch`
-        (an origin copy), a DELETE of the key meanwhile makes publishing drop it."""
+        (an origin copy), a DELETE of the key meanwhile makes publishing drop it. (`meta`
+        is recorded at publish, which is given it; nothing here needs it sooner.)"""
         pending = self._new_pending(bucket, key, spool)
         pending.watch = watch
         return pending

@@ -188,7 +188,7 @@ class PendingObject:
                 os.close(fd)
 
         d: Deferred[Any] = deferToThread(flush)
-        d.addCallback(lambda _: self._link(replace))
+        d.addCallback(lambda _: self._link(replace, meta))
         d.addErrback(self._discard_after_failure)
         if meta is not None:
             d.addCallback(self._record, meta)
@@ -202,7 +202,7 @@ class PendingObject:
 
         def save() -> None:
             try:
-                if meta.content_type or meta.user:
+                if meta.content_type or meta.user or meta.origin is not None:
                     records.write(bucket, key, meta, identity)
                 else:
                     records.clear(bucket, key)
@@ -216,7 +216,7 @@ class PendingObject:
 
         return deferToThread(save).addCallback(lambda _: published)  # fsyncs: off the reactor
 
-    def _link(self, replace: bool) -> Deferred[bool] | bool:
+    def _link(self, replace: bool, meta: ObjectMeta | None = None) -> Deferred[bool] | bool:
         layout = self._layout
         temp_name = os.path.basename(self.temp_path)
         try:
@@ -252,11 +252,25 @@ class PendingObject:
                     return False
                 self.identity = identity_of(st)
                 self._etags.put(self.identity, self.etag)
+                self._record_at_once(meta)
                 folder_fd = os.dup(parent_fd)
         finally:
             unlink_quietly(self.temp_path)
         flushed: Deferred[None] = deferToThread(fsync_and_close, folder_fd)  # can take long
         return flushed.addCallback(_published)
+
+    def _record_at_once(self, meta: ObjectMeta | None) -> None:
+        """Write the metadata in the turn that published the object, without fsyncs (the
+        durable write follows in a thread): hits of this process never see the object
+        before its Content-Type, which a copy's first client (or a cache in front) would
+        otherwise get by extension. A failure here is the durable write's to report."""
+        records = self._meta_records
+        if records is None or meta is None or not (meta.content_type or meta.user or meta.origin):
+            return
+        try:
+            records.write(self.bucket, self.key, meta, self.identity, durable=False)
+        except (OSError, UnsafePath):
+            pass
 
     def _deleted(self) -> bool:
         if self.watch is not None and self.watch.deleted():

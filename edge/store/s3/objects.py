@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IConsumer
 from twisted.web.iweb import IRequest
 
 from edge.s3 import ObjectInfo, ObjectStream, S3Client, S3Error, S3Unavailable
-from edge.store.interface import ObjectMeta, StoreUnavailable
+from edge.store.interface import ObjectMeta, OriginProvenance, StoreUnavailable
 from edge.store.s3.calls import StoreGate
 
 #: Types a store reports when nobody gave one: the key's extension says more.
@@ -39,11 +39,38 @@ def single_range(header: str | None) -> str | None:
     return value if _ONE_RANGE.fullmatch(value) else None
 
 
+#: Metadata names (after `x-amz-meta-`) a copy keeps its origin's headers under; never
+#: served as `x-cos-meta-*`, and an upload's own metadata cannot set them.
+ORIGIN_META = "cosedge-origin-"
+_PROVENANCE = {"etag": "etag", "last-modified": "last_modified", "content-type": "content_type"}
+
+
+def origin_metadata(origin: OriginProvenance | None) -> dict[str, str]:
+    """A copy's provenance as store metadata names (only the values the origin sent)."""
+    if origin is None:
+        return {}
+    return {
+        ORIGIN_META + name: getattr(origin, attribute)
+        for name, attribute in _PROVENANCE.items()
+        if getattr(origin, attribute)
+    }
+
+
 def user_meta(info: ObjectInfo) -> ObjectMeta:
-    """What the PUT recorded: `x-amz-meta-*` back under their COS names."""
-    user = {f"{USER_META}{name}": value for name, value in info.metadata.items()}
+    """What the PUT recorded: `x-amz-meta-*` back under their COS names; a copy's
+    provenance (`cosedge-origin-*`) apart from them."""
+    user: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for name, value in info.metadata.items():
+        lowered = name.lower()
+        if lowered.startswith(ORIGIN_META):
+            attribute = _PROVENANCE.get(lowered[len(ORIGIN_META) :])
+            if attribute is not None:
+                origin[attribute] = value
+        else:
+            user[f"{USER_META}{name}"] = value
     stored = "" if info.content_type in UNSET_TYPES else info.content_type
-    return ObjectMeta(stored, user)
+    return ObjectMeta(stored, user, OriginProvenance(**origin) if origin else None)
 
 
 def _fetched_range(stream: ObjectStream, size: int) -> tuple[int, int]:

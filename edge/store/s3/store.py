@@ -28,6 +28,7 @@ from edge.store.interface import (
     DeleteWatch,
     KeyLock,
     ListingPage,
+    ObjectMeta,
     ObjectStore,
     SpooledBody,
     StoredObject,
@@ -98,8 +99,7 @@ class S3Store:
 
     @property
     def gate(self) -> StoreGate:
-        """Who tells this store's outages (one warning each): shared with whatever else
-        of the node talks to the same store (`state.SharedState`)."""
+        """Who tells this store's outages (one warning each), shared node-wide (`state`)."""
         return self._gate
 
     def store_bucket(self, bucket: str) -> str:
@@ -250,8 +250,10 @@ class S3Store:
         key: str,
         spool: SpooledBody | None = None,
         watch: DeleteWatch | None = None,
+        meta: ObjectMeta | None = None,
     ) -> S3PendingWrite:
-        return S3PendingWrite(self._context, bucket, self.store_bucket(bucket), key, spool, watch)
+        store_bucket = self.store_bucket(bucket)
+        return S3PendingWrite(self._context, bucket, store_bucket, key, spool, watch, meta)
 
     def refuse_unsafe(self, bucket: str, key: str) -> None:
         """Nothing is unsafe here: keys are URLs, never paths on this host."""

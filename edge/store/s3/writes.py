@@ -33,7 +33,7 @@ from edge.store.folder.objects import ContentTypes
 from edge.store.interface import DeleteWatch, ObjectMeta, SpooledBody, StoreUnavailable
 from edge.store.s3.calls import StoreGate
 from edge.store.s3.deletes import S3DeleteWatch
-from edge.store.s3.objects import USER_META
+from edge.store.s3.objects import ORIGIN_META, USER_META, origin_metadata
 from edge.store.s3.parts import StreamedUpload
 from edge.store.s3.tracking import InternalUploads
 
@@ -57,13 +57,17 @@ class WriteContext:
 
 
 def store_metadata(meta: ObjectMeta | None) -> dict[str, str]:
-    """`x-cos-meta-*` headers as the S3 client's metadata names (it adds `x-amz-meta-`)."""
+    """`x-cos-meta-*` headers as the S3 client's metadata names (it adds `x-amz-meta-`),
+    and a copy's provenance beside them (`cosedge-origin-*`, which uploads cannot set)."""
     user = meta.user if meta is not None else {}
-    return {
+    metadata = {
         name[len(USER_META) :]: value
         for name, value in user.items()
         if name.lower().startswith(USER_META)
+        and not name[len(USER_META) :].lower().startswith(ORIGIN_META)
     }
+    metadata.update(origin_metadata(meta.origin if meta is not None else None))
+    return metadata
 
 
 class S3PendingWrite:
@@ -77,8 +81,12 @@ class S3PendingWrite:
         key: str,
         spool: SpooledBody | None = None,
         watch: DeleteWatch | None = None,
+        planned: ObjectMeta | None = None,
     ) -> None:
         self._context = context
+        # What publish will be given, when known before the first byte (a copy's origin
+        # headers): a multipart upload begun while writing starts with it, not the defaults.
+        self._planned = planned
         self.bucket = bucket
         self.store_bucket = store_bucket
         self.key = key
@@ -126,8 +134,12 @@ class S3PendingWrite:
         if self._parts is not None:
             self._parts.feed(self.size)
         elif self.size > self._context.multipart_threshold:
-            # Parts go up while the rest is written; the key's defaults, as a copy has.
-            self._parts = self._upload(self._context.types.for_key(self.key), {})
+            # Parts go up while the rest is written, under the metadata publish will have.
+            planned = self._planned
+            content_type = (planned.content_type if planned else "") or self._context.types.for_key(
+                self.key
+            )
+            self._parts = self._upload(content_type, store_metadata(planned))
             self._parts.feed(self.size)
 
     def open_reader(self) -> int:

@@ -5,11 +5,12 @@ The origin is `twistd web` serving a file (256 MiB by default: a random 1 MiB bl
 hard-linked under one name per round so that every round is a miss). The baseline is
 `twisted.web.proxy.ReverseProxyResource` in its own process, which stores nothing. Both are
 read by the same client at full speed, alternating round by round; it times the first body
-byte and the last. The edge also writes the object into its bucket (and its buffer file) on
-the way. Peak RSS growth of each server is read from /proc (VmHWM, reset before each round).
-Each server's CPU time for the fetch is printed too: on a shared machine the wall-clock ratio
-follows the CPU each process gets, and the edge spends more per byte than a proxy that stores
-nothing (the store's MD5 of the object, the pending file and the buffer file). Goals: total
+byte and the last. The edge also writes the object into its bucket on the way (its clients
+read that same scratch file: one copy on disk). Peak RSS growth of each server is read from
+/proc (VmHWM, reset before each round). Each server's CPU time for the fetch is printed too:
+on a shared machine the wall-clock ratio follows the CPU each process gets, and the edge
+spends more per byte than a proxy that stores nothing (the store's MD5 of the object and its
+pending file, on a worker thread, so only a free second core hides them). Goals: total
 throughput >= 0.8x the proxy's; edge RSS growth flat (< 50 MiB, far below the object's size).
 
     python bench/mirror.py [--size-mib 256] [--rounds 3] [--quick]

@@ -12,7 +12,7 @@ in copier.py decides when fetches run and what a failure means for the key.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -32,6 +32,7 @@ from edge.origin.provenance import Received  # hook: metadata and digests (refre
 from edge.origin.request import USER_AGENT
 from edge.origin.resolver import OriginResolver, ReactorClock
 from edge.origin.walk import Discard, OriginWalk, tls_reason
+from edge.origin.writebehind import WriteBehind
 from edge.store.interface import KeyConflict, ObjectStore, StoreUnavailable
 from edge.store.keys import UnsafePath
 
@@ -42,24 +43,33 @@ log = Logger(namespace="edge.origin.copier")
 
 
 class _BodyWriter(Protocol):
-    """Streams a response body into a pending object with a size cap and an idle timeout."""
+    """Streams a response body into a pending object with a size cap and an idle timeout.
+
+    Each chunk is shown to `arrived` (a Mirror fetch's clients) and goes to `lanes` on
+    worker threads (`WriteBehind`: the store's MD5 and disk writes stay off the reactor);
+    `written(total)` is told on the reactor as they land, and `finished` fires only once
+    all of them are written.
+    """
 
     def __init__(
         self,
         job: CopyJob,
-        sink: Callable[[bytes], None],
+        lanes: Sequence[Callable[[bytes], None]],
+        written: Callable[[int], None],
         limit: int,
         idle_timeout: float,
         clock: ReactorClock,
+        arrived: Callable[[bytes], None] | None = None,
     ) -> None:
         self._job = job
-        self._sink = sink
+        self._arrived = arrived
         self._limit = limit
         self._idle_timeout = idle_timeout
         self._clock = clock
         self._timer: IDelayedCall | None = None
         self.finished: Deferred[None] = Deferred(lambda d: self._abort(CancelledError()))
         self._failed = False
+        self.behind = WriteBehind(lanes, written, self._write_failed, self._pause, self._resume)
 
     def connectionMade(self) -> None:
         self._timer = self._clock.callLater(self._idle_timeout, self._idle)
@@ -72,15 +82,33 @@ class _BodyWriter(Protocol):
         if self._job.received + len(data) > self._limit:
             self._abort(CopyFailed(f"body over max_object_size ({self._limit} bytes)", status=200))
             return
-        try:
-            self._sink(data)
-        except OSError as e:
-            self._abort(CopyFailed(f"cannot write temporary file: {e.strerror or e}"))
-            return
+        if self._arrived is not None:
+            self._arrived(data)
+        self.behind.add(data)
         self._job.received += len(data)
+
+    def _write_failed(self, failure: Failure) -> None:
+        error = failure.value
+        if isinstance(error, OSError):
+            self._abort(CopyFailed(f"cannot write temporary file: {error.strerror or error}"))
+        else:
+            self._abort(error if isinstance(error, Exception) else Exception(str(error)))
+
+    def _pause(self) -> None:
+        if self.transport is not None:
+            cast(IPushProducer, self.transport).pauseProducing()
+
+    def _resume(self) -> None:
+        if self.transport is not None and not self._failed:
+            if self._timer is not None and self._timer.active():
+                self._timer.reset(self._idle_timeout)  # the wait was ours, not the origin's
+            cast(IPushProducer, self.transport).resumeProducing()
 
     def _idle(self) -> None:
         self._timer = None
+        if self.behind.paused:  # held back by the disk, not by the origin: wait on
+            self._timer = self._clock.callLater(self._idle_timeout, self._idle)
+            return
         reason = f"origin sent nothing for {self._idle_timeout:g}s (idle timeout)"
         self._abort(CopyFailed(reason, fault=True))
 
@@ -89,6 +117,7 @@ class _BodyWriter(Protocol):
             return
         self._failed = True
         self._cancel_timer()
+        self.behind.stop()
         if self.transport is not None:
             cast(IPushProducer, self.transport).stopProducing()
         if not self.finished.called:
@@ -104,9 +133,10 @@ class _BodyWriter(Protocol):
         if self._failed or self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(None)
+            self.behind.idle().addCallback(self._written_all)
         else:
             self._failed = True
+            self.behind.stop()
             self.finished.errback(
                 Failure(
                     CopyFailed(
@@ -114,6 +144,10 @@ class _BodyWriter(Protocol):
                     )
                 )
             )
+
+    def _written_all(self, _: None) -> None:
+        if not self._failed and not self.finished.called:
+            self.finished.callback(None)
 
 
 class Fetched(enum.Enum):
@@ -204,18 +238,26 @@ class ObjectFetcher:
             )
         received = Received(response.headers, self._fetch.check_digests)  # hook: meta, digests
         pending = self._store.new_upload(job.bucket, job.key, watch=watch, meta=received.meta)
-        sink: Callable[[bytes], None] = received.sink(pending.write)
-        if job.observer is not None:  # Mirror: clients read the body as it streams
-            job.observer.response(response)
-            sink = job.observer.tee(sink)
+        observer = job.observer
+
+        def written(total: int) -> None:
+            pending.written()
+            if observer is not None:
+                observer.stored(total)
+
+        writer = _BodyWriter(
+            job,
+            # The file's lane and the hashes' (the store's MD5, an origin digest's SHA-256).
+            (pending.append_blocking, received.sink(pending.hash_blocking)),
+            written,
+            self._fetch.max_object_size,
+            self._fetch.idle_timeout,
+            self._clock,
+            None if observer is None else observer.arrived,
+        )
         try:
-            writer = _BodyWriter(
-                job,
-                sink,
-                self._fetch.max_object_size,
-                self._fetch.idle_timeout,
-                self._clock,
-            )
+            if observer is not None:  # Mirror: clients read the body as it streams
+                observer.response(response, pending.open_reader())
             response.deliverBody(writer)
             await writer.finished
             if expected is not None and pending.size != expected:
@@ -235,6 +277,7 @@ class ObjectFetcher:
             except UnsafePath as e:
                 raise CopyFailed(f"nothing stored: {e}") from None
         except BaseException:
+            await writer.behind.settled()  # the thread must be done with the files first
             pending.discard()
             raise
         if published:

@@ -2,25 +2,25 @@
 
 A Mirror miss does not redirect: its client gets the origin's bytes in the same response. The
 fetch is an ordinary copy (the copier's single flight, slots, key lock and protection; the
-fetcher's limits, checks and create-only publish), with a `MirrorFetch` as its observer: the
-body it streams into the pending object is also appended to a buffer file, and every client
-of the key, the first or one arriving while the fetch runs, reads that file from its own
-offset and follows it as it grows (Apache Traffic Server's read-while-writer, Varnish's
-waiting list). A client is never a second origin request.
+fetcher's limits, checks and create-only publish), with a `MirrorFetch` as its observer:
+every client of the key, the first or one arriving while the fetch runs, reads the local file
+the pending object is written into (its buffer) from its own offset and follows it as it grows
+(Apache Traffic Server's read-while-writer, Varnish's waiting list). A client is never a
+second origin request.
 
 The buffer is on disk, not in memory, so a slow client only reads further behind and holds
-neither the origin nor the other clients back; it is an anonymous file under the store's
-local scratch (`<data_dir>/.cosedge/tmp`), unlinked from the moment it is made, so its space
-is freed when the fetch has ended and its last reader closed it, and a crash leaves nothing.
+neither the origin nor the other clients back. It is the store's own scratch file under
+`<data_dir>/.cosedge/tmp` (the bytes are on disk once), read through a descriptor opened
+before the body streams: it stays readable once the write is published (for the folder store
+it is the object's file then) or discarded, and its space is the store's to free.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-import tempfile
+from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -62,12 +62,14 @@ _NOT_STARTED = {
 class MirrorFetch:
     """The buffer of one Mirror fetch and the clients that follow it (a `FetchObserver`)."""
 
-    def __init__(self, tmp_dir: Path, on_end: Callable[[], None]) -> None:
-        os.makedirs(tmp_dir, exist_ok=True)
-        self._file = tempfile.TemporaryFile(dir=tmp_dir, prefix="mirror-")  # noqa: SIM115
-        self._fd = self._file.fileno()
+    def __init__(self, on_end: Callable[[], None]) -> None:
+        self._fd: int | None = None  # reads the buffer, once the body streams
         self._on_end = on_end
-        self.size = 0  # bytes in the buffer
+        self.size = 0  # body bytes arrived: what clients may read
+        self._stored = 0  # of which in the buffer file
+        # The rest, in order: the chunks the write-behind still holds (the same objects, so
+        # no more memory), read from here by clients that keep up with the origin.
+        self._unstored: deque[bytes] = deque()
         self.expected: int | None = None  # the origin's Content-Length
         self.content_type: bytes | None = None  # the origin's Content-Type
         self.complete = False  # ended well: the whole body is in the buffer
@@ -81,27 +83,27 @@ class MirrorFetch:
 
     # --- the fetch's side (FetchObserver) ------------------------------------------------
 
-    def response(self, response: IResponse) -> None:
+    def response(self, response: IResponse, body: int) -> None:
+        self._fd = body
         self._responded = True
         if response.length is not UNKNOWN_LENGTH:
             self.expected = int(response.length)
         types = response.headers.getRawHeaders(b"content-type")
         self.content_type = types[0] if types else None
 
-    def tee(self, sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        fd = self._fd
+    def arrived(self, data: bytes) -> None:
+        if not data:
+            return
+        self._unstored.append(data)
+        self.size += len(data)
+        if self._start is None:
+            self._started(Start.STREAMING)
+        self._grown()
 
-        def write(data: bytes) -> None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            sink(data)
-            self.size += len(data)
-            if self._start is None and data:
-                self._started(Start.STREAMING)
-            self._grown()
-
-        return write
+    def stored(self, size: int) -> None:
+        unstored = self._unstored
+        while unstored and self._stored + len(unstored[0]) <= size:  # whole chunks, always
+            self._stored += len(unstored.popleft())
 
     def body_complete(self) -> None:
         self.complete = True
@@ -159,8 +161,21 @@ class MirrorFetch:
         self._close_if_unread()
 
     def read(self, offset: int, length: int) -> bytes:
-        """Up to `length` buffered bytes from `offset` (never past what has arrived)."""
-        return os.pread(self._fd, min(length, self.size - offset), offset)
+        """Up to `length` body bytes from `offset` (never past what has arrived): from the
+        buffer file, or still in memory for a client right behind the origin."""
+        length = min(length, self.size - offset)
+        if offset < self._stored:
+            assert self._fd is not None, "read before the body streamed"
+            return os.pread(self._fd, min(length, self._stored - offset), offset)
+        position = self._stored
+        for chunk in self._unstored:
+            if offset < position + len(chunk):
+                start = offset - position
+                if start == 0 and length >= len(chunk):
+                    return chunk  # the usual case: no copy
+                return chunk[start : start + length]
+            position += len(chunk)
+        return b""
 
     def when_more(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, when the buffer grows or the fetch ends."""
@@ -191,8 +206,9 @@ class MirrorFetch:
                 callback()
 
     def _close_if_unread(self) -> None:
-        if self.over and self._readers <= 0 and not self._file.closed:
-            self._file.close()
+        if self.over and self._readers <= 0 and self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def _failed_deferred(failed: MirrorFailed) -> Deferred[Start]:
@@ -215,9 +231,8 @@ def _failed(failure: Failure) -> MirrorFailed:
 class MirrorFetches:
     """The Mirror fetches running in this process, by bucket and key."""
 
-    def __init__(self, copier: OriginCopier, tmp_dir: Path) -> None:
+    def __init__(self, copier: OriginCopier) -> None:
         self._copier = copier
-        self._tmp_dir = tmp_dir
         self._running: dict[tuple[str, str], MirrorFetch] = {}
 
     def join(
@@ -241,7 +256,7 @@ class MirrorFetches:
             if self._running.get(job_key) is fetch:
                 del self._running[job_key]
 
-        fetch = MirrorFetch(self._tmp_dir, forget)
+        fetch = MirrorFetch(forget)
         self._running[job_key] = fetch
         started = self._copier.copy(bucket, key, origin, address, request_id, plan, observer=fetch)
         if started is CopyStart.STARTED or started is CopyStart.QUEUED:

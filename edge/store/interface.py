@@ -183,7 +183,29 @@ class PendingWrite(Protocol):
     @property
     def md5_digest(self) -> bytes: ...
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> None:
+        """`append_blocking`, `hash_blocking`, then `written`, on the reactor."""
+
+    def append_blocking(self, data: bytes) -> None:
+        """Append `data` to the local file (and the size), without the reactor."""
+
+    def hash_blocking(self, data: bytes) -> None:
+        """Add `data` to the MD5, without the reactor.
+
+        An origin copy calls these two on worker threads (edge.origin.writebehind), so its
+        disk writes and MD5 stay off the reactor thread and run side by side: each is called
+        one call at a time and in order, the two may run at the same time (they touch
+        nothing in common), and nothing else touches the write meanwhile."""
+
+    def written(self) -> None:
+        """On the reactor, after `append_blocking` calls: what they leave to the reactor
+        (the S3 store starts uploading the parts they completed)."""
+
+    def open_reader(self) -> int:
+        """A new read-only file descriptor of the local file this write fills (the caller
+        closes it): it holds every byte a returned `append_blocking` wrote, and stays
+        readable after publish or discard. A Mirror fetch's clients read the body from it
+        as it arrives, so the bytes are on disk once, not twice (`edge.origin.mirror`)."""
 
     def publish(self, replace: bool = False, meta: ObjectMeta | None = None) -> Deferred[bool]:
         """Make the object visible whole. Fires True when published, False when the key

@@ -20,7 +20,6 @@ import mimetypes
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -37,8 +36,6 @@ from edge.web.http import RangeResult, parse_range
 from edge.web.replies import error, finish_error, unexpected
 from edge.web.target import Target
 from edge.web.turns import then
-
-log = Logger()
 
 CHUNK = 256 * 1024  # one read of the buffer: past the transport's 64 KiB, so it pauses us
 POLL_INTERVAL = 0.25  # how often a key fetched elsewhere is looked for in the store
@@ -96,21 +93,10 @@ class MirrorReads:
             finish_error(request, errors.SERVICE_UNAVAILABLE)
             return
         request_id: str = request.request_id  # type: ignore[attr-defined]
-        try:
-            plan = rule.plan(target.key, request.isSecure())  # scheme, rewrite, standbys
-            fetch, started = self.fetches.join(
-                target.bucket.name, target.key, rule.origin, address, request_id, plan
-            )
-        except OSError as e:  # no buffer file: a local cause an operator must fix
-            log.error(
-                "Mirror miss on {bucket}/{key} not served: cannot make its buffer file ({reason})",
-                bucket=target.bucket.name,
-                key=target.key,
-                reason=e.strerror or str(e),
-                request_id=request_id,
-            )
-            finish_error(request, errors.SERVICE_UNAVAILABLE)
-            return
+        plan = rule.plan(target.key, request.isSecure())  # scheme, rewrite, standbys
+        fetch, started = self.fetches.join(
+            target.bucket.name, target.key, rule.origin, address, request_id, plan
+        )
         note(request, started)
         if fetch is not None:
             self._follow(request, target, fetch)

@@ -75,7 +75,7 @@ class EdgeResource(Resource):
         self._registry = registry
         self._access = SignedAccess(api, spools)
         hits = Hits()
-        mirror = MirrorReads(MirrorFetches(copier, store.tmp_dir), store, hits, clock)
+        mirror = MirrorReads(MirrorFetches(copier), store, hits, clock)
         self._reads = ObjectReads(store, hits, Misses(rules, resolver, copier, clock, mirror))
 
     def leaf_for(self, request: Request) -> Resource:

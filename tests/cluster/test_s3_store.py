@@ -570,6 +570,38 @@ async def test_parts_go_up_while_the_write_goes_on(store: S3Store, s3: S3Client)
 
 
 @pytest_twisted.ensureDeferred
+async def test_writes_from_a_worker_thread_go_multipart_and_read_back(
+    store: S3Store, s3: S3Client
+) -> None:
+    """An origin copy's way of writing (`append_blocking` and `hash_blocking` on two worker
+    threads at once, `written` on the reactor after): the parts still go up as the write
+    grows, a reader opened first sees every byte appended (a Mirror client's buffer), the
+    MD5 is the body's, and the object equals the bytes, in 3 parts."""
+    b = bucket_of(store)
+    data = os.urandom(14 * MiB + 5)
+    pending = store.new_upload(b, "threaded")
+    reader = pending.open_reader()
+    try:
+        for i in range(0, len(data), MiB):
+            chunk = data[i : i + MiB]
+            appended = deferToThread(pending.append_blocking, chunk)
+            await deferToThread(pending.hash_blocking, chunk)
+            await appended
+            pending.written()
+            assert os.pread(reader, MiB, i) == data[i : i + MiB]
+        assert pending.md5_digest == hashlib.md5(data).digest()
+        assert await until("no upload opened", lambda: s3.list_multipart_uploads(b))
+        assert await pending.publish()
+        assert os.pread(reader, 16, 0) == data[:16]  # readable once published, too
+    finally:
+        os.close(reader)
+    assert pending.etag.endswith("-3")
+    assert await read(s3, store, "threaded") == data
+    assert await s3.list_multipart_uploads(b) == []
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_discard_mid_write_aborts_the_upload(store: S3Store, s3: S3Client) -> None:
     """A write discarded while its parts go up (a copy given up) aborts its upload: no
     upload stays open, nothing is visible, the scratch file is gone."""

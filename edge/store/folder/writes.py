@@ -135,13 +135,27 @@ class PendingObject:
         os.fchmod(self._fd, OBJECT_MODE)  # the umask (0077 in twistd's daemon mode) cut it
 
     def write(self, data: bytes) -> None:
+        self.append_blocking(data)
+        self.hash_blocking(data)
+
+    def append_blocking(self, data: bytes) -> None:
+        # Thread-safe as PendingWrite asks: the fd and the size are this write's alone, and
+        # publish/discard only come once the writing threads are done.
         assert self._fd is not None, "write after publish/discard"
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
-        self._md5.update(data)
         self.size += len(data)
+
+    def hash_blocking(self, data: bytes) -> None:
+        self._md5.update(data)
+
+    def written(self) -> None:
+        pass  # nothing a folder write does needs the reactor
+
+    def open_reader(self) -> int:
+        return os.open(self.temp_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
 
     @property
     def etag(self) -> str:

@@ -207,6 +207,18 @@ class CompletingUpload:
     def write(self, data: bytes) -> None:
         raise RuntimeError("a completed multipart upload takes no more bytes")
 
+    def append_blocking(self, data: bytes) -> None:
+        self.write(data)
+
+    def hash_blocking(self, data: bytes) -> None:
+        self.write(data)
+
+    def written(self) -> None:
+        pass
+
+    def open_reader(self) -> int:
+        raise RuntimeError("a completed multipart upload has no local file")
+
     def publish(self, replace: bool = False, meta: ObjectMeta | None = None) -> Deferred[bool]:
         return Deferred.fromCoroutine(self._publish(replace))
 

@@ -112,10 +112,25 @@ class S3PendingWrite:
         self._file = os.fdopen(os.open(self.temp_path, flags, 0o600), "wb")
 
     def write(self, data: bytes) -> None:
+        self.append_blocking(data)
+        self.hash_blocking(data)
+        self.written()
+
+    def append_blocking(self, data: bytes) -> None:
+        # The file object is locked against the reactor's flush before a part is read back;
+        # the size is this write's alone.
         assert self._file is not None, "write after publish/discard"
         self._file.write(data)
-        self._md5.update(data)
+        self._file.flush()  # in the file for `open_reader` (no system call when it is empty)
         self.size += len(data)
+
+    def hash_blocking(self, data: bytes) -> None:
+        self._md5.update(data)
+
+    def written(self) -> None:
+        """Start uploading the parts `append_blocking` completed (reactor work)."""
+        if self._file is None:
+            return  # discarded meanwhile
         if self._parts is not None:
             self._parts.feed(self.size)
         elif self.size > self._context.multipart_threshold:
@@ -126,6 +141,9 @@ class S3PendingWrite:
             )
             self._parts = self._upload(content_type, store_metadata(planned))
             self._parts.feed(self.size)
+
+    def open_reader(self) -> int:
+        return os.open(self.temp_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
 
     def _upload(self, content_type: str, metadata: dict[str, str]) -> StreamedUpload:
         context = self._context

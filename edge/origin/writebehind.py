@@ -1,0 +1,139 @@
+"""An origin body's way to disk: its chunks written and hashed on a worker thread, in order.
+
+The store's MD5 of a copy and its disk writes (and a Mirror fetch's buffer file) cost more CPU
+than everything else a copy does; on the reactor thread they held the origin connection, the
+Mirror clients and every other request back (`bench/mirror.py`: MD5 alone was a third of the
+edge's CPU). hashlib and `os.write` release the GIL on large buffers, so worker threads do
+them while the reactor goes on receiving, the write and the hash side by side (each is a
+"lane": they cost about the same, and share nothing). Chunks queue in arrival order and go to
+the lanes in batches, one batch at a time (the writes are appended, and the hash is of the
+bytes in order); what a batch wrote is announced on the reactor when every lane is done. When the
+queue passes `HIGH_WATER` the origin connection is paused until the thread has caught up, so a
+slow disk bounds the memory held, not the origin's speed. Only the disk and the CPU pace the
+origin: Mirror clients read what was written, each at its own pace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
+
+HIGH_WATER = 4 * 1024 * 1024  # bytes queued for the thread past which the origin is paused
+
+
+class WriteBehind:
+    """Runs each of `lanes` on a worker thread of its own for every chunk, in order, one batch
+    at a time (a batch's lanes at once).
+
+    `written(total)` is called on the reactor after each batch with the bytes written so far;
+    `failed(failure)` once, when a lane raised (nothing is written after it). `pause` and
+    `resume` hold the origin back while the queue is over `HIGH_WATER`.
+    """
+
+    def __init__(
+        self,
+        lanes: Sequence[Callable[[bytes], None]],
+        written: Callable[[int], None],
+        failed: Callable[[Failure], None],
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+    ) -> None:
+        self._lanes = tuple(lanes)
+        self._written = written
+        self._failed = failed
+        self._pause = pause
+        self._resume = resume
+        self._queue: list[bytes] = []
+        self._queued = 0
+        self.total = 0  # bytes written by the thread
+        self.running = False  # a batch is on the threads (until every lane is done)
+        self.paused = False  # the origin is held back until the thread catches up
+        self._stopped = False
+        self._idle: list[Deferred[None]] = []
+
+    def add(self, data: bytes) -> None:
+        """Queue `data` after everything added before it."""
+        if self._stopped:
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        if not self.running:
+            self._next()
+        elif self._queued > HIGH_WATER and not self.paused:
+            self.paused = True
+            self._pause()
+
+    def stop(self) -> None:
+        """Write nothing more: the queue is dropped (a batch on the thread still ends)."""
+        self._stopped = True
+        self._queue, self._queued = [], 0
+        self._unpause()
+
+    def idle(self) -> Deferred[None]:
+        """Fires when the thread has written everything queued (or, once stopped, when no
+        batch is on it any more): only then may the pending write be published or closed."""
+        d: Deferred[None] = Deferred()
+        if self.running or (self._queue and not self._stopped):
+            self._idle.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    async def settled(self) -> None:
+        """Wait until no batch is on the thread, whatever cancels the wait (an aborted copy
+        closes its files right after: the thread must not be writing to them)."""
+        while self.running:
+            try:
+                await self.idle()
+            except CancelledError:
+                continue
+
+    def _next(self) -> None:
+        batch, self._queue, self._queued = self._queue, [], 0
+        self.running = True
+        # One call per lane per batch, not per chunk: each call gives up the GIL and must
+        # win it back from a busy reactor thread, which can take a switch interval (5 ms);
+        # a copy of the batch is much cheaper than that.
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        # Every lane is waited for, even after one failed: only then are the files free.
+        d = DeferredList([deferToThread(lane, data) for lane in self._lanes], consumeErrors=True)
+        d.addCallback(self._lanes_done, len(data))
+        d.addErrback(self._batch_failed)  # also what `written` raised
+        self._unpause()
+
+    def _lanes_done(self, results: list[tuple[bool, Any]], count: int) -> None:
+        for ok, result in results:
+            if not ok:
+                assert isinstance(result, Failure)
+                self._batch_failed(result)
+                return
+        self._batch_done(count)
+
+    def _batch_done(self, count: int) -> None:
+        self.running = False
+        self.total += count
+        self._written(self.total)
+        if self._queue and not self._stopped:
+            self._next()
+        else:
+            self._wake()
+
+    def _batch_failed(self, failure: Failure) -> None:
+        self.running = False
+        self.stop()
+        self._failed(failure)
+        self._wake()
+
+    def _unpause(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._resume()
+
+    def _wake(self) -> None:
+        idle, self._idle = self._idle, []
+        for d in idle:
+            d.callback(None)

@@ -98,6 +98,27 @@ class WorkerLogRelay:
                 self._text(self.number, line.rstrip())
 
 
+class _LevelFiltered(FilteringLogObserver):
+    """An observer wrapped by `LogLevelService`, equal to the observer it wraps.
+
+    So whoever added the observer can still remove it while it is wrapped (the publisher
+    finds observers by equality), and a second `LogLevelService` in the same process
+    (edges run in-process by tests, several at once) does not wrap it twice: without both,
+    every start and stop of a service left a copy of each observer behind, and each event
+    was then written and dispatched once per copy.
+    """
+
+    def __init__(self, observer: Any, predicate: LogLevelFilterPredicate) -> None:
+        super().__init__(observer, [predicate])
+        self.wrapped = observer
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or bool(self.wrapped == other)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
 class LogLevelService(Service):
     """Applies `log_level` to every observer twistd set up (file, stdout or `--logger`).
 
@@ -131,15 +152,19 @@ class LogLevelService(Service):
                 level=self.level.name,
             )
             return
-        for observer in list(observers):
-            filtered = FilteringLogObserver(observer, [self._predicate])
-            self._publisher.removeObserver(observer)
-            self._publisher.addObserver(filtered)
+        for index, observer in enumerate(observers):
+            if isinstance(observer, _LevelFiltered):
+                continue  # another LogLevelService of this process filters it already
+            filtered = _LevelFiltered(observer, self._predicate)
+            observers[index] = filtered
             self._wrapped.append((observer, filtered))
 
     def stopService(self) -> None:
+        observers = getattr(self._publisher, "_observers", [])
         for observer, filtered in self._wrapped:
-            self._publisher.removeObserver(filtered)
-            self._publisher.addObserver(observer)
+            for index, present in enumerate(observers):
+                if present is filtered:  # not removed meanwhile by whoever added it
+                    observers[index] = observer
+                    break
         self._wrapped = []
         super().stopService()

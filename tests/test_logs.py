@@ -147,3 +147,25 @@ def test_log_level_applies_to_the_access_log(tmp_path, level, logged):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert ("marker-key" in output.finish()) is logged
+
+
+def test_log_level_services_in_one_process_leave_each_observer_once():
+    """Two edges in one process (as tests run them) started and stopped in any order, and
+    an observer removed by its owner while wrapped: afterwards the publisher holds each
+    remaining observer exactly once, so no event is written twice (it was, once per
+    start/stop, before)."""
+    publisher = LogPublisher()
+    seen: list[dict] = []
+    gone: list[dict] = []
+    publisher.addObserver(seen.append)
+    publisher.addObserver(gone.append)
+    first, second = LogLevelService("info", publisher), LogLevelService("info", publisher)
+    first.startService()
+    second.startService()
+    publisher.removeObserver(gone.append)  # its owner is done with it, while it is wrapped
+    first.stopService()
+    second.stopService()
+    Logger(observer=publisher).info("once")
+    assert [e["log_format"] for e in seen] == ["once"]
+    assert gone == []
+    assert len(publisher._observers) == 1

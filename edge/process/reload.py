@@ -78,9 +78,19 @@ class ReloadService(Service):
     def reloading(self) -> bool:
         return self._running is not None
 
+    def privilegedStartService(self) -> None:
+        """twistd calls this before it starts any service: a SIGHUP that comes as soon as
+        a port is ready (the listeners start before this service) is a reload, not the
+        signal's default action, which ends the process."""
+        super().privilegedStartService()
+        self._install()
+
     def startService(self) -> None:
         super().startService()
-        if hasattr(signal, "SIGHUP"):
+        self._install()
+
+    def _install(self) -> None:
+        if hasattr(signal, "SIGHUP") and self._previous is None:
             self._previous = signal.signal(signal.SIGHUP, self._on_signal)
 
     def stopService(self) -> None:

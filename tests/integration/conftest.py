@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import io
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
@@ -25,6 +28,7 @@ from edge.origin.copier import OriginCopier
 from edge.process.tap import build_service, load_policy
 from edge.store.folder.store import FolderStore as ObjectStore
 from edge.testing.origin import FakeOrigin
+from edge.testing.process import twistd_env
 
 # Twisted's reactor stubs are stricter than its runtime (factories, addresses).
 reactor: Any = _reactor
@@ -217,3 +221,17 @@ def captured_events() -> Iterator[list[dict[str, Any]]]:
     globalLogPublisher.addObserver(observer)
     yield events
     globalLogPublisher.removeObserver(observer)
+
+
+async def run_admin(port: int, secret_id: str, secret_key: str, *args: str) -> tuple[str, str, int]:
+    """`cosedge-admin --endpoint http://127.0.0.1:PORT ARGS` as an operator runs it, in
+    its own process with the keys in its environment: stdout, stderr and exit status."""
+    env = twistd_env()
+    env.update(COSEDGE_SECRET_ID=secret_id, COSEDGE_SECRET_KEY=secret_key)
+    out, err, code = await getProcessOutputAndValue(
+        sys.executable,
+        ["-m", "edge.admin.cli", "--endpoint", f"http://127.0.0.1:{port}", *args],
+        env=env,
+        path=os.getcwd(),
+    )
+    return out.decode(), err.decode(), code

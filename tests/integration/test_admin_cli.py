@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest_twisted
-from twisted.internet.utils import getProcessOutputAndValue
 
-from edge.testing.process import twistd_env
-from tests.integration.conftest import BUCKET
+from tests.integration.conftest import BUCKET, run_admin
 
 SECRET_ID = "AKIDadmin"
 SECRET_KEY = "admin-secret"
 
 
 async def admin(port: int, *args: str, key: str = SECRET_KEY) -> tuple[str, str, int]:
-    env = twistd_env()
-    env.update(COSEDGE_SECRET_ID=SECRET_ID, COSEDGE_SECRET_KEY=key)
-    out, err, code = await getProcessOutputAndValue(
-        sys.executable,
-        ["-m", "edge.admin.cli", "--endpoint", f"http://127.0.0.1:{port}", *args],
-        env=env,
-        path=os.getcwd(),
-    )
-    return out.decode(), err.decode(), code
+    """The admin command against the edge on `port`, with this module's keys."""
+    return await run_admin(port, SECRET_ID, key, *args)
 
 
 @pytest_twisted.ensureDeferred

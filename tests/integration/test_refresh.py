@@ -9,16 +9,14 @@ import hashlib
 import json
 import os
 import signal
-import sys
 from typing import Any
 
 import pytest_twisted
 from twisted.internet.threads import deferToThread
-from twisted.internet.utils import getProcessOutputAndValue
 
 from edge.admin.client import Reply, call
-from edge.testing.process import start_twistd, twistd_env, wait_ready
-from tests.integration.conftest import BUCKET, request, wait_until
+from edge.testing.process import start_twistd, wait_ready
+from tests.integration.conftest import BUCKET, request, run_admin, wait_until
 
 SECRET_ID = "AKIDrefresh"
 SECRET_KEY = "refresh-secret"
@@ -50,15 +48,8 @@ async def refresh(port: int, *keys: str, **params: str) -> dict[str, Any]:
 
 
 async def admin(port: int, *args: str) -> tuple[str, str, int]:
-    env = twistd_env()
-    env.update(COSEDGE_SECRET_ID=SECRET_ID, COSEDGE_SECRET_KEY=SECRET_KEY)
-    out, err, code = await getProcessOutputAndValue(
-        sys.executable,
-        ["-m", "edge.admin.cli", "--endpoint", f"http://127.0.0.1:{port}", *args],
-        env=env,
-        path=os.getcwd(),
-    )
-    return out.decode(), err.decode(), code
+    """The admin command against the edge on `port`, with this module's keys."""
+    return await run_admin(port, SECRET_ID, SECRET_KEY, *args)
 
 
 def serve_versioned(origin: Any, path: str, body: bytes, etag: str, **headers: str) -> None:

@@ -122,16 +122,16 @@ class Misses:
             address = choose_address(accepted)
             self._mirror.answer(request, target, rule, address, copy, _note_copy)
             return
-        secure = request.isSecure()
-        scheme = rule.scheme(secure)
+        plan = rule.plan(target.key, request.isSecure())  # the Location's and the copy's
+        scheme = plan.scheme
         prefix = self._locations.get((scheme, origin))
         if prefix is None:  # once per origin and scheme: b"http://host:port/"
             if len(self._locations) > 1000:
                 self._locations.clear()
             netloc = origin.netloc.encode("ascii")
             prefix = self._locations[(scheme, origin)] = b"%s://%s/" % (scheme.encode(), netloc)
-        rewritten = rule.origin_path(target.key)  # SPEC §11: FileInfo's prefix/suffix rewrite
-        path = target.raw_key if rewritten is None else quote_path(rewritten)
+        # SPEC §11: FileInfo's prefix/suffix rewrite (None: the key as the client sent it)
+        path = target.raw_key if plan.path is None else quote_path(plan.path)
         query = target.query
         if query and rule.follow_query_string:
             query = _origin_query(query)
@@ -152,7 +152,7 @@ class Misses:
             origin,
             choose_address(accepted),
             request.request_id,  # type: ignore[attr-defined]
-            rule.plan(target.key, secure),
+            plan,
         )
         request.setHeader(COPY_HEADER, _HEADER_VALUES[started])
         request.finish()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from twisted.web.server import Request
 
@@ -39,6 +39,19 @@ def request_query(request: Request) -> dict[str, str]:
         cached = {k.lower(): v for k, v in pairs}
         request._cos_query = cached  # type: ignore[attr-defined]
     return cached
+
+
+def query_names(request: Request) -> Collection[str]:
+    """The query's parameter names, lowercased, as `request_query` has them; told from the
+    raw bytes without decoding when no escape can change a name (every anonymous read
+    asks, and a pre-signed URL or a cache-buster `?v=1` is never a sub-resource)."""
+    cached: dict[str, str] | None = getattr(request, "_cos_query", None)
+    if cached is not None:
+        return cached.keys()
+    query = request.uri.partition(b"?")[2]
+    if b"%" in query or b"+" in query or not query.isascii():
+        return request_query(request).keys()
+    return {part.partition(b"=")[0].lower().decode("ascii") for part in query.split(b"&") if part}
 
 
 def request_headers(request: Request) -> dict[str, str]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from twisted.web.server import Request
 
 from edge.api import errors
-from edge.api.auth import Authenticator, Denied, request_headers, request_query
+from edge.api.auth import Authenticator, Denied, query_names, request_headers, request_query
 from edge.api.backfill import QUERY as BACKFILL
 from edge.api.backfill import BackfillOperations
 from edge.api.bucket import BucketOperations
@@ -47,6 +47,7 @@ __all__ = [
     "Denied",
     "ManagementAPI",
     "is_object_subresource",
+    "query_names",
     "refuse_object_subresource",
     "request_headers",
     "request_query",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from twisted.logger import Logger
 from twisted.web.server import Request
@@ -36,8 +36,9 @@ _OBJECT_SUBRESOURCES = frozenset(
 )  # fmt: skip
 
 
-def is_object_subresource(query: Mapping[str, str]) -> bool:
-    """Whether the query names an object sub-resource (`?acl`, `?tagging`, ...)."""
+def is_object_subresource(query: Collection[str]) -> bool:
+    """Whether the query (its parameter names) names an object sub-resource (`?acl`,
+    `?tagging`, ...)."""
     return not _OBJECT_SUBRESOURCES.isdisjoint(query)
 
 

@@ -120,6 +120,7 @@ class OriginResolver:
         self._cache: dict[str, tuple[float, list[str], str | None]] = {}
         self._pending: dict[str, list[Deferred[list[str]]]] = {}
         self._verdicts: dict[str, tuple[Any, AddressVerdict]] = {}
+        self._ip_answers: dict[OriginAddress, tuple[Any, ResolvedOrigin]] = {}
         self.lookups_started = 0
         self.listening: tuple[ListenAddress, ...] = ()
         self._listening_ports: frozenset[int] = frozenset()
@@ -129,6 +130,7 @@ class OriginResolver:
         if address not in self.listening:
             self.listening = (*self.listening, address)
             self._listening_ports = frozenset(a.port for a in self.listening)
+            self._ip_answers.clear()
 
     def _unlooped(
         self, origin: OriginAddress, verdicts: tuple[AddressVerdict, ...]
@@ -154,11 +156,25 @@ class OriginResolver:
         addresses are cached. The miss path then redirects without a Deferred round-trip.
         Verdicts are still judged against the tables in force right now."""
         if origin.ip is not None:
-            return self._unlooped(origin, (self._judge(str(origin.ip)),))
+            return self._ip_answer(origin)
         cached = self._cache.get(origin.host)
         if cached is None or cached[0] <= self._clock.seconds() or not cached[1]:
             return None
         return self._unlooped(origin, tuple(self._judge(a) for a in cached[1]))
+
+    def _ip_answer(self, origin: OriginAddress) -> ResolvedOrigin:
+        """An IP origin's answer, kept until the tables are reloaded or the edge listens
+        somewhere new: formatting the address and judging it again was a tenth of a
+        302's own work."""
+        index = getattr(self._policy, "index", None)  # a new object after each reload
+        known = self._ip_answers.get(origin)
+        if known is not None and known[0] is index and index is not None:
+            return known[1]
+        answer = self._unlooped(origin, (self._judge(str(origin.ip)),))
+        if len(self._ip_answers) > 10_000:
+            self._ip_answers.clear()
+        self._ip_answers[origin] = (index, answer)
+        return answer
 
     def _judge(self, address: str) -> AddressVerdict:
         """The policy's verdict, remembered until the tables are reloaded."""

@@ -55,7 +55,6 @@ class TargetResource(Resource):
         return None
 
     def render(self, request: Request) -> bytes | int:
-        request.setHeader(b"server", b"cosedge")
         refused = refusal_of(request)
         if refused is not None:
             return error(request, refused.error, refused.message)

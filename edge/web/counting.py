@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.api.management import is_object_subresource, request_query
+from edge.api.management import is_object_subresource, query_names
 from edge.metrics.families import NO_BUCKET, UNKNOWN_BUCKET, count_request
 from edge.web.object import ObjectResource
 
@@ -57,4 +57,4 @@ def _plain(request: Any) -> bool:
         return True
     if b"cosedge-" in query:  # the edge's own status reads (`?cosedge-copy`): API calls
         return False
-    return not is_object_subresource(request_query(request))
+    return not is_object_subresource(query_names(request))

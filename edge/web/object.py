@@ -18,6 +18,7 @@ from edge.api.management import (
     COPY,
     ManagementAPI,
     is_object_subresource,
+    query_names,
     refuse_object_subresource,
     request_query,
 )
@@ -84,8 +85,8 @@ class ObjectResource(TargetResource):
         if request.method not in READ_METHODS:
             return error(request, errors.ACCESS_DENIED)
         if self.target.query is not None:
-            query = request_query(request)
-            if is_object_subresource(query) or COPY in query:
+            names = query_names(request)
+            if is_object_subresource(names) or COPY in names:
                 # `GET /key?acl` asks for the object's ACL, not its bytes: not for
                 # anonymous eyes, and no more is the copy status.
                 return error(request, errors.ACCESS_DENIED)
@@ -96,7 +97,7 @@ class ObjectResource(TargetResource):
     ) -> bytes | int:
         target = self.target
         listing_parts = target.query is not None and b"uploadid=" in target.query.lower()
-        status = target.query is not None and COPY in request_query(request)
+        status = target.query is not None and COPY in query_names(request)
         if request.method in READ_METHODS and not listing_parts and not status:
             refuse_object_subresource(request_query(request))
             return self._reads.read(request, target)

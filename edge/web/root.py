@@ -43,7 +43,6 @@ class InvalidTarget(Resource):
         self._error = cos_error
 
     def render(self, request: Request) -> bytes:
-        request.setHeader(b"server", b"cosedge")
         refused = refusal_of(request)
         if refused is not None:
             return error(request, refused.error, refused.message)

@@ -45,13 +45,17 @@ def query_names(request: Request) -> Collection[str]:
     """The query's parameter names, lowercased, as `request_query` has them; told from the
     raw bytes without decoding when no escape can change a name (every anonymous read
     asks, and a pre-signed URL or a cache-buster `?v=1` is never a sub-resource)."""
+    names: Collection[str] | None = getattr(request, "_cos_names", None)
+    if names is not None:
+        return names
     cached: dict[str, str] | None = getattr(request, "_cos_query", None)
-    if cached is not None:
-        return cached.keys()
     query = request.uri.partition(b"?")[2]
-    if b"%" in query or b"+" in query or not query.isascii():
-        return request_query(request).keys()
-    return {part.partition(b"=")[0].lower().decode("ascii") for part in query.split(b"&") if part}
+    if cached is not None or b"%" in query or b"+" in query or not query.isascii():
+        names = request_query(request).keys()
+    else:
+        names = {p.partition(b"=")[0].lower().decode("ascii") for p in query.split(b"&") if p}
+    request._cos_names = names  # type: ignore[attr-defined]
+    return names
 
 
 def request_headers(request: Request) -> dict[str, str]:

@@ -108,9 +108,10 @@ class Cluster:
         self.nodes.append(node)
         return node
 
-    def write_config(self, name: str) -> Path:
+    def write_config(self, name: str, **extra: Any) -> Path:
+        """A config file for a real twistd node, `extra` top-level keys (`workers`) added."""
         path = self.tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(self.raw(name)))
+        path.write_text(yaml.safe_dump({**self.raw(name), **extra}))
         return path
 
 

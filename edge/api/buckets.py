@@ -133,6 +133,11 @@ class BucketRegistry:
         match = _API_HOST.fullmatch(host)
         return match.group("bucket") if match else None
 
+    def knows_every_bucket(self) -> bool:
+        """False on a cluster node that has not got the shared state yet (SPEC §8): a
+        bucket it does not know may have been made on another node."""
+        return self.shared is None or self.shared.has_copy
+
     def is_configured(self, name: str) -> bool:
         return name in self._configured
 

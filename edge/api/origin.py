@@ -122,7 +122,8 @@ class OriginOperations:
     def _get(self, request: Request, bucket: str) -> bytes:
         rules = self._rules.rules(bucket)
         if not rules:
-            raise Denied(errors.NO_SUCH_ORIGIN)
+            known = self._rules.knows_every_rule()
+            raise Denied(errors.NO_SUCH_ORIGIN if known else errors.SERVICE_UNAVAILABLE)
         body = render_origin_xml(rules)
         request.setHeader(b"content-type", b"application/xml")
         request.setHeader(b"content-length", b"%d" % len(body))

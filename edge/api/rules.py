@@ -261,6 +261,11 @@ class OriginRules:
             return "the config file (origin:)"
         return "nowhere (no origin: misses answer 404)"
 
+    def knows_every_rule(self) -> bool:
+        """False on a cluster node that has not got the shared state yet (SPEC §8): a
+        bucket without rules here may have rules set on another node."""
+        return self.shared is None or self.shared.has_copy
+
     def rules(self, bucket: str) -> tuple[OriginRule, ...]:
         return self._rules.get(bucket, ())
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from twisted.web.server import Request
 
-from edge.api import cosxml
+from edge.api import cosxml, errors
+from edge.api.auth import Denied
 from edge.api.buckets import BucketRegistry
 from edge.api.replies import xml_reply
 from edge.config import Credential
@@ -25,6 +26,8 @@ class ServiceOperations:
 
     def list_buckets(self, request: Request, credential: Credential) -> bytes:
         """GET Service: the buckets this key may manage, not every bucket of the edge."""
+        if not self._registry.knows_every_bucket():  # SPEC §8: not an incomplete list
+            raise Denied(errors.SERVICE_UNAVAILABLE)
         root = cosxml.element("ListAllMyBucketsResult")
         cosxml.owner(root)
         buckets = cosxml.sub(root, "Buckets")

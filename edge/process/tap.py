@@ -323,6 +323,8 @@ def build_service(
     levels = LogLevelService(config.log_level)
     levels.setServiceParent(top)
     refreshers = [registry.refresh, rules.refresh, *assembly.refreshers]
+    if assembly.shared is not None:  # first: what it lets through, this tick loads
+        refreshers.insert(0, assembly.shared.refresh)
     StateWatcher(STATE_CHECK_INTERVAL, refreshers, reactor).setServiceParent(top)
     supervisor = None
     if inherited_fd is None and config.workers > 1 and worker_argv is not None:

@@ -255,6 +255,11 @@ class SharedWrites(Protocol):
 
     def delete(self, name: str) -> Deferred[None]: ...
 
+    @property
+    def has_copy(self) -> bool:
+        """Whether this node holds the state yet (a brand-new one only after its first
+        pull): until then a bucket or rule it lacks may exist on another node."""
+
 
 class ObjectStore(Protocol):
     """All buckets of one edge, wherever their objects live."""

@@ -82,8 +82,9 @@ class Misses:
         assert target.bucket is not None and target.key is not None
         rule = self._rules.match(target.bucket.name, target.key)
         request.setHeader(COPY_HEADER, b"none")  # until a copy is handed on
-        if rule is None:
-            return error(request, errors.NO_SUCH_KEY if copy else errors.SERVICE_UNAVAILABLE)
+        if rule is None:  # 404, unless the rule may exist elsewhere or the store is out
+            known = copy and self._rules.knows_every_rule()
+            return error(request, errors.NO_SUCH_KEY if known else errors.SERVICE_UNAVAILABLE)
         resolved = self._resolver.resolved_now(rule.origin)
         if resolved is not None:  # an IP origin, or a name in the DNS cache: no waiting
             self._redirect(request, target, rule, resolved, copy)

@@ -15,9 +15,10 @@ from typing import Any
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
+from edge.api import errors
 from edge.api.buckets import BucketRegistry
 from edge.api.errors import CosError
-from edge.api.management import ManagementAPI
+from edge.api.management import ManagementAPI, request_query
 from edge.api.rules import OriginRules
 from edge.origin.copier import OriginCopier, OriginResolver
 from edge.origin.mirror import MirrorFetches
@@ -30,11 +31,12 @@ from edge.web.mirror import MirrorReads
 from edge.web.misses import Misses
 from edge.web.object import ObjectReads, ObjectResource
 from edge.web.replies import error
-from edge.web.target import BadTarget, target_of
+from edge.web.target import BadTarget, Target, target_of
 
 
 class InvalidTarget(Resource):
-    """The leaf for a target no key can match: its error, whoever asks, body unread."""
+    """The leaf for a target no key can match (or none can yet): its error, whoever asks,
+    body unread."""
 
     isLeaf = True
 
@@ -85,6 +87,12 @@ class EdgeResource(Resource):
             return InvalidTarget(e.error)
         if target.bucket_name is None:
             return ServiceResource(target, self._access)
+        if target.bucket is None and not self._registry.knows_every_bucket():
+            # SPEC §8: a new cluster node before its first pull of the shared state cannot
+            # tell a bucket made on another node from none; 503, as for a store outage.
+            # PUT Bucket alone goes on: the state bucket decides it (create-only).
+            if not _creates_bucket(request, target):
+                return InvalidTarget(errors.SERVICE_UNAVAILABLE)
         if target.key is None:
             return BucketResource(target, self._access)
         return ObjectResource(target, self._access, self._reads)
@@ -100,3 +108,10 @@ class EdgeResource(Resource):
         # Reached only when Twisted traverses nothing (an empty postpath).
         answer: bytes | int = self.leaf_for(request).render(request)
         return answer
+
+
+def _creates_bucket(request: Request, target: Target) -> bool:
+    """A PUT of the bucket itself, no sub-resource (only a query signature's `q-` keys)."""
+    if request.method != b"PUT" or target.key is not None:
+        return False
+    return all(name.startswith("q-") for name in request_query(request))

@@ -19,6 +19,7 @@ from edge.config import EdgeConfig, parse_config
 from edge.process.tap import build_service, load_policy
 from edge.s3 import S3Client
 from tests.cluster.redis_server import RedisServer
+from tests.cluster.s3_server import remove_bucket
 from tests.cluster.seaweedfs_server import SeaweedFS, _answers
 from tests.integration.conftest import BUCKET, DOMAIN, Reply, request
 
@@ -77,23 +78,20 @@ class Cluster:
         }
 
     async def remove_buckets(self) -> None:
-        """Empty and delete this test's store buckets: SeaweedFS gives each bucket volumes
-        of its own, and a session that keeps them all runs out (writes then fail with
-        NoSuchBucket)."""
+        """Empty and delete this test's store buckets, the configured ones and those made
+        through the API (named by their markers in the state bucket): SeaweedFS gives each
+        bucket volumes of its own, and a session that keeps them all runs out (writes then
+        fail with NoSuchBucket)."""
         client = self.client()
+        state = f"t{self.tag}-state"
         try:
-            for bucket in (self.store_bucket, f"t{self.tag}-{NO_RULE}", f"t{self.tag}-state"):
-                if not await client.head_bucket(bucket):
-                    continue
-                for upload in await client.list_multipart_uploads(bucket):
-                    await client.abort_multipart_upload(bucket, upload.key, upload.upload_id)
-                while True:
-                    page = await client.list_objects_v2(bucket)
-                    for item in page.contents:
-                        await client.delete_object(bucket, item.key)
-                    if not page.is_truncated:
-                        break
-                await client.delete_bucket(bucket)
+            made: list[str] = []
+            if await client.head_bucket(state):
+                page = await client.list_objects_v2(state, prefix="buckets/")
+                made = [item.key.removeprefix("buckets/") for item in page.contents]
+            for name in (BUCKET, NO_RULE, *made):
+                await remove_bucket(client, f"t{self.tag}-{name}")
+            await remove_bucket(client, state)
         finally:
             await client.close()
 
@@ -110,9 +108,10 @@ class Cluster:
         self.nodes.append(node)
         return node
 
-    def write_config(self, name: str) -> Path:
+    def write_config(self, name: str, **extra: Any) -> Path:
+        """A config file for a real twistd node, `extra` top-level keys (`workers`) added."""
         path = self.tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(self.raw(name)))
+        path.write_text(yaml.safe_dump({**self.raw(name), **extra}))
         return path
 
 

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 
+from edge.process.sweeper import SWEEP_INTERVAL
 from edge.s3 import S3Error
 from edge.testing.origin import FakeOrigin
 from edge.testing.process import start_twistd, wait_ready
@@ -252,6 +253,54 @@ async def test_a_node_killed_mid_copy_leaves_nothing_and_another_copies_after_lo
     hit = await b.get("slow.bin")
     assert (hit.status, hit.body == body) == (200, True)
     assert len(origin.requests_for("/slow.bin")) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_killed_mid_multipart_copy_leaves_no_upload_after_lock_ttl_and_a_sweep(
+    cluster, origin
+):
+    """kill -9 of a real twistd node while its copy of a body above the multipart threshold
+    (16 MiB) stalls with a multipart upload open in the store: once lock_ttl has passed and
+    the upload is older than the sweep interval, B's sweep aborts it (not sooner), leaving
+    no object and no upload; B then copies the key whole."""
+    body = os.urandom(20 * 1024 * 1024)
+    origin.serve("/big.bin", body, stall_after=18 * 1024 * 1024)
+    b = await cluster.start("b")
+    client = cluster.client()
+    try:
+        await wait_until(lambda: not b.store.buckets._missing, 20)
+        await _within(5.0, lambda: _writable(client, cluster.store_bucket))
+    finally:
+        await client.close()
+    proc = start_twistd("--config", str(cluster.write_config("killed")), cwd=cluster.tmp_path)
+    try:
+        port, _drain = await deferToThread(wait_ready, proc)
+        assert (await request(port, "/big.bin")).status == 302
+
+        async def upload_open() -> bool:
+            return bool((await _store_keys(cluster))[1])
+
+        await _within(30.0, upload_open)  # past the threshold: the parts are going up
+        os.kill(proc.pid, signal.SIGKILL)
+        await deferToThread(proc.wait, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    origin.drop_all()
+    keys, uploads = await _store_keys(cluster)
+    assert (keys, len(uploads)) == ([], 1)
+    assert (await b.get("big.bin")).status == 302  # the key's lock still held by the dead node
+    await _sleep(cluster.lock_ttl + 0.5)  # the dead node's key and upload locks expire
+    assert (await b.store.sweep(time.time()))["uploads"] == 0  # younger than the sweep interval
+    counts = await b.store.sweep(time.time() + SWEEP_INTERVAL + cluster.lock_ttl)
+    assert counts["uploads"] == 1 and await _store_keys(cluster) == ([], []), counts
+    origin.serve("/big.bin", body)
+    assert (await b.get("big.bin")).status == 302
+    await wait_until(lambda: not b.copier.in_flight(), 60)
+    hit = await b.get("big.bin")
+    assert (hit.status, hit.body == body) == (200, True)
+    assert len(origin.requests_for("/big.bin")) == 2
 
 
 @pytest_twisted.ensureDeferred

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from edge.s3 import FileRangeProducer, S3Client, S3Error, S3Unavailable, sha256_of_file
 from tests.cluster.ceph_server import CephRGW
-from tests.cluster.s3_server import S3Server
+from tests.cluster.s3_server import S3Server, remove_bucket
 from tests.cluster.seaweedfs_server import SeaweedFS
 
 reactor: Any = _reactor
@@ -50,10 +50,12 @@ def s3(s3_server: S3Server) -> Iterator[S3Client]:
 
 
 @pytest.fixture
-def bucket(s3: S3Client) -> str:
+def bucket(s3: S3Client) -> Iterator[str]:
+    """A fresh bucket, emptied and deleted after the test."""
     name = f"t-{uuid.uuid4().hex[:12]}"
     pytest_twisted.blockon(Deferred.fromCoroutine(s3.create_bucket(name)))
-    return name
+    yield name
+    pytest_twisted.blockon(Deferred.fromCoroutine(remove_bucket(s3, name)))
 
 
 @implementer(IConsumer)

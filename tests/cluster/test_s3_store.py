@@ -43,7 +43,7 @@ from edge.store.s3 import S3Object, S3Store
 from edge.store.s3.tracking import InternalUpload, InternalUploads
 from tests.cluster.nodes import restart_store
 from tests.cluster.redis_server import RedisServer
-from tests.cluster.s3_server import S3Server
+from tests.cluster.s3_server import S3Server, remove_bucket
 from tests.cluster.seaweedfs_server import SeaweedFS
 
 reactor: Any = _reactor
@@ -69,8 +69,9 @@ def s3(s3_server: S3Server) -> Iterator[S3Client]:
 
 @pytest.fixture
 def make_store(s3: S3Client, tmp_path: Path) -> Iterator[Callable[..., S3Store]]:
-    """S3 stores on the session's SeaweedFS, each with one fresh bucket (`b`); the caller
-    awaits `prepare()` (blockon cannot run inside an async test)."""
+    """S3 stores on the session's SeaweedFS, each with one fresh bucket (`b`), emptied and
+    deleted after the test (`remove_bucket`); the caller awaits `prepare()` (blockon
+    cannot run inside an async test)."""
     made: list[S3Store] = []
 
     def make(bucket: str | None = None, **kwargs: Any) -> S3Store:
@@ -87,6 +88,8 @@ def make_store(s3: S3Client, tmp_path: Path) -> Iterator[Callable[..., S3Store]]
     yield make
     for store in made:
         store.stop()
+    for bucket in {store.b for store in made}:  # type: ignore[attr-defined]
+        blockon(Deferred.fromCoroutine(remove_bucket(s3, bucket)))
 
 
 @pytest.fixture

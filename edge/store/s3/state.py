@@ -14,6 +14,14 @@ lists the state bucket and makes its folders match: new and changed files writte
 atomically, vanished ones removed, and the stamp of each folder touched when anything moved.
 A file newer than the listing is left alone, so a local change racing a pull is not undone.
 The notice only hastens what the timer does anyway, so a lost one costs at most a second.
+
+A brand-new node (empty `data_dir`) must not answer from state it has not got: until its
+first pull it cannot tell a bucket made on another node from none at all (SPEC §8: 503, not
+404). The stamps say whether the node has a copy: the first successful pull writes every
+stamp, moved or not, so one left by an earlier run means the node serves from its copy at
+once (even with the store out). The main process learns it from the pull itself, a worker
+from the stamps; either way on the `StateWatcher` tick (`refresh`, run before the registry's
+and the rules'), so what it lets through is already loaded when the next request comes.
 """
 
 from __future__ import annotations
@@ -85,6 +93,8 @@ class SharedState(Service):
         self._running: Deferred[None] | None = None
         self._again = False
         self._bucket_made = False
+        self._has_copy = self._stamps_exist()
+        self._pulled = False  # the main process's: a pull went through
 
     def startService(self) -> None:
         super().startService()
@@ -97,6 +107,19 @@ class SharedState(Service):
         self._timer = LoopingCall(self.pull_soon)
         self._timer.clock = self._reactor
         self._timer.start(self._interval, now=True)
+
+    @property
+    def has_copy(self) -> bool:
+        """Whether this node holds the shared state: pulled once, now or in an earlier run."""
+        return self._has_copy
+
+    def refresh(self) -> None:
+        """Look whether the node now has its copy (a `StateWatcher` refresher)."""
+        if not self._has_copy:
+            self._has_copy = self._pulled if self._pulling else self._stamps_exist()
+
+    def _stamps_exist(self) -> bool:
+        return all(mirror.stamp.exists() for mirror in self._mirrors)
 
     def _noticed(self, message: str) -> None:
         self.pull_soon()
@@ -197,8 +220,10 @@ class SharedState(Service):
         for mirror in self._mirrors:
             started = time.time()
             remote = await self._list(mirror)
-            if self._sync(mirror, remote, started, await self._fetch_changed(mirror, remote)):
+            moved = self._sync(mirror, remote, started, await self._fetch_changed(mirror, remote))
+            if moved or not mirror.stamp.exists():  # the first: the node has its copy now
                 write_atomically(mirror.stamp, uuid.uuid4().hex.encode("ascii"), durable=False)
+        self._pulled = True
 
     async def _list(self, mirror: Mirror) -> dict[str, str]:
         """Names under the mirror's prefix and their ETags (hex MD5, unquoted)."""

@@ -92,8 +92,16 @@ class EdgeRequest(Request):
                 abandon(self)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Twisted's, less the parse of the query into `request.args` (a tenth of a 302's
+        own work when the URL has a query): no edge resource reads `args`, the API parses
+        the query its own way, once (`request_query`), and the site parses no forms."""
         self._received = True
-        super().requestReceived(command, path, version)
+        self.content.seek(0, 0)  # type: ignore[union-attr]
+        self.args = {}
+        self.method, self.uri = command, path
+        self.clientproto = version
+        self.path = path.split(b"?", 1)[0]
+        self.process()
 
     def connectionLost(self, reason: Failure) -> None:
         """A client that goes away mid-upload leaves no temp file behind."""

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
@@ -18,7 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from edge.origin.fetch import Fetched
-from edge.origin.writebehind import HIGH_WATER, WriteBehind
+from edge.origin.writebehind import HIGH_WATER, WriteBehind, hash_written
 from tests.test_origin_fetch import _fetch, origin, store  # noqa: F401 (fixtures)
 
 reactor: Any = _reactor
@@ -175,3 +176,29 @@ def test_a_mirror_client_reads_the_file_then_the_chunks_not_yet_written(tmp_path
     assert fetch.read(9, 2) == b"jk"
     assert fetch.read(12, 10) == b""
     fetch.ended(Failure(OSError("done")))
+
+
+@pytest_twisted.ensureDeferred
+async def test_hash_written_reads_the_body_back_in_order_and_closes_the_file(tmp_path: Path):
+    """`hash_written` gives the hash lane every written byte in order (the MD5 equals the
+    body's), off the reactor thread, and closes the descriptor; a file shorter than the size
+    it was told fails rather than hash a short body."""
+    body = os.urandom(3 * 1024 * 1024 + 123)
+    path = tmp_path / "body"
+    path.write_bytes(body)
+    md5 = hashlib.md5(usedforsecurity=False)
+    threads: set[str] = set()
+
+    def lane(chunk: bytes) -> None:
+        threads.add(threading.current_thread().name)
+        md5.update(chunk)
+
+    fd = os.open(path, os.O_RDONLY)
+    await hash_written(fd, len(body), lane)
+    assert md5.hexdigest() == hashlib.md5(body).hexdigest()
+    assert threading.current_thread().name not in threads
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed
+    short = os.open(path, os.O_RDONLY)
+    with pytest.raises(OSError, match="ended at"):
+        await hash_written(short, len(body) + 1, lambda chunk: None)

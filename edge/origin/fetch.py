@@ -32,7 +32,7 @@ from edge.origin.provenance import Received  # hook: metadata and digests (refre
 from edge.origin.request import USER_AGENT
 from edge.origin.resolver import OriginResolver, ReactorClock
 from edge.origin.walk import Discard, OriginWalk, tls_reason
-from edge.origin.writebehind import WriteBehind
+from edge.origin.writebehind import WriteBehind, hash_written
 from edge.store.interface import KeyConflict, ObjectStore, StoreUnavailable
 from edge.store.keys import UnsafePath
 
@@ -245,10 +245,15 @@ class ObjectFetcher:
             if observer is not None:
                 observer.stored(total)
 
+        # The file's lane and the hashes' (the store's MD5, an origin digest's SHA-256).
+        # A Mirror fetch's clients are paced by this stream, so its hashes run once the
+        # body is written rather than beside the writes (where, lagging the network on a
+        # busy machine, they would hold the origin back: bench/mirror.py).
+        hashes = received.sink(pending.hash_blocking)
+        hash_later = observer is not None
         writer = _BodyWriter(
             job,
-            # The file's lane and the hashes' (the store's MD5, an origin digest's SHA-256).
-            (pending.append_blocking, received.sink(pending.hash_blocking)),
+            (pending.append_blocking,) if hash_later else (pending.append_blocking, hashes),
             written,
             self._fetch.max_object_size,
             self._fetch.idle_timeout,
@@ -267,11 +272,19 @@ class ObjectFetcher:
                 )
             if expected is not None:
                 await self._check_nothing_more(meter, expected)
+            # The body is whole (and checked, when the origin sent digests): Mirror
+            # clients need not wait for the hashes' end or the publish.
+            told = False
+            if observer is not None and not received.promises_digests:
+                observer.body_complete()
+                told = True
+            if hash_later:
+                await hash_written(pending.open_reader(), pending.size, hashes)
             mismatch = received.mismatch(pending.md5_digest)  # hook: digests
             if mismatch is not None:
                 raise CopyFailed(mismatch, status=200)
-            if job.observer is not None:  # the body is whole: Mirror clients need not wait
-                job.observer.body_complete()  # for the publish
+            if observer is not None and not told:
+                observer.body_complete()
             try:
                 published = await pending.publish(job.revalidate is not None, received.meta)
             except UnsafePath as e:

@@ -30,7 +30,8 @@ class FetchObserver(Protocol):
         chunks `arrived` gave, whole, in order."""
 
     def body_complete(self) -> None:
-        """The body is whole and checked; only the publish remains."""
+        """The body is whole (and matched the origin's digests, when it sent any); what
+        remains (the store's hashes for a Mirror fetch, the publish) is no client's wait."""
 
     def ended(self, result: Any) -> None:
         """The copy is over: a `Fetched`, a `Failure`, or (never started) a `CopyStart`."""

@@ -87,5 +87,10 @@ class Received:
     def sink(self, write: Callable[[bytes], None]) -> Callable[[bytes], None]:
         return self._digests.sink(write)
 
+    @property
+    def promises_digests(self) -> bool:
+        """Whether the origin sent digests of the body to check it against."""
+        return bool(self._digests.expected)
+
     def mismatch(self, md5: bytes) -> str | None:
         return self._digests.mismatch(md5)

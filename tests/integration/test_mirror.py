@@ -3,6 +3,7 @@ while the edge stores them, one origin fetch however many clients wait."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import socket
@@ -307,3 +308,34 @@ async def test_mirror_fetch_moves_to_a_standby(edges, origin):
     reply = await edge.get("s.txt")
     assert (reply.status, reply.body) == (200, b"from the standby")
     await wait_until(lambda: _stored(edge, "s.txt").exists())
+
+
+@pytest_twisted.ensureDeferred
+async def test_mirror_body_with_origin_digest_completes_only_when_it_matches(edges, origin):
+    """The store's hashes of a Mirror fetch run after the body is in, yet an origin's
+    Content-MD5 is still checked before a client's body is declared whole: a chunked body
+    that matches ends with its last chunk and is stored (MD5 ETag); one that does not is cut
+    (no last chunk) and nothing is stored."""
+    body = os.urandom(200_000)
+    good = hashlib.md5(body).digest()
+    bad = hashlib.md5(body + b"x").digest()
+    for name, digest in (("good.bin", good), ("bad.bin", bad)):
+        origin.serve(
+            f"/{name}",
+            body,
+            content_length=None,
+            chunked=True,
+            headers={"Content-MD5": base64.b64encode(digest).decode()},
+        )
+    edge = await mirror_edge(edges, origin)
+    head, wire = await deferToThread(raw_get, edge.port, "good.bin")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    assert wire.endswith(b"\r\n0\r\n\r\n")
+    await wait_until(lambda: _stored(edge, "good.bin").exists())
+    hit = await edge.get("good.bin")
+    assert hit.body == body and hit.header("etag") == f'"{good.hex()}"'
+    head, wire = await deferToThread(raw_get, edge.port, "bad.bin")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert not wire.endswith(b"\r\n0\r\n\r\n")
+    await edge.copies_done()
+    assert not _stored(edge, "bad.bin").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from edge.origin.fetch import Fetched
-from edge.origin.writebehind import HIGH_WATER, WriteBehind, hash_written
+from edge.origin.writebehind import HIGH_WATER, WriteBehind, hash_written, joined
 from tests.test_origin_fetch import _fetch, origin, store  # noqa: F401 (fixtures)
 
 reactor: Any = _reactor
@@ -40,15 +41,15 @@ class _Disk:
         self.calls: list[str] = []
         self.hashed: list[bytes] = []  # a second lane, as the MD5 is
 
-    def write(self, data: bytes) -> None:
+    def write(self, chunks: Sequence[bytes]) -> None:
         self.gate.wait(10)
         if self.fail_at is not None and len(self.chunks) == self.fail_at:
             raise OSError(28, "No space left on device")
-        self.chunks.append(data)
+        self.chunks.append(b"".join(chunks))
 
     def behind(self) -> WriteBehind:
         return WriteBehind(
-            (self.write, self.hashed.append),
+            (self.write, joined(self.hashed.append)),
             self.totals.append,
             self.failures.append,
             lambda: self.calls.append("pause"),

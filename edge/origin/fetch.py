@@ -32,7 +32,7 @@ from edge.origin.provenance import Received  # hook: metadata and digests (refre
 from edge.origin.request import USER_AGENT
 from edge.origin.resolver import OriginResolver, ReactorClock
 from edge.origin.walk import Discard, OriginWalk, tls_reason
-from edge.origin.writebehind import WriteBehind, hash_written
+from edge.origin.writebehind import WriteBehind, hash_written, joined
 from edge.store.interface import KeyConflict, ObjectStore, StoreUnavailable
 from edge.store.keys import UnsafePath
 
@@ -54,7 +54,7 @@ class _BodyWriter(Protocol):
     def __init__(
         self,
         job: CopyJob,
-        lanes: Sequence[Callable[[bytes], None]],
+        lanes: Sequence[Callable[[Sequence[bytes]], None]],
         written: Callable[[int], None],
         limit: int,
         idle_timeout: float,
@@ -253,7 +253,9 @@ class ObjectFetcher:
         hash_later = observer is not None
         writer = _BodyWriter(
             job,
-            (pending.append_blocking,) if hash_later else (pending.append_blocking, hashes),
+            (pending.append_all_blocking,)
+            if hash_later
+            else (pending.append_all_blocking, joined(hashes)),
             written,
             self._fetch.max_object_size,
             self._fetch.idle_timeout,

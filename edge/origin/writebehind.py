@@ -1,4 +1,4 @@
-"""An origin body's way to disk: its chunks written and hashed on a worker thread, in order.
+"""An origin body's way to disk: its chunks written and hashed on worker threads, in order.
 
 The store's MD5 of a copy and its disk writes (and a Mirror fetch's buffer file) cost more CPU
 than everything else a copy does; on the reactor thread they held the origin connection, the
@@ -6,11 +6,12 @@ Mirror clients and every other request back (`bench/mirror.py`: MD5 alone was a 
 edge's CPU). hashlib and `os.write` release the GIL on large buffers, so worker threads do
 them while the reactor goes on receiving, the write and the hash side by side (each is a
 "lane": they cost about the same, and share nothing). Chunks queue in arrival order and go to
-the lanes in batches, one batch at a time (the writes are appended, and the hash is of the
-bytes in order); what a batch wrote is announced on the reactor when every lane is done. When the
-queue passes `HIGH_WATER` the origin connection is paused until the thread has caught up, so a
-slow disk bounds the memory held, not the origin's speed. Only the disk and the CPU pace the
-origin: Mirror clients read what was written, each at its own pace.
+the lanes in batches, one batch at a time, as the list of its chunks: the file's lane appends
+them with one writev(2), a hash lane (`joined`) takes them as one buffer, in order. What a
+batch wrote is announced on the reactor when every lane is done. When the queue passes
+`HIGH_WATER` the origin connection is paused until the threads have caught up, so a slow disk
+bounds the memory held, not the origin's speed. Only the disk and the CPU pace the origin:
+Mirror clients read what was written, each at its own pace.
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ from twisted.python.failure import Failure
 
 HIGH_WATER = 4 * 1024 * 1024  # bytes queued for the thread past which the origin is paused
 READ_BACK = 1024 * 1024  # bytes per read when a written body is hashed afterwards
+
+
+def joined(lane: Callable[[bytes], None]) -> Callable[[Sequence[bytes]], None]:
+    """A lane of one buffer per batch, for the hashes: one call per lane per batch, not per
+    chunk, because each call gives up the GIL and must win it back from a busy reactor
+    thread, which can take a switch interval (5 ms); a copy of the batch (made on the worker
+    thread) is much cheaper than that. A file's lane takes the chunks as they are
+    (`append_all_blocking`: writev)."""
+
+    def run(chunks: Sequence[bytes]) -> None:
+        lane(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    return run
 
 
 def hash_written(fd: int, size: int, lane: Callable[[bytes], None]) -> Deferred[None]:
@@ -53,8 +67,8 @@ def hash_written(fd: int, size: int, lane: Callable[[bytes], None]) -> Deferred[
 
 
 class WriteBehind:
-    """Runs each of `lanes` on a worker thread of its own for every chunk, in order, one batch
-    at a time (a batch's lanes at once).
+    """Runs each of `lanes` on a worker thread of its own for every batch of chunks, in
+    order, one batch at a time (a batch's lanes at once).
 
     `written(total)` is called on the reactor after each batch with the bytes written so far;
     `failed(failure)` once, when a lane raised (nothing is written after it). `pause` and
@@ -63,7 +77,7 @@ class WriteBehind:
 
     def __init__(
         self,
-        lanes: Sequence[Callable[[bytes], None]],
+        lanes: Sequence[Callable[[Sequence[bytes]], None]],
         written: Callable[[int], None],
         failed: Callable[[Failure], None],
         pause: Callable[[], None],
@@ -122,13 +136,10 @@ class WriteBehind:
     def _next(self) -> None:
         batch, self._queue, self._queued = self._queue, [], 0
         self.running = True
-        # One call per lane per batch, not per chunk: each call gives up the GIL and must
-        # win it back from a busy reactor thread, which can take a switch interval (5 ms);
-        # a copy of the batch is much cheaper than that.
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        count = sum(map(len, batch))
         # Every lane is waited for, even after one failed: only then are the files free.
-        d = DeferredList([deferToThread(lane, data) for lane in self._lanes], consumeErrors=True)
-        d.addCallback(self._lanes_done, len(data))
+        d = DeferredList([deferToThread(lane, batch) for lane in self._lanes], consumeErrors=True)
+        d.addCallback(self._lanes_done, count)
         d.addErrback(self._batch_failed)  # also what `written` raised
         self._unpause()
 

@@ -189,6 +189,10 @@ class PendingWrite(Protocol):
     def append_blocking(self, data: bytes) -> None:
         """Append `data` to the local file (and the size), without the reactor."""
 
+    def append_all_blocking(self, chunks: Sequence[bytes]) -> None:
+        """`append_blocking` for several chunks in one call, without joining them first (a
+        copy's write-behind hands its batches over this way)."""
+
     def hash_blocking(self, data: bytes) -> None:
         """Add `data` to the MD5, without the reactor.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -123,6 +124,12 @@ class S3PendingWrite:
         self._file.write(data)
         self._file.flush()  # in the file for `open_reader` (no system call when it is empty)
         self.size += len(data)
+
+    def append_all_blocking(self, chunks: Sequence[bytes]) -> None:
+        assert self._file is not None, "write after publish/discard"
+        self._file.writelines(chunks)
+        self._file.flush()
+        self.size += sum(map(len, chunks))
 
     def hash_blocking(self, data: bytes) -> None:
         self._md5.update(data)

@@ -30,6 +30,7 @@ from edge.web.hits import Hits
 from edge.web.misses import Misses
 from edge.web.replies import error, unexpected
 from edge.web.target import Target
+from edge.web.turns import then
 
 
 class ObjectReads:
@@ -43,13 +44,10 @@ class ObjectReads:
     def read(self, request: Request, target: Target) -> bytes | int:
         if target.bucket is None or target.key is None:
             return error(request, errors.NO_SUCH_BUCKET)
+        # The folder store has opened the file (or not) by the time this returns: answered
+        # in this turn, without callbacks (`then`).
         d = self._store.open_object(target.bucket.name, target.key, request)
-        d.addCallbacks(
-            self._opened,
-            self._failed,
-            callbackArgs=(request, target),
-            errbackArgs=(request, target),
-        )
+        then(d, self._opened, self._failed, request, target)
         return NOT_DONE_YET
 
     def _opened(self, obj: StoredObject | None, request: Request, target: Target) -> None:

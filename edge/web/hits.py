@@ -8,7 +8,10 @@ module never touches object bytes; it decides what HTTP answer they make.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from edge.api import errors
@@ -25,6 +28,27 @@ from edge.web.replies import finish_error, unexpected
 from edge.web.turns import then
 
 _dates: dict[float, bytes] = {}
+
+
+def _canonical(name: bytes) -> bytes:
+    """A header name as Twisted keys a request's headers (`getAllRawHeaders`)."""
+    [(key, _)] = Headers({name: [b""]}).getAllRawHeaders()
+    return key
+
+
+_IF_MATCH = _canonical(b"if-match")
+_IF_NONE_MATCH = _canonical(b"if-none-match")
+_IF_MODIFIED_SINCE = _canonical(b"if-modified-since")
+_IF_UNMODIFIED_SINCE = _canonical(b"if-unmodified-since")
+_IF_RANGE = _canonical(b"if-range")
+_RANGE = _canonical(b"range")
+_CONDITIONS = frozenset((_IF_MATCH, _IF_NONE_MATCH, _IF_MODIFIED_SINCE, _IF_UNMODIFIED_SINCE))
+
+
+def _last(sent: dict[bytes, Sequence[bytes]], name: bytes) -> bytes | None:
+    """`Request.getHeader` on the headers read once: the last value, or None."""
+    values = sent.get(name)
+    return values[-1] if values else None
 
 
 def _last_modified(mtime: float) -> bytes:
@@ -63,14 +87,19 @@ def _respond(etag_hex: str, request: Request, obj: StoredObject, content_type: s
     request.setHeader(b"etag", etag)
     request.setHeader(b"last-modified", _last_modified(obj.mtime))
     request.setHeader(b"accept-ranges", b"bytes")
-    status = precondition_status(
-        etag=etag,
-        mtime=obj.mtime,
-        if_match=request.getHeader(b"if-match"),
-        if_none_match=request.getHeader(b"if-none-match"),
-        if_modified_since=request.getHeader(b"if-modified-since"),
-        if_unmodified_since=request.getHeader(b"if-unmodified-since"),
-    )
+    # The request's headers, read once: most hits send none of the six asked for here
+    # (asking for each by name was a twentieth of a 4 KiB hit).
+    sent = dict(request.requestHeaders.getAllRawHeaders())
+    status = None
+    if not _CONDITIONS.isdisjoint(sent):
+        status = precondition_status(
+            etag=etag,
+            mtime=obj.mtime,
+            if_match=_last(sent, _IF_MATCH),
+            if_none_match=_last(sent, _IF_NONE_MATCH),
+            if_modified_since=_last(sent, _IF_MODIFIED_SINCE),
+            if_unmodified_since=_last(sent, _IF_UNMODIFIED_SINCE),
+        )
     if status == 304:
         obj.close()
         request.setResponseCode(304)
@@ -82,8 +111,8 @@ def _respond(etag_hex: str, request: Request, obj: StoredObject, content_type: s
         return
     request.setHeader(b"content-type", content_type.encode("ascii"))
     byte_range = None
-    if if_range_allows(request.getHeader(b"if-range"), etag, obj.mtime):
-        byte_range = parse_range(request.getHeader(b"range"), obj.size)
+    if _RANGE in sent and if_range_allows(_last(sent, _IF_RANGE), etag, obj.mtime):
+        byte_range = parse_range(_last(sent, _RANGE), obj.size)
     if byte_range is RangeResult.UNSATISFIABLE:
         obj.close()
         request.setHeader(b"content-range", b"bytes */%d" % obj.size)

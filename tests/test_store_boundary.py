@@ -320,3 +320,36 @@ async def test_describe_lists_sizes_and_etags(store):
         ("l.bin", len(big), hashlib.md5(big).hexdigest()),
         ("s.txt", 5, hashlib.md5(b"small").hexdigest()),
     ]
+
+
+def test_reads_through_folder_links_are_judged_by_the_file_opened(store, tmp_path, monkeypatch):
+    """A read below a folder link that leaves the bucket answers "no such object" (and the
+    link's target stays unread), one below a folder link that stays inside the bucket is
+    served, and so are ordinary nested keys; with /proc unreadable the path is resolved
+    instead, with the same verdicts."""
+    root = tmp_path / "data" / BUCKET
+    (root / "a" / "inside").symlink_to(root / "a", target_is_directory=True)
+
+    def read(key: str) -> bytes | None:
+        obj = fired(store.open_object(BUCKET, key))
+        if obj is None:
+            return None
+        try:
+            return os.pread(obj.file.fileno(), 100, 0)
+        finally:
+            obj.close()
+
+    def verdicts() -> list[bytes | None]:
+        return [read(k) for k in ("escape/secret.txt", "a/deeper/secret.txt",
+                                  "a/inside/file.txt", "a/file.txt")]  # fmt: skip
+
+    assert verdicts() == [None, None, b"in a", b"in a"]
+    real_readlink = os.readlink
+
+    def no_proc(path: Any, *args: Any, **kwargs: Any) -> str:
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_readlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "readlink", no_proc)
+    assert verdicts() == [None, None, b"in a", b"in a"]

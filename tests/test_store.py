@@ -206,3 +206,32 @@ def test_another_process_first_upload_metadata_reaches_this_one(tmp_path):
         assert meta is not None and meta.content_type == "text/x-custom"
     finally:
         obj.file.close()
+
+
+def test_metadata_records_kept_in_memory_follow_every_rewrite(tmp_path):
+    """Hits keep parsed metadata records in memory, yet another process's rewrite of a
+    record (same file, new headers), its removal, and a hand-edited unreadable record are
+    seen by the next read, as if every read went to the file."""
+    from edge.store.folder.layout import identity_of
+    from edge.store.folder.meta import MetaRecords
+    from edge.store.interface import ObjectMeta
+
+    store = ObjectStore(tmp_path / "data", ["b-1"])
+    store.prepare()
+    obj = tmp_path / "data" / "b-1" / "k.txt"
+    obj.write_bytes(b"bytes")
+    identity = identity_of(os.stat(obj))
+    writer, reader = MetaRecords(store.layout), MetaRecords(store.layout)  # two processes
+    writer.write("b-1", "k.txt", ObjectMeta("text/plain", {"x-cos-meta-a": "1"}), identity)
+    reader.refresh()
+    assert reader.read("b-1", "k.txt", identity) == ObjectMeta("text/plain", {"x-cos-meta-a": "1"})
+    assert reader.read("b-1", "k.txt", identity) == ObjectMeta("text/plain", {"x-cos-meta-a": "1"})
+    writer.write("b-1", "k.txt", ObjectMeta("text/html", {"x-cos-meta-a": "2"}), identity)
+    assert reader.read("b-1", "k.txt", identity) == ObjectMeta("text/html", {"x-cos-meta-a": "2"})
+    other = (identity[0], identity[1] + 1, *identity[2:])
+    assert reader.read("b-1", "k.txt", other) is None  # the record names another file
+    record = tmp_path / reader._paths[("b-1", "k.txt")]
+    record.write_text("[not a record")
+    assert reader.read("b-1", "k.txt", identity) is None
+    writer.clear("b-1", "k.txt")
+    assert reader.read("b-1", "k.txt", identity) is None

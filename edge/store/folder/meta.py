@@ -34,6 +34,18 @@ def _provenance(raw: object) -> OriginProvenance | None:
     return OriginProvenance(**values)
 
 
+_KEPT = 10_000  # records (and record paths) kept in memory for hits
+
+
+@dataclasses.dataclass(frozen=True)
+class _Record:
+    """A record as parsed: the key and file identity it describes, and what it says."""
+
+    key: object
+    identity: tuple[object, ...]
+    meta: ObjectMeta
+
+
 class MetaRecords:
     """The metadata records of every bucket under one data folder."""
 
@@ -41,6 +53,13 @@ class MetaRecords:
         self._layout = layout
         # Buckets that have upload metadata at all: hits on the others skip the lookup.
         self.buckets: set[str] = set()
+        # What hits read, kept: each key's record path (a SHA-256 and a path join), and
+        # each record as parsed, by the record file's stat. A record is only ever replaced
+        # by a rename (a new inode), so a hit costs one stat of it, not an open and a JSON
+        # parse: in a migrated bucket every copy has a record, and reading it was a third
+        # of a 4 KiB hit.
+        self._paths: dict[tuple[str, str], str] = {}
+        self._parsed: dict[str, tuple[tuple[int, int, int], _Record]] = {}
 
     def refresh(self) -> None:
         """Learn which buckets have upload metadata (hits elsewhere skip the lookup). Run
@@ -64,18 +83,45 @@ class MetaRecords:
         """Metadata saved by a PUT, if the file is still the one that PUT wrote."""
         if bucket not in self.buckets:
             return None
+        path = self._paths.get((bucket, key))
+        if path is None:
+            if len(self._paths) >= _KEPT:
+                self._paths.clear()
+            path = self._paths[(bucket, key)] = self._meta_path(bucket, key)
         try:
-            with open(self._meta_path(bucket, key), encoding="utf-8") as f:
-                raw = json.load(f)
-        except (OSError, ValueError):
+            st = os.stat(path)
+        except OSError:
             return None
-        if raw.get("key") != key or tuple(raw.get("identity", ())) != identity:
+        kept = self._parsed.get(path)
+        record: _Record | None
+        if kept is not None and kept[0] == (st.st_ino, st.st_mtime_ns, st.st_size):
+            record = kept[1]
+        else:
+            record = self._load(path)
+        if record is None:
+            return None
+        if record.key != key or record.identity != identity:
             return None  # replaced by hand since: its metadata no longer applies
-        return ObjectMeta(
-            str(raw.get("content_type") or ""),
-            dict(raw.get("meta") or {}),
-            _provenance(raw.get("origin")),
-        )
+        return record.meta
+
+    def _load(self, path: str) -> _Record | None:
+        """A record read and parsed, kept under the stat of the file it was read from."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                st = os.fstat(f.fileno())
+                raw = json.load(f)
+            meta = ObjectMeta(
+                str(raw.get("content_type") or ""),
+                dict(raw.get("meta") or {}),
+                _provenance(raw.get("origin")),
+            )
+            record = _Record(raw.get("key"), tuple(raw.get("identity", ())), meta)
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None
+        if len(self._parsed) >= _KEPT:
+            self._parsed.clear()
+        self._parsed[path] = ((st.st_ino, st.st_mtime_ns, st.st_size), record)
+        return record
 
     def clear(self, bucket: str, key: str) -> None:
         folders, name = self._meta_location(bucket, key)

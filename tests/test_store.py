@@ -235,3 +235,44 @@ def test_metadata_records_kept_in_memory_follow_every_rewrite(tmp_path):
     assert reader.read("b-1", "k.txt", identity) is None
     writer.clear("b-1", "k.txt")
     assert reader.read("b-1", "k.txt", identity) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_published_copy_keeps_its_md5_in_its_record_for_every_later_process(
+    tmp_path, monkeypatch
+):
+    """The MD5 a copy was published with is saved in its metadata record, so a process that
+    never saw the copy (a restart, another worker) answers its ETag without reading the file;
+    a file replaced by hand since is hashed again (its record names another file)."""
+    import edge.store.folder.etags as etags_module
+    from edge.store.interface import ObjectMeta, OriginProvenance
+
+    body = os.urandom(3 * 1024 * 1024)  # above the inline hashing limit
+    first = ObjectStore(tmp_path / "data", ["b-1"])
+    first.prepare()
+    pending = first.new_upload("b-1", "dir/copied.bin")
+    pending.write(body)
+    origin = OriginProvenance('"o-etag"', "Tue, 01 Dec 2026 00:00:00 GMT", "image/png")
+    assert await pending.publish(meta=ObjectMeta("", {}, origin)) is True
+
+    later = ObjectStore(tmp_path / "data", ["b-1"])  # a fresh process: nothing cached
+    later.prepare()
+
+    def no_hashing(fd: int) -> str:
+        raise AssertionError("the file was hashed")
+
+    monkeypatch.setattr(etags_module, "hash_fd", no_hashing)
+    obj = fired(later.open_object("b-1", "dir/copied.bin"))
+    assert obj is not None
+    assert fired(obj.etag()) == hashlib.md5(body).hexdigest()
+    obj.close()
+
+    monkeypatch.undo()
+    path = tmp_path / "data" / "b-1" / "dir" / "copied.bin"
+    path.write_bytes(b"replaced by hand")
+    again = ObjectStore(tmp_path / "data", ["b-1"])
+    again.prepare()
+    obj = fired(again.open_object("b-1", "dir/copied.bin"))
+    assert obj is not None
+    assert fired(obj.etag()) == hashlib.md5(b"replaced by hand").hexdigest()
+    obj.close()

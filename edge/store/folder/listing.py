@@ -127,7 +127,7 @@ class FolderListing:
 
         async def fill(row: list[Any], obj: FolderObject) -> None:
             try:
-                row[3] = await self._hasher.etag(obj.file.fileno(), obj.size, obj.identity)
+                row[3] = await obj.etag()  # recorded at publish, or hashed once
             finally:
                 obj.file.close()
 

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat as statmod
 import uuid
@@ -35,15 +36,19 @@ def _provenance(raw: object) -> OriginProvenance | None:
 
 
 _KEPT = 10_000  # records (and record paths) kept in memory for hits
+_HEX_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclasses.dataclass(frozen=True)
-class _Record:
-    """A record as parsed: the key and file identity it describes, and what it says."""
+class Recorded:
+    """A record as parsed: the key and file identity it describes, what it says, and the
+    ETag (hex MD5) the store computed when it published that file (None in records of
+    earlier releases)."""
 
     key: object
     identity: tuple[object, ...]
     meta: ObjectMeta
+    etag: str | None = None
 
 
 class MetaRecords:
@@ -59,7 +64,7 @@ class MetaRecords:
         # parse: in a migrated bucket every copy has a record, and reading it was a third
         # of a 4 KiB hit.
         self._paths: dict[tuple[str, str], str] = {}
-        self._parsed: dict[str, tuple[tuple[int, int, int], _Record]] = {}
+        self._parsed: dict[str, tuple[tuple[int, int, int], Recorded]] = {}
 
     def refresh(self) -> None:
         """Learn which buckets have upload metadata (hits elsewhere skip the lookup). Run
@@ -81,6 +86,11 @@ class MetaRecords:
 
     def read(self, bucket: str, key: str, identity: FileIdentity) -> ObjectMeta | None:
         """Metadata saved by a PUT, if the file is still the one that PUT wrote."""
+        recorded = self.lookup(bucket, key, identity)
+        return None if recorded is None else recorded.meta
+
+    def lookup(self, bucket: str, key: str, identity: FileIdentity) -> Recorded | None:
+        """The record of the file `identity` names, if one was saved for that very file."""
         if bucket not in self.buckets:
             return None
         path = self._paths.get((bucket, key))
@@ -93,7 +103,7 @@ class MetaRecords:
         except OSError:
             return None
         kept = self._parsed.get(path)
-        record: _Record | None
+        record: Recorded | None
         if kept is not None and kept[0] == (st.st_ino, st.st_mtime_ns, st.st_size):
             record = kept[1]
         else:
@@ -102,9 +112,9 @@ class MetaRecords:
             return None
         if record.key != key or record.identity != identity:
             return None  # replaced by hand since: its metadata no longer applies
-        return record.meta
+        return record
 
-    def _load(self, path: str) -> _Record | None:
+    def _load(self, path: str) -> Recorded | None:
         """A record read and parsed, kept under the stat of the file it was read from."""
         try:
             with open(path, encoding="utf-8") as f:
@@ -115,7 +125,13 @@ class MetaRecords:
                 dict(raw.get("meta") or {}),
                 _provenance(raw.get("origin")),
             )
-            record = _Record(raw.get("key"), tuple(raw.get("identity", ())), meta)
+            etag = raw.get("etag")
+            record = Recorded(
+                raw.get("key"),
+                tuple(raw.get("identity", ())),
+                meta,
+                etag if isinstance(etag, str) and _HEX_MD5.fullmatch(etag) else None,
+            )
         except (OSError, ValueError, AttributeError, TypeError):
             return None
         if len(self._parsed) >= _KEPT:
@@ -138,6 +154,7 @@ class MetaRecords:
         meta: ObjectMeta,
         identity: FileIdentity | None = None,
         durable: bool = True,
+        etag: str | None = None,
     ) -> None:
         """Save a PUT's metadata, writing only below `.cosedge/meta` (reached without links).
 
@@ -159,6 +176,8 @@ class MetaRecords:
         }
         if meta.origin is not None:
             record["origin"] = dataclasses.asdict(meta.origin)
+        if etag is not None:  # the published file's MD5: no process hashes it again
+            record["etag"] = etag
         with self._layout.state_folder(*folders, create=True) as folder_fd:
             self.buckets.add(bucket)
             temp = f"{name}.{uuid.uuid4().hex}.tmp"

@@ -48,7 +48,9 @@ class FolderObject:
     """An open object ready to serve (`edge.store.interface.StoredObject`). A plain
     class with slots: one is made per hit, and a frozen dataclass's init was measurable."""
 
-    __slots__ = ("file", "size", "mtime", "content_type", "identity", "hasher", "meta")
+    __slots__ = (
+        "file", "size", "mtime", "content_type", "identity", "hasher", "meta", "recorded_etag"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class FolderObject:
         identity: FileIdentity,
         hasher: ETagHasher,
         meta: ObjectMeta | None = None,
+        recorded_etag: str | None = None,
     ) -> None:
         self.file = file
         self.size = size
@@ -67,8 +70,13 @@ class FolderObject:
         self.identity = identity
         self.hasher = hasher
         self.meta = meta or _NO_META
+        # The MD5 the store recorded when it published this very file (a copy's, an
+        # upload's): no process hashes it again, after a restart or in another worker.
+        self.recorded_etag = recorded_etag
 
     def etag(self) -> Deferred[str]:
+        if self.recorded_etag is not None:
+            return succeed(self.recorded_etag)
         return self.hasher.etag(self.file.fileno(), self.size, self.identity)
 
     def send(self, request: IRequest, first: int, length: int) -> Deferred[None]:
@@ -177,7 +185,7 @@ class FolderReader:
             os.close(fd)
             raise
         identity = identity_of(st)
-        meta = self._meta.read(bucket, key, identity)
+        recorded = self._meta.lookup(bucket, key, identity)
         return FolderObject(
             file=os.fdopen(fd, "rb", buffering=0),
             size=st.st_size,
@@ -185,7 +193,8 @@ class FolderReader:
             content_type=self._types.for_key(key),
             identity=identity,
             hasher=self._hasher,
-            meta=meta,
+            meta=None if recorded is None else recorded.meta,
+            recorded_etag=None if recorded is None else recorded.etag,
         )
 
     def _outside_bucket(self, fd: int, path: str, bucket: str) -> bool:

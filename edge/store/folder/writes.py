@@ -213,12 +213,12 @@ class PendingObject:
         records = self._meta_records
         if not published or records is None:
             return published
-        bucket, key, identity = self.bucket, self.key, self.identity
+        bucket, key, identity, etag = self.bucket, self.key, self.identity, self.etag
 
         def save() -> None:
             try:
                 if meta.content_type or meta.user or meta.origin is not None:
-                    records.write(bucket, key, meta, identity)
+                    records.write(bucket, key, meta, identity, etag=etag)
                 else:
                     records.clear(bucket, key)
             except (FileNotFoundError, NotADirectoryError, UnsafePath):
@@ -283,7 +283,7 @@ class PendingObject:
         if records is None or meta is None or not (meta.content_type or meta.user or meta.origin):
             return
         try:
-            records.write(self.bucket, self.key, meta, self.identity, durable=False)
+            records.write(self.bucket, self.key, meta, self.identity, durable=False, etag=self.etag)
         except (OSError, UnsafePath):
             pass
 

@@ -31,7 +31,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.web._newclient import HTTP11ClientProtocol, RequestNotSent
+from twisted.web._newclient import BODY, HTTP11ClientProtocol, RequestNotSent
 from twisted.web.client import (
     URI,
     Agent,
@@ -239,26 +239,46 @@ class S3Transport:
         return root
 
 
-#: Bytes one read of a store connection takes from its socket (Twisted's default is 64 KiB).
-#: Every read is a turn of the reactor through the HTTP parser and into the client's request,
-#: so bigger reads move an object's bytes in fewer Python turns: 256 KiB took a seventh off
-#: the edge's CPU per 1 MiB hit; 1 MiB reads cost more than they saved (each allocates its
-#: full size first). It is also the point at which an upload's body producer is paused.
+#: Bytes one read of a store connection takes from its socket while a response's body is
+#: coming (Twisted's default is 64 KiB). Every read is a turn of the reactor through the HTTP
+#: parser and into the client's request, so bigger reads move an object's bytes in fewer
+#: Python turns: 256 KiB took about a seventh off the edge's CPU per 1 MiB hit. 1 MiB reads
+#: cost more than they saved (each allocates its full size, which glibc maps and unmaps: ~250
+#: page faults a hit). It is also the point at which an upload's body producer is paused.
 STORE_READ_SIZE = 256 * 1024
+#: ... and while a response's status line and headers are coming: Twisted's line parser
+#: copies the rest of the read for every header line it splits off, which for a 256 KiB first
+#: read was 7 % of a 1 MiB hit.
+HEADER_READ_SIZE = 16 * 1024
 
 
 class _StoreConnection(HTTP11ClientProtocol):
-    """Twisted's HTTP/1.1 client protocol reading `STORE_READ_SIZE` bytes per socket read
-    (from the TCP connection itself, under TLS when the store is https)."""
+    """Twisted's HTTP/1.1 client protocol reading `HEADER_READ_SIZE` bytes per socket read
+    until a response's headers are in, then `STORE_READ_SIZE` for its body (from the TCP
+    connection itself, also under TLS when the store is https)."""
+
+    _socket: FileDescriptor | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         transport = self.transport
         for _ in range(3):
             if isinstance(transport, FileDescriptor):
-                transport.bufferSize = STORE_READ_SIZE
+                self._socket = transport
                 return
             transport = getattr(transport, "transport", None)
+
+    def request(self, request: Any) -> Deferred[IResponse]:
+        if self._socket is not None:
+            self._socket.bufferSize = HEADER_READ_SIZE
+        answer: Deferred[IResponse] = super().request(request)
+        return answer
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        parser = self._parser
+        if parser is not None and parser.state == BODY and self._socket is not None:
+            self._socket.bufferSize = STORE_READ_SIZE
 
 
 @implementer(IAgentEndpointFactory)

@@ -319,6 +319,13 @@ def copy_with_edge(node: Server, key: str, head_url: str, size: int) -> tuple[fl
     return seconds, max(rss_kib(pid, "VmHWM"), sampled) - before
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_nodes(
     a: Server, b: Server, args: argparse.Namespace, nodes_runs: dict[str, list[LoadResult]]
 ) -> None:
@@ -387,6 +394,7 @@ def main() -> None:
     size = args.size * 2**20
 
     hits: dict[tuple[str, str, str], list[LoadResult]] = {}
+    hit_cpu: dict[tuple[str, str], list[float]] = {}
     nodes_runs: dict[str, list[LoadResult]] = {}
     edge_copy: list[float] = []
     plain_copy: list[float] = []
@@ -432,11 +440,16 @@ def main() -> None:
                     if r % 2:  # who goes first alternates round by round
                         contenders = [contenders[i] for i in (1, 0, 3, 2)]
                     for client, label, url in contenders:
+                        used = cpu_seconds(a.proc.pid)
                         if client == "wrk":
                             result = load(url, args.seconds, args.connections)
                         else:
                             result = treq_load(url, args.seconds, args.connections, work)
                         hits.setdefault((name, client, label), []).append(result)
+                        if label == "cosedge":
+                            used = cpu_seconds(a.proc.pid) - used
+                            count = max(1.0, result.requests_per_s * args.seconds)
+                            hit_cpu.setdefault((name, client), []).append(1000 * used / count)
                 if "nodes" in args.only:
                     run_nodes(a, b, args, nodes_runs)
                 if "copy" in args.only:
@@ -463,12 +476,13 @@ def main() -> None:
                 for path in (work / name).glob("edge.log*"):
                     shutil.copy(path, args.logs / f"{name}-{path.name}")
 
-    report(args, hits, nodes_runs, plain_copy, edge_copy, growth, problems)
+    report(args, hits, hit_cpu, nodes_runs, plain_copy, edge_copy, growth, problems)
 
 
 def report(
     args: argparse.Namespace,
     hits: dict[tuple[str, str, str], list[LoadResult]],
+    hit_cpu: dict[tuple[str, str], list[float]],
     nodes_runs: dict[str, list[LoadResult]],
     plain_copy: list[float],
     edge_copy: list[float],
@@ -503,6 +517,10 @@ def report(
             row(name, f"{wrk_name} -> SeaweedFS", hits[(name, "wrk", "SeaweedFS")], base)
             row(name, f"{wrk_name} -> cosedge (s3)", hits[(name, "wrk", "cosedge")], base)
         print(f"information: {wrk_name} straight at the store is the ceiling, not the goal")
+        spent = ", ".join(
+            f"{name} {client} {median(values):.2f} ms" for (name, client), values in hit_cpu.items()
+        )
+        print(f"edge CPU per hit (user+system, median of rounds; steadier than req/s): {spent}")
     if nodes_runs:
         base = median([r.requests_per_s for r in nodes_runs["1 node"]])
         row("4KiB", "cosedge, 1 node", nodes_runs["1 node"], base)

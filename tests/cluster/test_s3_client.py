@@ -22,6 +22,7 @@ import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -29,7 +30,7 @@ from zope.interface import implementer
 
 from edge.s3 import FileRangeProducer, S3Client, S3Error, S3Unavailable, sha256_of_file
 from edge.s3.signing import EMPTY_SHA256, Signer
-from edge.s3.transport import STORE_READ_SIZE
+from edge.s3.transport import HEADER_READ_SIZE, STORE_READ_SIZE
 from tests.cluster.ceph_server import CephRGW
 from tests.cluster.s3_server import S3Server
 from tests.cluster.seaweedfs_server import SeaweedFS
@@ -208,6 +209,53 @@ async def test_store_reads_are_larger_than_twisteds_default(s3: S3Client, bucket
     sizes = [len(chunk) for chunk in sink.chunks]
     assert max(sizes) > 64 * 1024
     assert max(sizes) <= STORE_READ_SIZE
+
+
+class _OneWriteStore(Protocol):
+    """Answers each GET with its status line, 20 header lines and a 1 MiB body in a single
+    write, as a store's answer lies in the socket when the client reads it."""
+
+    body = os.urandom(MiB)
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._pending += data
+        while b"\r\n\r\n" in self._pending:
+            _, self._pending = self._pending.split(b"\r\n\r\n", 1)
+            head = [b"HTTP/1.1 200 OK", b"Content-Length: %d" % len(self.body), b'ETag: "e"']
+            head += [b"X-Amz-Meta-Filler-%d: %s" % (n, b"v" * 40) for n in range(18)]
+            self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + self.body)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def one_write_store() -> Iterator[int]:
+    factory = Factory.forProtocol(_OneWriteStore)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    yield port.getHost().port
+    pytest_twisted.blockon(port.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_headers_are_read_small_and_bodies_big(one_write_store: int) -> None:
+    """On each request of a kept-alive store connection, the read that brings the headers
+    takes at most `HEADER_READ_SIZE` bytes (Twisted's line parser copies the rest of a read
+    per header line), and the body's reads then take more than Twisted's 64 KiB."""
+    client = S3Client(f"http://127.0.0.1:{one_write_store}", "us-east-1", "k", "s")
+    try:
+        for _ in range(2):  # the second request reuses the connection
+            stream = await client.get_object("b", "k")
+            assert stream is not None
+            sink = Sink()
+            sink.keep = True
+            assert await stream.write_to(sink) == MiB
+            assert b"".join(sink.chunks) == _OneWriteStore.body
+            sizes = [len(chunk) for chunk in sink.chunks]
+            assert 0 < sizes[0] < HEADER_READ_SIZE
+            assert max(sizes) > 64 * 1024
+    finally:
+        await client.close()
 
 
 AWKWARD_KEYS = [

@@ -5,9 +5,12 @@ One `weed mini` and one `redis-server` on free loopback ports (started as the cl
 start them), cosedge as twistd processes with `store: {type: s3}`, contenders alternating
 round by round, medians over rounds:
 
-    4 KiB / 1 MiB hits  cosedge (store s3)  vs wrk straight at SeaweedFS's S3 port with a
-                                               pre-signed URL (same wrk, same connections;
-                                               the store is the ceiling)   goal >= 0.8x (1 MiB)
+    4 KiB / 1 MiB hits  treq -> cosedge (store s3) vs treq -> SeaweedFS's S3 port with a
+                        pre-signed URL: one Python client (TREQ_LOAD_SCRIPT, N keep-alive
+                        GETs in a loop, bodies dropped as they stream) for both, the
+                        issue's own baseline (#10)                       goal >= 0.8x (1 MiB)
+                        and the same pair with wrk, for information: wrk straight at
+                        the store is the ceiling, no Python client in the way
     256 MiB copy        cosedge miss -> object in the store (HEAD polled)
                                             vs treq GET from the origin streamed as a
                                                multipart upload with the repo's S3 client
@@ -21,6 +24,9 @@ on the same machine, so the store, the nodes and wrk share its cores: the two-no
 says whether a second node adds anything there, not how a cluster scales.
 
     python bench/s3.py [--rounds 3] [--seconds 5] [--connections 32] [--size 256]
+                       [--quick] [--only hits|nodes|copy ...] [--logs DIR]
+
+`--quick` is a smoke run (1 round of 2 s, a 16 MiB copy); `--only` runs some parts alone.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from tests.cluster.redis_server import RedisServer  # noqa: E402
 from tests.cluster.seaweedfs_server import SeaweedFS, start_seaweedfs  # noqa: E402
 
 SIZES = {"4KiB": 4096, "1MiB": 1024 * 1024}
+PARTS = ("hits", "nodes", "copy")
 PART = 8 * 2**20  # the edge's multipart part size (edge/store/s3/store.py)
 
 #: Run by the benchmark in a process of its own: the store seeded, the plain copy timed.
@@ -152,6 +159,72 @@ async def main(reactor, what, endpoint, region, ak, sk, bucket, *rest):
 
 task.react(lambda reactor: defer.ensureDeferred(main(reactor, *sys.argv[1:])))
 """
+
+
+#: The issue's own baseline (#10), run in a process of its own: `connections` keep-alive GETs
+#: of one URL in a loop with treq for `seconds`, each body counted and dropped as it streams.
+TREQ_LOAD_SCRIPT = """
+import sys, time
+import treq
+from twisted.internet import defer, task
+from twisted.web.client import HTTPConnectionPool
+
+async def main(reactor, url, seconds, connections):
+    seconds, connections = float(seconds), int(connections)
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = connections
+    pool.retryAutomatically = False
+    counts = {"requests": 0, "bytes": 0, "errors": 0}
+    latencies = []
+
+    def count(data):
+        counts["bytes"] += len(data)
+
+    async def worker(stop, once=False):
+        while once or time.monotonic() < stop:
+            once = False
+            began = time.perf_counter()
+            try:
+                response = await treq.get(url, pool=pool, unbuffered=True, persistent=True)
+                await treq.collect(response, count)
+            except Exception:
+                counts["errors"] += 1
+                continue
+            latencies.append(time.perf_counter() - began)
+            counts["requests"] += 1
+            counts["errors"] += response.code != 200
+
+    # One unmeasured round trip per connection, so no handshake is timed.
+    await defer.gatherResults(
+        [defer.ensureDeferred(worker(0, once=True)) for _ in range(connections)]
+    )
+    counts.update(requests=0, bytes=0, errors=0)
+    latencies.clear()
+    started = time.monotonic()
+    await defer.gatherResults(
+        [defer.ensureDeferred(worker(started + seconds)) for _ in range(connections)]
+    )
+    elapsed = time.monotonic() - started
+    await pool.closeCachedConnections()
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000 if latencies else 0.0
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else 0.0
+    print(f"RESULT {counts['requests'] / elapsed} {counts['bytes'] / elapsed / 2**20} "
+          f"{p50} {p99} {counts['errors']}", flush=True)
+
+task.react(lambda reactor: defer.ensureDeferred(main(reactor, *sys.argv[1:])))
+"""
+
+
+def treq_load(url: str, seconds: float, connections: int, cwd: Path) -> LoadResult:
+    """Load `url` with TREQ_LOAD_SCRIPT: the Python client #10 measures both sides with."""
+    out = subprocess.run(
+        [sys.executable, "-c", TREQ_LOAD_SCRIPT, url, str(seconds), str(connections)],
+        capture_output=True, text=True, env=env(), cwd=cwd, check=True,
+        timeout=seconds + 120,
+    ).stdout  # fmt: skip
+    rps, mbps, p50, p99, errors = out.split("RESULT")[1].split()
+    return LoadResult(float(rps), float(mbps), float(p50), float(p99), int(errors))
 
 
 def s3_script(store: SeaweedFS, what: str, *args: str, cwd: Path) -> str:
@@ -246,6 +319,29 @@ def copy_with_edge(node: Server, key: str, head_url: str, size: int) -> tuple[fl
     return seconds, max(rss_kib(pid, "VmHWM"), sampled) - before
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_nodes(
+    a: Server, b: Server, args: argparse.Namespace, nodes_runs: dict[str, list[LoadResult]]
+) -> None:
+    """One round of 4 KiB hits: node a alone, then a and b loaded at once (summed)."""
+    url_a = f"http://127.0.0.1:{a.port}/{BUCKET}/4KiB.bin"
+    url_b = f"http://127.0.0.1:{b.port}/{BUCKET}/4KiB.bin"
+    nodes_runs.setdefault("1 node", []).append(
+        load(url_a, args.seconds, args.connections, threads=2)
+    )
+    half = max(1, args.connections // 2)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(load, u, args.seconds, half, "GET", 1) for u in (url_a, url_b)]
+        both = [run.result() for run in runs]
+    nodes_runs.setdefault("2 nodes", []).append(summed(both))
+
+
 def summed(results: list[LoadResult]) -> LoadResult:
     return LoadResult(
         sum(r.requests_per_s for r in results),
@@ -278,15 +374,27 @@ def _message(line: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=None, help="default 3 (--quick: 1)")
+    parser.add_argument("--seconds", type=float, default=None, help="default 5 (--quick: 2)")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--size", type=int, default=256, help="MiB copied from the origin")
+    parser.add_argument(
+        "--size", type=int, default=None, help="MiB copied from the origin (256; --quick: 16)"
+    )
     parser.add_argument("--logs", type=Path, help="copy the nodes' logs into this folder")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 short round")
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only these parts (repeatable)"
+    )
     args = parser.parse_args()
+    quick = args.quick
+    args.rounds = args.rounds if args.rounds is not None else (1 if quick else 3)
+    args.seconds = args.seconds if args.seconds is not None else (2 if quick else 5)
+    args.size = args.size if args.size is not None else (16 if quick else 256)
+    args.only = args.only or list(PARTS)
     size = args.size * 2**20
 
-    hits: dict[tuple[str, str], list[LoadResult]] = {}
+    hits: dict[tuple[str, str, str], list[LoadResult]] = {}
+    hit_cpu: dict[tuple[str, str], list[float]] = {}
     nodes_runs: dict[str, list[LoadResult]] = {}
     edge_copy: list[float] = []
     plain_copy: list[float] = []
@@ -321,36 +429,39 @@ def main() -> None:
 
             plain = {name: presign(store, "GET", f"{name}.bin") for name in SIZES}
             for r in range(args.rounds):
-                for name in SIZES:
-                    for label, url in (
-                        ("SeaweedFS", plain[name]),
-                        ("cosedge", f"http://127.0.0.1:{a.port}/{BUCKET}/{name}.bin"),
-                    ):
-                        result = load(url, args.seconds, args.connections)
-                        hits.setdefault((name, label), []).append(result)
-
-                url_a = f"http://127.0.0.1:{a.port}/{BUCKET}/4KiB.bin"
-                url_b = f"http://127.0.0.1:{b.port}/{BUCKET}/4KiB.bin"
-                nodes_runs.setdefault("1 node", []).append(
-                    load(url_a, args.seconds, args.connections, threads=2)
-                )
-                half = max(1, args.connections // 2)
-                with ThreadPoolExecutor(2) as pool:
-                    runs = [
-                        pool.submit(load, u, args.seconds, half, "GET", 1) for u in (url_a, url_b)
+                for name in SIZES if "hits" in args.only else ():
+                    edge_url = f"http://127.0.0.1:{a.port}/{BUCKET}/{name}.bin"
+                    contenders = [
+                        ("wrk", "SeaweedFS", plain[name]),
+                        ("wrk", "cosedge", edge_url),
+                        ("treq", "SeaweedFS", plain[name]),
+                        ("treq", "cosedge", edge_url),
                     ]
-                    both = [run.result() for run in runs]
-                nodes_runs.setdefault("2 nodes", []).append(summed(both))
-
-                out = s3_script(
-                    store, "copy", f"plain-{r}.bin", f"http://127.0.0.1:{origin.port}/big.bin",
-                    cwd=work,
-                )  # fmt: skip
-                plain_copy.append(float(out.split("SECONDS")[1]))
-                key = f"big-{r}.bin"
-                seconds, grew = copy_with_edge(a, key, presign(store, "HEAD", key), size)
-                edge_copy.append(seconds)
-                growth.append(grew)
+                    if r % 2:  # who goes first alternates round by round
+                        contenders = [contenders[i] for i in (1, 0, 3, 2)]
+                    for client, label, url in contenders:
+                        used = cpu_seconds(a.proc.pid)
+                        if client == "wrk":
+                            result = load(url, args.seconds, args.connections)
+                        else:
+                            result = treq_load(url, args.seconds, args.connections, work)
+                        hits.setdefault((name, client, label), []).append(result)
+                        if label == "cosedge":
+                            used = cpu_seconds(a.proc.pid) - used
+                            count = max(1.0, result.requests_per_s * args.seconds)
+                            hit_cpu.setdefault((name, client), []).append(1000 * used / count)
+                if "nodes" in args.only:
+                    run_nodes(a, b, args, nodes_runs)
+                if "copy" in args.only:
+                    out = s3_script(
+                        store, "copy", f"plain-{r}.bin", f"http://127.0.0.1:{origin.port}/big.bin",
+                        cwd=work,
+                    )  # fmt: skip
+                    plain_copy.append(float(out.split("SECONDS")[1]))
+                    key = f"big-{r}.bin"
+                    seconds, grew = copy_with_edge(a, key, presign(store, "HEAD", key), size)
+                    edge_copy.append(seconds)
+                    growth.append(grew)
         finally:
             for server in reversed(started):
                 server.stop()
@@ -365,12 +476,13 @@ def main() -> None:
                 for path in (work / name).glob("edge.log*"):
                     shutil.copy(path, args.logs / f"{name}-{path.name}")
 
-    report(args, hits, nodes_runs, plain_copy, edge_copy, growth, problems)
+    report(args, hits, hit_cpu, nodes_runs, plain_copy, edge_copy, growth, problems)
 
 
 def report(
     args: argparse.Namespace,
-    hits: dict[tuple[str, str], list[LoadResult]],
+    hits: dict[tuple[str, str, str], list[LoadResult]],
+    hit_cpu: dict[tuple[str, str], list[float]],
     nodes_runs: dict[str, list[LoadResult]],
     plain_copy: list[float],
     edge_copy: list[float],
@@ -393,14 +505,30 @@ def report(
             f"{sum(r.errors for r in runs):>8}{rps / base:>8.2f}x"
         )
 
-    for name in SIZES:
-        base = median([r.requests_per_s for r in hits[(name, "SeaweedFS")]])
-        row(name, "SeaweedFS (pre-signed)", hits[(name, "SeaweedFS")], base)
-        row(name, "cosedge (store s3)", hits[(name, "cosedge")], base)
-    base = median([r.requests_per_s for r in nodes_runs["1 node"]])
-    row("4KiB", "cosedge, 1 node", nodes_runs["1 node"], base)
-    row("4KiB", "cosedge, 2 nodes (summed)", nodes_runs["2 nodes"], base)
-    print("goals: 1 MiB cosedge >= 0.8x SeaweedFS; 2 nodes vs 1 node: reported (shared cores)")
+    if hits:
+        wrk_name = client
+        for name in SIZES:
+            base = median([r.requests_per_s for r in hits[(name, "treq", "SeaweedFS")]])
+            row(name, "treq -> SeaweedFS", hits[(name, "treq", "SeaweedFS")], base)
+            row(name, "treq -> cosedge (s3)", hits[(name, "treq", "cosedge")], base)
+        print("goal (#10): 1 MiB treq -> cosedge >= 0.8x treq -> SeaweedFS (pre-signed URL)")
+        for name in SIZES:
+            base = median([r.requests_per_s for r in hits[(name, "wrk", "SeaweedFS")]])
+            row(name, f"{wrk_name} -> SeaweedFS", hits[(name, "wrk", "SeaweedFS")], base)
+            row(name, f"{wrk_name} -> cosedge (s3)", hits[(name, "wrk", "cosedge")], base)
+        print(f"information: {wrk_name} straight at the store is the ceiling, not the goal")
+        spent = ", ".join(
+            f"{name} {client} {median(values):.2f} ms" for (name, client), values in hit_cpu.items()
+        )
+        print(f"edge CPU per hit (user+system, median of rounds; steadier than req/s): {spent}")
+    if nodes_runs:
+        base = median([r.requests_per_s for r in nodes_runs["1 node"]])
+        row("4KiB", "cosedge, 1 node", nodes_runs["1 node"], base)
+        row("4KiB", "cosedge, 2 nodes (summed)", nodes_runs["2 nodes"], base)
+        print("2 nodes vs 1 node: reported (the nodes share the machine's cores)")
+    if not edge_copy:
+        report_problems(problems)
+        return
 
     mib = args.size
     plain = median(plain_copy)
@@ -411,6 +539,10 @@ def report(
     print(f"  cosedge miss -> in the store      {edge:7.2f}s {mib / edge:8.1f} MiB/s {ratio:6.2f}x")
     print(f"  edge peak RSS growth during the copy: {max(growth) / 1024:.1f} MiB (max of rounds)")
     print("  goals: >= 0.8x the plain copy; RSS growth < 64 MiB")
+    report_problems(problems)
+
+
+def report_problems(problems: dict[str, list[str]]) -> None:
     for name, lines in problems.items():
         kinds = Counter(re.sub(r"\d+", "N", _message(line)) for line in lines)
         print(f"node {name} log: {len(lines)} lines that look like trouble")

@@ -19,5 +19,5 @@ class S3Client(ObjectCalls, MultipartCalls, BucketCalls):
     """A client for one S3 endpoint and one set of credentials; see the module docstring.
 
     `S3Client(endpoint, region, access_key_id, secret_access_key, pool=None, reactor=None,
-    timeout=30)`, as `edge.s3.transport.S3Transport` takes them.
+    timeout=30, signer=None)`, as `edge.s3.transport.S3Transport` takes them.
     """

@@ -135,13 +135,24 @@ def request_id_of(response: IResponse) -> str:
     return header_value(response, "x-amz-request-id") or ""
 
 
+_dates: dict[str, float] = {}
+
+
 def _http_date(value: str | None) -> float:
+    """The timestamp of an HTTP date, remembered: every hit's GET answers a Last-Modified,
+    and parsing one with `email.utils` was most of reading a GET's headers."""
     if not value:
         return 0.0
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return 0.0
+    stamp = _dates.get(value)
+    if stamp is None:
+        try:
+            stamp = parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            stamp = 0.0
+        if len(_dates) >= 10_000:
+            _dates.clear()
+        _dates[value] = stamp
+    return stamp
 
 
 def iso_date(value: str | None) -> float:

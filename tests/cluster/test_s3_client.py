@@ -22,12 +22,15 @@ import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
 from edge.s3 import FileRangeProducer, S3Client, S3Error, S3Unavailable, sha256_of_file
+from edge.s3.signing import EMPTY_SHA256, Signer
+from edge.s3.transport import HEADER_READ_SIZE, STORE_READ_SIZE
 from tests.cluster.ceph_server import CephRGW
 from tests.cluster.s3_server import S3Server, remove_bucket
 from tests.cluster.seaweedfs_server import SeaweedFS
@@ -157,6 +160,104 @@ async def test_put_head_get_round_trip(s3: S3Client, bucket: str) -> None:
     with pytest.raises(S3Error) as raised:
         await s3.get_object(bucket, "dir/obj.txt", "bytes=5000-")
     assert (raised.value.status, raised.value.code) == (416, "InvalidRange")
+
+
+@pytest_twisted.ensureDeferred
+async def test_signatures_from_the_caches_are_accepted(
+    s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signer whose clock stands still hands out the same signed headers for repeated GETs
+    and the store accepts each; one whose key cache already holds the previous day's key
+    (signed with botocore's clock on yesterday) signs today's requests with today's key."""
+    import datetime
+
+    import botocore.auth
+
+    frozen = time.time()
+    signer = Signer(s3_server.access_key, s3_server.secret_key, s3_server.region, lambda: frozen)
+    client = client_for(s3_server, signer=signer)
+    try:
+        await client.put_object(bucket, "signed", b"same bytes")
+        for _ in range(3):
+            assert await read_all(client, bucket, "signed") == b"same bytes"
+    finally:
+        await client.close()
+
+    yesterday = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+    signer = Signer(s3_server.access_key, s3_server.secret_key, s3_server.region)
+    with monkeypatch.context() as patched:
+        patched.setattr(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: yesterday)
+        old = signer.sign("GET", f"{s3_server.endpoint}/{bucket}/signed", {}, EMPTY_SHA256)
+    assert yesterday.strftime("/%Y%m%d/") in old["Authorization"]
+    client = client_for(s3_server, signer=signer)
+    try:
+        assert await read_all(client, bucket, "signed") == b"same bytes"
+    finally:
+        await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_reads_are_larger_than_twisteds_default(s3: S3Client, bucket: str) -> None:
+    """A body comes off the store's socket in reads of up to `STORE_READ_SIZE` (above
+    Twisted's 64 KiB), so a MiB moves in fewer turns of the reactor; the bytes are intact."""
+    data = os.urandom(8 * MiB)
+    await s3.put_object(bucket, "big-reads", data)
+    assert await read_all(s3, bucket, "big-reads") == data
+    stream = await s3.get_object(bucket, "big-reads")
+    assert stream is not None
+    sink = Sink()
+    sink.keep = True
+    await stream.write_to(sink)
+    sizes = [len(chunk) for chunk in sink.chunks]
+    assert max(sizes) > 64 * 1024
+    assert max(sizes) <= STORE_READ_SIZE
+
+
+class _OneWriteStore(Protocol):
+    """Answers each GET with its status line, 20 header lines and a 1 MiB body in a single
+    write, as a store's answer lies in the socket when the client reads it."""
+
+    body = os.urandom(MiB)
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._pending += data
+        while b"\r\n\r\n" in self._pending:
+            _, self._pending = self._pending.split(b"\r\n\r\n", 1)
+            head = [b"HTTP/1.1 200 OK", b"Content-Length: %d" % len(self.body), b'ETag: "e"']
+            head += [b"X-Amz-Meta-Filler-%d: %s" % (n, b"v" * 40) for n in range(18)]
+            self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + self.body)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def one_write_store() -> Iterator[int]:
+    factory = Factory.forProtocol(_OneWriteStore)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    yield port.getHost().port
+    pytest_twisted.blockon(port.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_headers_are_read_small_and_bodies_big(one_write_store: int) -> None:
+    """On each request of a kept-alive store connection, the read that brings the headers
+    takes at most `HEADER_READ_SIZE` bytes (Twisted's line parser copies the rest of a read
+    per header line), and the body's reads then take more than Twisted's 64 KiB."""
+    client = S3Client(f"http://127.0.0.1:{one_write_store}", "us-east-1", "k", "s")
+    try:
+        for _ in range(2):  # the second request reuses the connection
+            stream = await client.get_object("b", "k")
+            assert stream is not None
+            sink = Sink()
+            sink.keep = True
+            assert await stream.write_to(sink) == MiB
+            assert b"".join(sink.chunks) == _OneWriteStore.body
+            sizes = [len(chunk) for chunk in sink.chunks]
+            assert 0 < sizes[0] < HEADER_READ_SIZE
+            assert max(sizes) > 64 * 1024
+    finally:
+        await client.close()
 
 
 AWKWARD_KEYS = [

@@ -47,13 +47,14 @@ class _Disk:
             raise OSError(28, "No space left on device")
         self.chunks.append(b"".join(chunks))
 
-    def behind(self) -> WriteBehind:
+    def behind(self, min_batch: int = 1) -> WriteBehind:
         return WriteBehind(
             (self.write, joined(self.hashed.append)),
             self.totals.append,
             self.failures.append,
             lambda: self.calls.append("pause"),
             lambda: self.calls.append("resume"),
+            min_batch,
         )
 
 
@@ -84,6 +85,27 @@ async def test_chunks_are_written_in_order_and_the_origin_waits_for_a_slow_disk(
     assert disk.totals[-1] == behind.total == sum(map(len, chunks))
     assert disk.totals == sorted(disk.totals)
     assert not disk.failures
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_chunks_wait_for_a_batch_or_the_end_of_the_body():
+    """Chunks queue until `min_batch` bytes are there (one hand-over to the threads, not one
+    per chunk), and what is left when the body ends goes when `idle` is asked for."""
+    disk = _Disk()
+    behind = disk.behind(min_batch=1000)
+    for n in range(9):
+        behind.add(bytes([n]) * 100)
+    await _turns()
+    assert disk.chunks == [] and not behind.running
+    behind.add(b"\x09" * 100)  # 1000 bytes: a batch
+    while not disk.chunks or behind.running:
+        await _turns(1)
+    assert disk.chunks == [b"".join(bytes([n]) * 100 for n in range(10))]
+    behind.add(b"tail")
+    await _turns()
+    assert len(disk.chunks) == 1
+    await behind.idle()
+    assert disk.chunks[-1] == b"tail" and behind.total == 1004 == disk.totals[-1]
 
 
 @pytest_twisted.ensureDeferred

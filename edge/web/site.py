@@ -407,6 +407,9 @@ def _to_file(access: AccessLogFile, req: EdgeRequest) -> None:
     )
 
 
+_Q, _X, _PERCENT = b"qx%"  # byte values
+
+
 def _redacted(uri: bytes) -> bytes:
     """`errors.redact_uri`, skipped when no parameter name can be a secret: every secret
     name starts with q (or is x-cos-security-token), so its raw form holds a `q`/`Q`, an
@@ -415,7 +418,8 @@ def _redacted(uri: bytes) -> bytes:
     if not query:
         return uri
     lowered = query.lower()
-    if b"q" not in lowered and b"x" not in lowered and b"%" not in query:
+    # Byte values, not one-byte strings: `b"q" in data` costs ten times `113 in data`.
+    if _Q not in lowered and _X not in lowered and _PERCENT not in query:
         return uri
     return errors.redact_uri(uri)
 

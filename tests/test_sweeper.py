@@ -151,3 +151,41 @@ async def test_dead_parts_and_old_free_tombstones_go(tmp_path):
     assert not free.exists() and busy.exists()
     assert counts["temp_files"] == 1 and counts["locks"] == 1
     busy_lock.release()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sweep_the_store_cannot_answer_is_tried_again_soon(tmp_path, monkeypatch):
+    """A sweep that meets StoreUnavailable (an S3 store or Redis not reachable yet, as at a
+    node's start) runs again RETRY_AFTER seconds later instead of an interval later, until
+    the store answers; then it waits the interval, and a stopped sweeper leaves no retry
+    pending."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    from edge.process import sweeper as sweeper_module
+    from edge.store.interface import StoreUnavailable
+
+    monkeypatch.setattr(sweeper_module, "RETRY_AFTER", 0.05)
+    store = _store(tmp_path)
+    real_expire = store.uploads.expire
+    calls: list[bool] = []  # whether the store answered, per sweep
+
+    def expire(older_than: float, now: float):
+        if len(calls) < 2:  # away for the first two sweeps
+            calls.append(False)
+            raise StoreUnavailable("redis: not connected")
+        calls.append(True)
+        return real_expire(older_than, now)
+
+    monkeypatch.setattr(store.uploads, "expire", expire)
+    service = Sweeper(reactor, store, lambda: WEEK)
+    service.startService()
+    for _ in range(100):
+        if len(calls) >= 3:
+            break
+        await deferLater(reactor, 0.05, lambda: None)
+    assert calls == [False, False, True]
+    await deferLater(reactor, 0.3, lambda: None)
+    assert len(calls) == 3  # answered: the next sweep is an interval away
+    service.stopService()
+    assert service._retry is None

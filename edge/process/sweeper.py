@@ -23,6 +23,10 @@ from edge.store.interface import ObjectStore, StoreUnavailable
 log = Logger()
 
 SWEEP_INTERVAL = 3600.0
+# A sweep the store could not answer (an S3 store or Redis not reachable yet, as at a
+# node's start) is tried again this soon rather than an interval later: a dead node's
+# multipart uploads must not outlive lock_ttl plus one interval (SPEC §8).
+RETRY_AFTER = 30.0
 _TEMP_AGE = 3600.0  # a state write takes milliseconds; an hour-old temp file is dead
 
 
@@ -38,8 +42,16 @@ class Sweeper(TimerService):
     ) -> None:
         super().__init__(interval, self._sweep)
         self.clock = reactor
+        self._reactor = reactor
         self._store = store
         self._upload_expiry = upload_expiry
+        self._retry: Any = None  # the sweep tried again after a StoreUnavailable
+
+    def stopService(self) -> Deferred[None] | None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        return super().stopService()  # type: ignore[no-any-return]
 
     def _sweep(self) -> Deferred[None]:
         d = Deferred.fromCoroutine(self.sweep_now())
@@ -74,6 +86,12 @@ class Sweeper(TimerService):
     def _failed(self, failure: Any) -> None:
         # A TimerService stops for good when its call fails: report, and sweep next time.
         if failure.check(StoreUnavailable):  # the store warned once for its outage
-            log.info("Sweep skipped: {reason}", reason=failure.getErrorMessage())
+            log.info(
+                "Sweep skipped: {reason}; trying again in {retry:g}s",
+                reason=failure.getErrorMessage(),
+                retry=RETRY_AFTER,
+            )
+            if self.running and (self._retry is None or not self._retry.active()):
+                self._retry = self._reactor.callLater(RETRY_AFTER, self._sweep)
             return
         log.failure("Sweeping .cosedge failed; trying again next interval", failure)

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
 
 import pytest
@@ -109,6 +109,24 @@ async def _store_keys(cluster: Cluster, prefix: str = "") -> tuple[list[str], li
     finally:
         await client.close()
     return [o.key for o in page.contents], uploads
+
+
+async def _kill_mid_copy(
+    cluster: Cluster, path: str, copying: Callable[[], Awaitable[None]]
+) -> None:
+    """Start a real twistd node, miss `path` on it (302: its copy starts), wait until
+    `copying` says the copy is under way, then kill the node with SIGKILL."""
+    proc = start_twistd("--config", str(cluster.write_config("killed")), cwd=cluster.tmp_path)
+    try:
+        port, _drain = await deferToThread(wait_ready, proc)
+        assert (await request(port, path)).status == 302
+        await copying()
+        os.kill(proc.pid, signal.SIGKILL)
+        await deferToThread(proc.wait, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 async def _sleep(seconds: float) -> None:
@@ -227,19 +245,13 @@ async def test_a_node_killed_mid_copy_leaves_nothing_and_another_copies_after_lo
     dead node's lock has expired."""
     body = os.urandom(300_000)
     origin.serve("/slow.bin", body, stall_after=100_000)
-    proc = start_twistd("--config", str(cluster.write_config("killed")), cwd=cluster.tmp_path)
-    try:
-        port, _drain = await deferToThread(wait_ready, proc)
-        b = await cluster.start("b")
-        assert (await request(port, "/slow.bin")).status == 302
+    b = await cluster.start("b")
+
+    async def copying() -> None:
         await wait_until(lambda: len(origin.requests_for("/slow.bin")) == 1)
         await _sleep(0.3)  # the copy is writing what the origin sent so far
-        os.kill(proc.pid, signal.SIGKILL)
-        await deferToThread(proc.wait, 10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+
+    await _kill_mid_copy(cluster, "/slow.bin", copying)
     origin.drop_all()
     assert (await b.get("slow.bin")).status == 302  # lock still held by the dead node
     assert len(origin.requests_for("/slow.bin")) == 1
@@ -272,21 +284,14 @@ async def test_a_node_killed_mid_multipart_copy_leaves_no_upload_after_lock_ttl_
         await _within(5.0, lambda: _writable(client, cluster.store_bucket))
     finally:
         await client.close()
-    proc = start_twistd("--config", str(cluster.write_config("killed")), cwd=cluster.tmp_path)
-    try:
-        port, _drain = await deferToThread(wait_ready, proc)
-        assert (await request(port, "/big.bin")).status == 302
 
-        async def upload_open() -> bool:
-            return bool((await _store_keys(cluster))[1])
+    async def upload_open() -> bool:
+        return bool((await _store_keys(cluster))[1])
 
+    async def copying() -> None:
         await _within(30.0, upload_open)  # past the threshold: the parts are going up
-        os.kill(proc.pid, signal.SIGKILL)
-        await deferToThread(proc.wait, 10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+
+    await _kill_mid_copy(cluster, "/big.bin", copying)
     origin.drop_all()
     keys, uploads = await _store_keys(cluster)
     assert (keys, len(uploads)) == ([], 1)

@@ -12,7 +12,12 @@ over live processes (they all read the same files).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, values
+
+from edge.metrics.folder import this_pid
+
+if values.ValueClass is not values.MutexValue:  # multiprocess mode: files named by pid
+    values.ValueClass = values.MultiProcessValue(process_identifier=this_pid)
 
 UNKNOWN_BUCKET = "_unknown"  # the bucket label of a request for no served bucket
 NO_BUCKET = "_service"  # the bucket label of a request for the service root (`GET /`)

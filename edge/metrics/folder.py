@@ -23,6 +23,16 @@ from pathlib import Path
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 FOLDER_NAME = "metrics"  # under `<data_dir>/.cosedge/`
 
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+
+def this_pid() -> int:
+    """This process's id, which names its files in the folder. Kept, and renewed in a
+    forked child (twistd's daemonizing fork included), instead of asked of the kernel:
+    the library checks it on every increment, two getpid(2) calls per request."""
+    return _pid[0]
+
 
 def metrics_folder(state_dir: Path) -> Path:
     return Path(state_dir) / FOLDER_NAME

@@ -25,7 +25,7 @@ from twisted.web.util import Redirect
 from edge.api import errors, signature
 from edge.metrics.scrape import CONTENT_TYPE, exposition
 from edge.web.console import console_resource
-from edge.web.root import EdgeResource, InvalidTarget
+from edge.web.root import EdgeResource, InvalidTarget, LeafRoot
 
 METRICS_PATH = b"/metrics"
 CONSOLE_PATH = b"/console"
@@ -45,7 +45,7 @@ class MetricsResource(Resource):
         return self.render_GET(request)
 
 
-class AdminResource(Resource):
+class AdminResource(LeafRoot):
     """The admin port's root: metrics, the console, else the public tree's signed API."""
 
     def __init__(self, public: EdgeResource, console: IResource | None = None) -> None:
@@ -71,15 +71,6 @@ class AdminResource(Resource):
             return InvalidTarget(errors.ACCESS_DENIED)
         leaf: IResource = self._public.leaf_for(request)
         return leaf
-
-    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
-        return self.leaf_for(request)
-
-    getChild = getChildWithDefault
-
-    def render(self, request: Request) -> bytes | int:
-        answer: bytes | int = self.leaf_for(request).render(request)
-        return answer
 
 
 def _traverse(console: IResource, request: Any, path: bytes) -> IResource:

@@ -54,7 +54,26 @@ class InvalidTarget(Resource):
         raise BodyRefused(self._error)
 
 
-class EdgeResource(Resource):
+class LeafRoot(Resource):
+    """A root that hands each request to one leaf found from the raw target (`leaf_for`),
+    never through Twisted's segment-by-segment traversal (see the module's docstring)."""
+
+    def leaf_for(self, request: Request) -> IResource:
+        raise NotImplementedError
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
+        # `path` is Twisted's decoded first segment: ignored. Every leaf ends the traversal.
+        return self.leaf_for(request)
+
+    getChild = getChildWithDefault
+
+    def render(self, request: Request) -> bytes | int:
+        # Reached only when Twisted traverses nothing (an empty postpath).
+        answer: bytes | int = self.leaf_for(request).render(request)
+        return answer
+
+
+class EdgeResource(LeafRoot):
     """The root: one instance serves all buckets, one leaf per request answers it."""
 
     def __init__(
@@ -96,18 +115,6 @@ class EdgeResource(Resource):
         if target.key is None:
             return BucketResource(target, self._access)
         return ObjectResource(target, self._access, self._reads)
-
-    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
-        # `path` is Twisted's decoded first segment: ignored, the leaf is found from the
-        # raw target (see the module's docstring). Every leaf ends the traversal.
-        return self.leaf_for(request)
-
-    getChild = getChildWithDefault
-
-    def render(self, request: Request) -> bytes | int:
-        # Reached only when Twisted traverses nothing (an empty postpath).
-        answer: bytes | int = self.leaf_for(request).render(request)
-        return answer
 
 
 def _creates_bucket(request: Request, target: Target) -> bool:

@@ -156,6 +156,10 @@ def start_seaweedfs(directory: Path, timeout: float = 30) -> SeaweedFS:
         f"-volume.port={volume}",
         f"-filer.port={filer}",
         f"-s3.config={config}",
+        # One volume per bucket, and by default only as many volumes as free disk / 1 GiB:
+        # with 75 GB free a session could make 74 buckets, then every create failed
+        # ("NoSuchBucket", 500), fewer on a fuller disk. Volumes are not preallocated.
+        "-volume.max=1000",
     ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -20,6 +20,7 @@ from edge.store.folder.writes import UploadSpool
 from edge.web.accesslog import AccessLogFile
 from edge.web.bodies import BodyRefused, refusal_of
 from edge.web.counting import count_finished
+from edge.web.wire import DirectWrites
 
 log = Logger()
 access_log = Logger(namespace="cosedge.access")
@@ -103,6 +104,16 @@ class EdgeRequest(Request):
         self.path = path.split(b"?", 1)[0]
         self.process()
 
+    def write(self, data: bytes) -> None:
+        """Twisted's; a `write(b"")`, which asks for the headers to go out before a body
+        that comes later, sends them now (the channel holds them back otherwise, to send
+        them with the first body bytes: `edge.web.wire`)."""
+        super().write(data)
+        if not data:
+            flush = getattr(self.channel, "flush_head", None)
+            if flush is not None:
+                flush()
+
     def connectionLost(self, reason: Failure) -> None:
         """A client that goes away mid-upload leaves no temp file behind."""
         content = getattr(self, "content", None)
@@ -170,7 +181,7 @@ def _http_date_now() -> bytes:
     return value
 
 
-class EdgeChannel(http.HTTPChannel):
+class EdgeChannel(DirectWrites, http.HTTPChannel):
     """An HTTP/1.1 channel that can refuse a request's body without reading it.
 
     Twisted decides nothing about a body before reading it: `allHeadersReceived` calls
@@ -193,6 +204,8 @@ class EdgeChannel(http.HTTPChannel):
     tests/integration/test_bodies.py check the wire behaviour, so a Twisted upgrade that
     moves them shows there. In exchange the refusal is an ordinary request: it gets the
     request id, the access-log line and COS's XML from the usual code.
+
+    Its writes go straight to the socket when nothing is queued (`DirectWrites`).
     """
 
     _host: Any = None
@@ -204,14 +217,14 @@ class EdgeChannel(http.HTTPChannel):
         address objects per request)."""
         host = self._host
         if host is None:
-            host = self._host = self.transport.getHost()  # type: ignore[union-attr]
+            host = self._host = self.transport.getHost()
         return host
 
     def getPeer(self) -> Any:
         """The client's address, once per connection (see `getHost`)."""
         peer = self._peer
         if peer is None:
-            peer = self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+            peer = self._peer = self.transport.getPeer()
         return peer
 
     _secure: bool | None = None

@@ -65,7 +65,13 @@ class BucketCalls(S3Transport):
         return ListPage(contents, prefixes, truncated, token or None)
 
     async def create_bucket(self, bucket: str) -> None:
-        """Create a bucket; one we already own counts as success (SPEC §8: use it)."""
+        """Create a bucket; one we already own counts as success (SPEC §8: use it).
+
+        A refusal that says the bucket does not exist, or exists already, is checked with
+        HEAD: SeaweedFS answers a create that races another node's with `NoSuchBucket`
+        for seconds after the other node made it (its bucket cache lags its filer), and
+        answers `BucketAlreadyExists` to its owner. A bucket HEAD can use is ours to use;
+        one it cannot use (AWS: 403 for another account's) keeps the refusal."""
         body: bytes | None = None
         if self.region != "us-east-1":
             body = (
@@ -75,7 +81,15 @@ class BucketCalls(S3Transport):
         try:
             await self._call("PUT", bucket, body=body)
         except S3Error as e:
-            if e.code != "BucketAlreadyOwnedByYou":
+            if e.code == "BucketAlreadyOwnedByYou":
+                return
+            if e.code not in ("NoSuchBucket", "BucketAlreadyExists"):
+                raise
+            try:
+                usable = await self.head_bucket(bucket)
+            except S3Error:
+                usable = False
+            if not usable:
                 raise
 
     async def head_bucket(self, bucket: str) -> bool:

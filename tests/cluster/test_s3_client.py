@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
@@ -465,6 +465,28 @@ async def test_bucket_lifecycle(s3: S3Client) -> None:
     assert await s3.head_bucket(name) is True
     await s3.delete_bucket(name)
     assert await s3.head_bucket(name) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_bucket_created_by_many_at_once(s3_server: S3Server) -> None:
+    """Nodes that start together create their buckets at the same moment: every create of
+    one name succeeds (SeaweedFS refuses the losers with NoSuchBucket while its bucket
+    cache catches up), and the bucket is there for all of them."""
+    clients = [client_for(s3_server) for _ in range(4)]
+    names = [f"t-{uuid.uuid4().hex[:12]}" for _ in range(5)]
+    try:
+        for name in names:
+            await gatherResults(
+                [Deferred.fromCoroutine(c.create_bucket(name)) for c in clients],
+                consumeErrors=True,
+            )
+            for client in clients:
+                assert await client.head_bucket(name) is True
+    finally:
+        for name in names:
+            await remove_bucket(clients[0], name)
+        for client in clients:
+            await client.close()
 
 
 @pytest_twisted.ensureDeferred

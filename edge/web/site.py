@@ -20,6 +20,7 @@ from edge.store.folder.writes import UploadSpool
 from edge.web.accesslog import AccessLogFile
 from edge.web.bodies import BodyRefused, refusal_of
 from edge.web.counting import count_finished
+from edge.web.heads import OnePassHeads
 from edge.web.wire import DirectWrites
 
 log = Logger()
@@ -181,7 +182,7 @@ def _http_date_now() -> bytes:
     return value
 
 
-class EdgeChannel(DirectWrites, http.HTTPChannel):
+class EdgeChannel(DirectWrites, OnePassHeads, http.HTTPChannel):
     """An HTTP/1.1 channel that can refuse a request's body without reading it.
 
     Twisted decides nothing about a body before reading it: `allHeadersReceived` calls
@@ -205,7 +206,8 @@ class EdgeChannel(DirectWrites, http.HTTPChannel):
     moves them shows there. In exchange the refusal is an ordinary request: it gets the
     request id, the access-log line and COS's XML from the usual code.
 
-    Its writes go straight to the socket when nothing is queued (`DirectWrites`).
+    Its writes go straight to the socket when nothing is queued (`DirectWrites`), and a
+    whole bodiless head is read in one pass (`OnePassHeads`).
     """
 
     _host: Any = None

@@ -6,8 +6,10 @@ Kept as pure functions so RFC 9110's corner cases are unit-tested directly.
 from __future__ import annotations
 
 import enum
+import time
 from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
 
 
 class RangeResult(enum.Enum):
@@ -58,6 +60,18 @@ def parse_range(header: bytes | None, size: int) -> tuple[int, int] | RangeResul
 
 def http_date(timestamp: float) -> bytes:
     return formatdate(int(timestamp), usegmt=True).encode("ascii")
+
+
+_now: list[Any] = [0, b""]  # the second and its HTTP date
+
+
+def http_date_now() -> bytes:
+    """The `Date` header's value, formatted once per second rather than per response."""
+    now = int(time.time())
+    if now != _now[0]:
+        _now[0], _now[1] = now, http_date(now)
+    value: bytes = _now[1]
+    return value
 
 
 def _parse_date(value: bytes) -> float | None:

@@ -21,6 +21,7 @@ from edge.web.accesslog import AccessLogFile
 from edge.web.bodies import BodyRefused, refusal_of
 from edge.web.counting import count_finished
 from edge.web.heads import OnePassHeads
+from edge.web.http import http_date_now
 from edge.web.wire import DirectWrites
 
 log = Logger()
@@ -135,7 +136,7 @@ class EdgeRequest(Request):
         headers = self.responseHeaders
         headers.setRawHeaders(errors.REQUEST_ID_HEADER, [self.request_id.encode("ascii")])
         headers.setRawHeaders(b"server", _SERVER)
-        headers.setRawHeaders(b"date", [_http_date_now()])
+        headers.setRawHeaders(b"date", [http_date_now()])
         if refusal_of(self) is not None and self.channel is not None:
             # The body was not (all) read: the connection cannot carry another request.
             self.channel.persistent = False
@@ -170,16 +171,6 @@ class EdgeRequest(Request):
 
 
 _SERVER = [b"cosedge"]
-_date: list[Any] = [0, b""]  # the second and its HTTP date
-
-
-def _http_date_now() -> bytes:
-    """The `Date` header's value, formatted once per second rather than per response."""
-    now = int(time.time())
-    if now != _date[0]:
-        _date[0], _date[1] = now, http.datetimeToString(now)
-    value: bytes = _date[1]
-    return value
 
 
 class EdgeChannel(DirectWrites, OnePassHeads, http.HTTPChannel):

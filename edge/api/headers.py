@@ -34,6 +34,22 @@ def send_as_is(name: bytes) -> bytes:
     return name
 
 
+def canonical(name: bytes) -> bytes:
+    """The key Twisted files `name` under in a `Headers` (Header-Case, or the spelling
+    `send_as_is` registered): ask once, at import, for names used on every request."""
+    [(key, _)] = http_headers.Headers({name: [b""]}).getAllRawHeaders()
+    return key
+
+
+def set_own(headers: http_headers.Headers, key: bytes, value: bytes) -> None:
+    """Set a response header the edge makes itself, `key` from `canonical` and `value`
+    its own bytes, free of CR and LF by construction (a date, a length, an ETag, a
+    checked content type). `Headers.setRawHeaders` encodes the name and sanitises the
+    value on every call, which for the eight such headers of a hit was a tenth of it
+    (py-spy); this fills Twisted's `_rawHeaders` the same way, without the checks."""
+    headers._rawHeaders[key] = [value]
+
+
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
 from edge.api import errors
+from edge.api.headers import canonical, set_own
 from edge.api.rules import MIRROR, PROXY, OriginRule, OriginRules
 from edge.origin.copier import (
     CopyStart,
@@ -37,6 +38,8 @@ from edge.web.target import Target
 log = Logger()
 
 COPY_HEADER = b"x-cosedge-copy"
+_COPY = canonical(COPY_HEADER)
+_CONTENT_LENGTH = canonical(b"content-length")
 _HEADER_VALUES = {
     CopyStart.STARTED: b"started",
     CopyStart.JOINED: b"joined",
@@ -81,7 +84,7 @@ class Misses:
         `copy=False` redirects without copying (the store cannot be reached: SPEC §8)."""
         assert target.bucket is not None and target.key is not None
         rule = self._rules.match(target.bucket.name, target.key)
-        request.setHeader(COPY_HEADER, b"none")  # until a copy is handed on
+        set_own(request.responseHeaders, _COPY, b"none")  # until a copy is handed on
         if rule is None:  # 404, unless the rule may exist elsewhere or the store is out
             known = copy and self._rules.knows_every_rule()
             return error(request, errors.NO_SUCH_KEY if known else errors.SERVICE_UNAVAILABLE)
@@ -141,7 +144,7 @@ class Misses:
             location = prefix + path
         request.setResponseCode(rule.redirect_code)
         request.setHeader(b"location", location)
-        request.setHeader(b"content-length", b"0")
+        set_own(request.responseHeaders, _CONTENT_LENGTH, b"0")
         if request.method != b"GET" or rule.origin_type != PROXY or not copy:
             request.finish()  # COS: HEAD never triggers a pull; a Redirect rule only redirects
             return
@@ -155,7 +158,7 @@ class Misses:
             request.request_id,  # type: ignore[attr-defined]
             plan,
         )
-        request.setHeader(COPY_HEADER, _HEADER_VALUES[started])
+        set_own(request.responseHeaders, _COPY, _HEADER_VALUES[started])
         request.finish()
         if started is CopyStart.STARTED or started is CopyStart.QUEUED:
             log.debug(

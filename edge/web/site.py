@@ -16,6 +16,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from edge.api import errors
+from edge.api.headers import canonical, set_own
 from edge.store.folder.writes import UploadSpool
 from edge.web.accesslog import AccessLogFile
 from edge.web.bodies import BodyRefused, refusal_of
@@ -110,7 +111,12 @@ class EdgeRequest(Request):
         """Twisted's; a `write(b"")`, which asks for the headers to go out before a body
         that comes later, sends them now (the channel holds them back otherwise, to send
         them with the first body bytes: `edge.web.wire`)."""
-        super().write(data)
+        if self._inFakeHead or self._encoder is not None:
+            super().write(data)
+        else:
+            # `server.Request.write` would look for a Content-Type to default (there is
+            # none: `defaultContentType`) and an encoder (none): straight to http's.
+            http.Request.write(self, data)
         if not data:
             flush = getattr(self.channel, "flush_head", None)
             if flush is not None:
@@ -134,9 +140,9 @@ class EdgeRequest(Request):
         edge's resources is an `_IEncodingResource`, so Twisted's encoder lookup is left
         out too."""
         headers = self.responseHeaders
-        headers.setRawHeaders(errors.REQUEST_ID_HEADER, [self.request_id.encode("ascii")])
-        headers.setRawHeaders(b"server", _SERVER)
-        headers.setRawHeaders(b"date", [http_date_now()])
+        set_own(headers, _REQUEST_ID, self.request_id.encode("ascii"))
+        set_own(headers, _SERVER, b"cosedge")
+        set_own(headers, _DATE, http_date_now())
         if refusal_of(self) is not None and self.channel is not None:
             # The body was not (all) read: the connection cannot carry another request.
             self.channel.persistent = False
@@ -170,7 +176,9 @@ class EdgeRequest(Request):
         self.finish()
 
 
-_SERVER = [b"cosedge"]
+_REQUEST_ID = canonical(errors.REQUEST_ID_HEADER)
+_SERVER = canonical(b"server")
+_DATE = canonical(b"date")
 
 
 class EdgeChannel(DirectWrites, OnePassHeads, http.HTTPChannel):
@@ -191,7 +199,8 @@ class EdgeChannel(DirectWrites, OnePassHeads, http.HTTPChannel):
     Twisted 26 has no public hook for this: `_respondToBadRequestAndDisconnect` writes a
     bare 400 on the transport, and a request cannot be answered through `Request.write`
     before `requestReceived`. So this override of `allHeadersReceived` repeats Twisted's
-    own (cookies, persistence, `gotLength`, `100 Continue`) and reads the channel's
+    own (persistence, `gotLength`, `100 Continue`; not the cookies, which no
+    edge resource reads) and reads the channel's
     private `_command`/`_path`/`_version` and `_send100Continue`; the tests in
     tests/integration/test_bodies.py check the wire behaviour, so a Twisted upgrade that
     moves them shows there. In exchange the refusal is an ordinary request: it gets the
@@ -233,7 +242,6 @@ class EdgeChannel(DirectWrites, OnePassHeads, http.HTTPChannel):
     def allHeadersReceived(self) -> None:
         req = self.requests[-1]
         req.method, req.uri, req.clientproto = self._command, self._path, self._version
-        req.parseCookies()
         self.persistent = self.checkPersistence(req, self._version)
         req.gotLength(self.length)
         if getattr(req, "body_refusal", None) is not None:
@@ -389,9 +397,9 @@ OFF = object()  # `EdgeSite.access` for `access_log: null`
 
 def _to_file(access: AccessLogFile, req: EdgeRequest) -> None:
     """The same fields as the event, as bytes, straight into the buffered file."""
-    headers = req.requestHeaders
-    referer = headers.getRawHeaders(b"referer")
-    agent = headers.getRawHeaders(b"user-agent")
+    headers = req.requestHeaders._rawHeaders  # two lookups, not two getRawHeaders calls
+    referer = headers.get(_REFERER)
+    agent = headers.get(_USER_AGENT)
     uri = req.uri
     channel = req.channel
     remote = getattr(channel, "_access_remote", None)
@@ -413,6 +421,8 @@ def _to_file(access: AccessLogFile, req: EdgeRequest) -> None:
     )
 
 
+_REFERER = canonical(b"referer")
+_USER_AGENT = canonical(b"user-agent")
 _Q, _X, _PERCENT = b"qx%"  # byte values
 
 

@@ -116,7 +116,7 @@ class EdgeRequest(Request):
         else:
             # `server.Request.write` would look for a Content-Type to default (there is
             # none: `defaultContentType`) and an encoder (none): straight to http's.
-            http.Request.write(self, data)
+            _http_write(self, data)
         if not data:
             flush = getattr(self.channel, "flush_head", None)
             if flush is not None:
@@ -176,6 +176,9 @@ class EdgeRequest(Request):
         self.finish()
 
 
+# Taken once: `twisted.web.http` is a deprecation proxy whose every attribute read runs
+# Python code (py-spy showed it on the hit path).
+_http_write = http.Request.write
 _REQUEST_ID = canonical(errors.REQUEST_ID_HEADER)
 _SERVER = canonical(b"server")
 _DATE = canonical(b"date")

@@ -202,9 +202,9 @@ class EdgeChannel(DirectWrites, OnePassHeads, http.HTTPChannel):
     Twisted 26 has no public hook for this: `_respondToBadRequestAndDisconnect` writes a
     bare 400 on the transport, and a request cannot be answered through `Request.write`
     before `requestReceived`. So this override of `allHeadersReceived` repeats Twisted's
-    own (persistence, `gotLength`, `100 Continue`; not the cookies, which no
-    edge resource reads) and reads the channel's
-    private `_command`/`_path`/`_version` and `_send100Continue`; the tests in
+    own (persistence, `gotLength`, `100 Continue`; not the cookies, which no edge
+    resource reads) and reads the channel's private `_command`/`_path`/`_version` and
+    `_send100Continue`; the tests in
     tests/integration/test_bodies.py check the wire behaviour, so a Twisted upgrade that
     moves them shows there. In exchange the refusal is an ordinary request: it gets the
     request id, the access-log line and COS's XML from the usual code.

@@ -11,6 +11,7 @@ import http.client
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,70 @@ def start_logging_to(
 
 
 EDGE_READY = READY
+
+
+NGINX_CONF = """
+{user}worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {work}/nginx-access.log combined buffer=64k flush=1s;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {work}/nginx-tmp;
+    proxy_temp_path {work}/nginx-tmp;
+    fastcgi_temp_path {work}/nginx-tmp;
+    uwsgi_temp_path {work}/nginx-tmp;
+    scgi_temp_path {work}/nginx-tmp;
+{http}
+    server {{
+        listen 127.0.0.1:{port};
+        {server}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_nginx(work: Path, server: str, http: str = "") -> Server | None:
+    """nginx (one worker, a buffered access log, sendfile on) with `server` as the body of
+    its one server block and `http` added to the http block; None when it is not
+    installed, an error when it is but does not start.
+    Its files live in `work` (each call needs a folder of its own)."""
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+    if nginx is None:
+        return None
+    (work / "nginx-tmp").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = work / "nginx.conf"
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(user=user, work=work, port=port, server=server, http=http))
+    errors = work / "nginx-stderr.txt"
+    with open(errors, "wb") as stderr:
+        proc = subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", str(work)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    for _ in range(100):
+        if proc.poll() is not None:
+            break
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return Server(proc, port, [])
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    # Installed but not starting is a broken benchmark, not a missing contender.
+    raise RuntimeError(f"nginx did not start ({conf}): {errors.read_text().strip()}")
 
 
 def start_edge(workdir: Path, config: str) -> Server:

@@ -23,11 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +39,7 @@ from common import (
     load,
     median,
     start_logging_to,
+    start_nginx,
     start_script,
     start_twistd_web,
 )
@@ -70,29 +67,6 @@ class Redirect(Resource):
         return b""
 """
 
-NGINX_CONF = """
-{user}worker_processes 1;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {work}/nginx-access.log combined buffer=64k flush=1s;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path {work}/nginx-tmp;
-    proxy_temp_path {work}/nginx-tmp;
-    fastcgi_temp_path {work}/nginx-tmp;
-    uwsgi_temp_path {work}/nginx-tmp;
-    scgi_temp_path {work}/nginx-tmp;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
-}}
-"""
-
 SIZES = {"4KiB": 4096, "1MiB": 1024 * 1024, "64MiB": 64 * 1024 * 1024}
 
 
@@ -104,38 +78,6 @@ class Row:
     goal: str
     check: Callable[[float], bool] | None
     by_bytes: bool = False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_nginx(work: Path, root: Path) -> Server | None:
-    nginx = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
-    )
-    if nginx is None:
-        return None
-    (work / "nginx-tmp").mkdir(exist_ok=True)
-    port = free_port()
-    conf = work / "nginx.conf"
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    conf.write_text(NGINX_CONF.format(user=user, work=work, port=port, root=root))
-    proc = subprocess.Popen(
-        [nginx, "-c", str(conf), "-p", str(work)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return Server(proc, port, [])
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    return None
 
 
 def start_edge_logging(work: Path, name: str, data: Path, extra: str) -> Server:
@@ -184,7 +126,7 @@ def main() -> None:
             )
             workers_log = f"access_log: {work / 'workers-access.log'}\nworkers: 2\n"
             servers["cosedge x2"] = start_edge_logging(work, "edge-x2", data, workers_log + bucket)
-            nginx = start_nginx(work, data)
+            nginx = start_nginx(work, f"root {data};")
             if nginx is not None:
                 servers["nginx"] = nginx
 

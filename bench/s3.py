@@ -9,7 +9,10 @@ round by round, medians over rounds:
                         pre-signed URL: one Python client (TREQ_LOAD_SCRIPT, N keep-alive
                         GETs in a loop, bodies dropped as they stream) for both, the
                         issue's own baseline (#10)                       goal >= 0.8x (1 MiB)
-                        and the same pair with wrk, for information: wrk straight at
+                        and treq -> nginx proxy_pass to the store (keep-alive upstream,
+                        proxy_buffering off: nginx's fastest relay), for information:
+                        what a proxy hop written in C costs on the same machine
+                        and the same three with wrk, for information: wrk straight at
                         the store is the ceiling, no Python client in the way
     256 MiB copy        cosedge miss -> object in the store (HEAD polled)
                                             vs treq GET from the origin streamed as a
@@ -19,9 +22,11 @@ round by round, medians over rounds:
     4 KiB hits/s        2 nodes (wrk -t1 at each, summed) vs 1 node (wrk -t2), same total
                         connections, one shared store
 
-The origin is `twistd web` serving one file (a random 1 MiB block repeated). Everything runs
-on the same machine, so the store, the nodes and wrk share its cores: the two-node figure
-says whether a second node adds anything there, not how a cluster scales.
+The nodes write their access lines to a buffered `access_log:` file, as the README's
+several-nodes recipe does. The origin is `twistd web` serving one file (a random 1 MiB block
+repeated). Everything runs on the same machine, so the store, the nodes and wrk share its
+cores: the two-node figure says whether a second node adds anything there, not how a
+cluster scales.
 
     python bench/s3.py [--rounds 3] [--seconds 5] [--connections 32] [--size 256]
                        [--quick] [--only hits|nodes|copy ...] [--logs DIR]
@@ -66,6 +71,7 @@ from common import (
     reset_peak,  # noqa: E402
     rss_kib,
     start_logging_to,
+    start_nginx,
     start_twistd_web,
     write_big_file,
 )
@@ -268,6 +274,7 @@ def start_node(name: str, work: Path, store: SeaweedFS, redis: RedisServer, orig
     config.write_text(
         edge_config(
             folder / "data",
+            f"access_log: {folder / 'access.log'}\n"
             f"buckets:\n  {BUCKET}:\n    origin: {{address: '127.0.0.1:{origin}'}}\n"
             "store:\n  type: s3\n"
             f"  endpoint: {store.endpoint}\n  region: {store.region}\n"
@@ -278,6 +285,29 @@ def start_node(name: str, work: Path, store: SeaweedFS, redis: RedisServer, orig
     log = folder / "edge.log"
     argv = [*TWISTD, "--logfile", str(log), "cosedge", "--config", str(config)]
     return start_logging_to(argv, log, EDGE_READY, folder)
+
+
+#: nginx in front of the store, the way an operator would put a C proxy there: keep-alive
+#: connections to the store and `proxy_buffering off`, which relays each read as it comes
+#: (with buffering on it was about 0.75x of this, here).
+STORE_PROXY = """
+        location / {{
+            proxy_pass http://store;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host {host};
+            proxy_buffering off;
+            proxy_buffer_size 64k;
+            proxy_buffers 8 64k;
+        }}"""
+
+
+def start_store_proxy(work: Path, store: SeaweedFS) -> Server | None:
+    """nginx proxying to the store (pre-signed URLs pass through: same path, same Host);
+    None without nginx."""
+    host = urlsplit(store.endpoint).netloc
+    upstream = f"    upstream store {{ server {host}; keepalive 64; }}"
+    return start_nginx(work, STORE_PROXY.format(host=host), upstream)
 
 
 def wait_hit(port: int, key: str, timeout: float = 20) -> None:
@@ -428,6 +458,9 @@ def main() -> None:
                     wait_hit(node.port, f"{name}.bin")
 
             plain = {name: presign(store, "GET", f"{name}.bin") for name in SIZES}
+            proxy = start_store_proxy(work / "nginx", store)
+            if proxy is not None:
+                started.append(proxy)
             for r in range(args.rounds):
                 for name in SIZES if "hits" in args.only else ():
                     edge_url = f"http://127.0.0.1:{a.port}/{BUCKET}/{name}.bin"
@@ -437,8 +470,14 @@ def main() -> None:
                         ("treq", "SeaweedFS", plain[name]),
                         ("treq", "cosedge", edge_url),
                     ]
+                    if proxy is not None:  # the same pre-signed path, through nginx
+                        proxied = (
+                            f"http://127.0.0.1:{proxy.port}{plain[name][len(store.endpoint) :]}"
+                        )
+                        contenders[2:2] = [("wrk", "nginx", proxied)]
+                        contenders.append(("treq", "nginx", proxied))
                     if r % 2:  # who goes first alternates round by round
-                        contenders = [contenders[i] for i in (1, 0, 3, 2)]
+                        contenders.reverse()
                     for client, label, url in contenders:
                         used = cpu_seconds(a.proc.pid)
                         if client == "wrk":
@@ -511,11 +550,20 @@ def report(
             base = median([r.requests_per_s for r in hits[(name, "treq", "SeaweedFS")]])
             row(name, "treq -> SeaweedFS", hits[(name, "treq", "SeaweedFS")], base)
             row(name, "treq -> cosedge (s3)", hits[(name, "treq", "cosedge")], base)
+            if (name, "treq", "nginx") in hits:
+                row(name, "treq -> nginx proxy_pass", hits[(name, "treq", "nginx")], base)
         print("goal (#10): 1 MiB treq -> cosedge >= 0.8x treq -> SeaweedFS (pre-signed URL)")
+        for name in SIZES:
+            if (name, "treq", "nginx") in hits:
+                nginx = median([r.requests_per_s for r in hits[(name, "treq", "nginx")]])
+                edge = median([r.requests_per_s for r in hits[(name, "treq", "cosedge")]])
+                print(f"information: {name} treq -> cosedge = {edge / nginx:.2f}x nginx proxy_pass")
         for name in SIZES:
             base = median([r.requests_per_s for r in hits[(name, "wrk", "SeaweedFS")]])
             row(name, f"{wrk_name} -> SeaweedFS", hits[(name, "wrk", "SeaweedFS")], base)
             row(name, f"{wrk_name} -> cosedge (s3)", hits[(name, "wrk", "cosedge")], base)
+            if (name, "wrk", "nginx") in hits:
+                row(name, f"{wrk_name} -> nginx proxy_pass", hits[(name, "wrk", "nginx")], base)
         print(f"information: {wrk_name} straight at the store is the ceiling, not the goal")
         spent = ", ".join(
             f"{name} {client} {median(values):.2f} ms" for (name, client), values in hit_cpu.items()

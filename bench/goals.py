@@ -14,7 +14,9 @@ median of the rounds (3 by default).
     4 KiB hits   access log on             vs access log off                goal <= 5 % slower
     302s         access log on             vs access log off
 
-nginx rows appear when `nginx` is installed (apt-get install nginx-light).
+nginx rows appear when `nginx` is installed (apt-get install nginx-light). Each row also
+gives both servers' own CPU per request (from /proc, workers included): the machine's
+speed drifts by tens of percent between rounds, and CPU per request drifts less.
 
     python bench/goals.py [--rounds 3] [--seconds 5] [--connections 32] [--quick]
 """
@@ -34,6 +36,7 @@ from common import (
     TWISTD,
     LoadResult,
     Server,
+    cpu_seconds,
     edge_config,
     have_wrk,
     load,
@@ -147,6 +150,7 @@ def main() -> None:
                     if c in servers:
                         plan.append((big, c, hit.format(size=big)))
             results: dict[tuple[str, str], list[LoadResult]] = {}
+            cpu: dict[tuple[str, str], list[float]] = {}  # server CPU us per request
             for _ in range(args.rounds):
                 for what, contender, path in plan:
                     url = f"http://127.0.0.1:{servers[contender].port}{path}"
@@ -156,10 +160,14 @@ def main() -> None:
                         connections = 64
                     elif what == "64MiB":  # 32 x 64 MiB in flight outlasts wrk's 2 s timeout
                         connections = 4
+                    used = cpu_seconds(servers[contender].proc.pid)
                     result = load(url, args.seconds, connections, method, args.threads)
+                    used = cpu_seconds(servers[contender].proc.pid) - used
                     if result.errors and what != "302":
                         raise SystemExit(f"{contender} {what}: {result.errors} errors")
                     results.setdefault((what, contender), []).append(result)
+                    done = max(1.0, result.requests_per_s * args.seconds)
+                    cpu.setdefault((what, contender), []).append(1e6 * used / done)
         finally:
             for server in servers.values():
                 server.stop()
@@ -190,8 +198,7 @@ def main() -> None:
     ]
 
     def figure(key: str, by_bytes: bool) -> float | None:
-        what, contender = key.split("/", 1)
-        runs = results.get((what, contender))
+        runs = results.get(_key(key))
         if not runs:
             return None
         return median([r.mb_per_s if by_bytes else r.requests_per_s for r in runs])
@@ -203,7 +210,7 @@ def main() -> None:
         f"{os.cpu_count()} cores; medians"
     )
     head = f"{'measurement':<26}{'contender':<18}{'figure':>12}  {'baseline':<20}{'figure':>12}"
-    print(f"{head}{'ratio':>8}  goal")
+    print(f"{head}{'ratio':>8}  {'goal':<16}{'CPU us/request':>16}{'CPU ratio':>10}")
     for row in rows:
         mine, base = figure(row.mine, row.by_bytes), figure(row.base, row.by_bytes)
         if mine is None or base is None:
@@ -212,11 +219,25 @@ def main() -> None:
         ratio = mine / base
         unit = "MB/s" if row.by_bytes else "/s"
         verdict = "" if row.check is None else ("ok" if row.check(ratio) else "MISSED")
+        mine_cpu, base_cpu = median(cpu[_key(row.mine)]), median(cpu[_key(row.base)])
         print(
             f"{row.label:<26}{row.mine.split('/')[1]:<18}{mine:>8,.0f}{unit:<4}  "
             f"{row.base.split('/')[1]:<20}{base:>8,.0f}{unit:<4}{ratio:>7.2f}x  "
-            f"{row.goal} {verdict}"
+            f"{row.goal + ' ' + verdict:<16}{mine_cpu:>7,.0f} /{base_cpu:>6,.0f}"
+            f"{base_cpu / mine_cpu:>9.2f}x"
         )
+    print(
+        "CPU us/request: the servers' own CPU (user + system, workers and nginx's worker\n"
+        "included) per request, median of rounds; CPU ratio = baseline's / contender's, so\n"
+        "above 1 means cheaper per request. Steadier than the throughput figures when the\n"
+        "machine's speed drifts between rounds; the goals are the throughput ratios."
+    )
+
+
+def _key(name: str) -> tuple[str, str]:
+    """("4KiB", "cosedge") for "4KiB/cosedge"."""
+    what, contender = name.split("/", 1)
+    return what, contender
 
 
 if __name__ == "__main__":

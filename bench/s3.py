@@ -63,6 +63,7 @@ from common import (
     TWISTD,
     LoadResult,
     Server,
+    cpu_seconds,
     edge_config,
     env,
     have_wrk,
@@ -347,13 +348,6 @@ def copy_with_edge(node: Server, key: str, head_url: str, size: int) -> tuple[fl
         time.sleep(0.02)
     seconds = time.monotonic() - started
     return seconds, max(rss_kib(pid, "VmHWM"), sampled) - before
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) the process has used, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_nodes(

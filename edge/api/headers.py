@@ -41,6 +41,10 @@ def canonical(name: bytes) -> bytes:
     return key
 
 
+#: Set by both the hit and the miss path on every response.
+CONTENT_LENGTH = canonical(b"content-length")
+
+
 def set_own(headers: http_headers.Headers, key: bytes, value: bytes) -> None:
     """Set a response header the edge makes itself, `key` from `canonical` and `value`
     its own bytes, free of CR and LF by construction (a date, a length, an ETag, a

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from edge.api import errors
-from edge.api.headers import canonical, is_safe_value, is_token, send_as_is, set_own
+from edge.api.headers import CONTENT_LENGTH, canonical, is_safe_value, is_token, send_as_is, set_own
 from edge.store.interface import StoredObject, StoreUnavailable
 from edge.web.http import (
     RangeResult,
@@ -39,7 +39,6 @@ _ETAG = canonical(b"etag")
 _LAST_MODIFIED = canonical(b"last-modified")
 _ACCEPT_RANGES = canonical(b"accept-ranges")
 _CONTENT_TYPE = canonical(b"content-type")
-_CONTENT_LENGTH = canonical(b"content-length")
 _CONDITIONS = frozenset((_IF_MATCH, _IF_NONE_MATCH, _IF_MODIFIED_SINCE, _IF_UNMODIFIED_SINCE))
 
 
@@ -124,7 +123,7 @@ def _respond(etag_hex: str, request: Request, obj: StoredObject, content_type: s
         request.setHeader(b"content-range", b"bytes %d-%d/%d" % (first, last, obj.size))
     else:
         first, length = 0, obj.size
-    set_own(headers, _CONTENT_LENGTH, b"%d" % length)
+    set_own(headers, CONTENT_LENGTH, b"%d" % length)
     if request.method == b"HEAD" or length == 0:
         obj.close()
         request.finish()

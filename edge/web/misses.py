@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
 from edge.api import errors
-from edge.api.headers import canonical, set_own
+from edge.api.headers import CONTENT_LENGTH, canonical, set_own
 from edge.api.rules import MIRROR, PROXY, OriginRule, OriginRules
 from edge.origin.copier import (
     CopyStart,
@@ -39,7 +39,6 @@ log = Logger()
 
 COPY_HEADER = b"x-cosedge-copy"
 _COPY = canonical(COPY_HEADER)
-_CONTENT_LENGTH = canonical(b"content-length")
 _HEADER_VALUES = {
     CopyStart.STARTED: b"started",
     CopyStart.JOINED: b"joined",
@@ -144,7 +143,7 @@ class Misses:
             location = prefix + path
         request.setResponseCode(rule.redirect_code)
         request.setHeader(b"location", location)
-        set_own(request.responseHeaders, _CONTENT_LENGTH, b"0")
+        set_own(request.responseHeaders, CONTENT_LENGTH, b"0")
         if request.method != b"GET" or rule.origin_type != PROXY or not copy:
             request.finish()  # COS: HEAD never triggers a pull; a Redirect rule only redirects
             return

@@ -418,7 +418,7 @@ def main() -> None:
     size = args.size * 2**20
 
     hits: dict[tuple[str, str, str], list[LoadResult]] = {}
-    hit_cpu: dict[tuple[str, str], list[float]] = {}
+    hit_cpu: dict[tuple[str, str, str], list[float]] = {}
     nodes_runs: dict[str, list[LoadResult]] = {}
     edge_copy: list[float] = []
     plain_copy: list[float] = []
@@ -473,16 +473,19 @@ def main() -> None:
                     if r % 2:  # who goes first alternates round by round
                         contenders.reverse()
                     for client, label, url in contenders:
-                        used = cpu_seconds(a.proc.pid)
+                        # The proxy's own CPU per hit: the edge's, or nginx's (its worker).
+                        pid = a.proc.pid if label == "cosedge" else proxy.proc.pid if proxy else 0
+                        used = cpu_seconds(pid) if label != "SeaweedFS" else 0.0
                         if client == "wrk":
                             result = load(url, args.seconds, args.connections)
                         else:
                             result = treq_load(url, args.seconds, args.connections, work)
                         hits.setdefault((name, client, label), []).append(result)
-                        if label == "cosedge":
-                            used = cpu_seconds(a.proc.pid) - used
+                        if label != "SeaweedFS":
+                            used = cpu_seconds(pid) - used
                             count = max(1.0, result.requests_per_s * args.seconds)
-                            hit_cpu.setdefault((name, client), []).append(1000 * used / count)
+                            cpu = hit_cpu.setdefault((name, client, label), [])
+                            cpu.append(1000 * used / count)
                 if "nodes" in args.only:
                     run_nodes(a, b, args, nodes_runs)
                 if "copy" in args.only:
@@ -515,7 +518,7 @@ def main() -> None:
 def report(
     args: argparse.Namespace,
     hits: dict[tuple[str, str, str], list[LoadResult]],
-    hit_cpu: dict[tuple[str, str], list[float]],
+    hit_cpu: dict[tuple[str, str, str], list[float]],
     nodes_runs: dict[str, list[LoadResult]],
     plain_copy: list[float],
     edge_copy: list[float],
@@ -559,10 +562,15 @@ def report(
             if (name, "wrk", "nginx") in hits:
                 row(name, f"{wrk_name} -> nginx proxy_pass", hits[(name, "wrk", "nginx")], base)
         print(f"information: {wrk_name} straight at the store is the ceiling, not the goal")
-        spent = ", ".join(
-            f"{name} {client} {median(values):.2f} ms" for (name, client), values in hit_cpu.items()
-        )
-        print(f"edge CPU per hit (user+system, median of rounds; steadier than req/s): {spent}")
+        print("the proxy's own CPU per hit (user + system, median of rounds; steadier than req/s):")
+        for name in SIZES:
+            for client in ("treq", "wrk"):
+                spent = [
+                    f"{label} {median(values):.2f} ms"
+                    for (size, by, label), values in hit_cpu.items()
+                    if size == name and by == client
+                ]
+                print(f"  {name} {client}: " + ", ".join(spent))
     if nodes_runs:
         base = median([r.requests_per_s for r in nodes_runs["1 node"]])
         row("4KiB", "cosedge, 1 node", nodes_runs["1 node"], base)

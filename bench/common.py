@@ -139,9 +139,8 @@ def free_port() -> int:
 
 def start_nginx(work: Path, server: str, http: str = "") -> Server | None:
     """nginx (one worker, a buffered access log, sendfile on) with `server` as the body of
-    its one server block and `http` added to the http block; None when it is not
-    installed, an error when it is but does not start.
-    Its files live in `work` (each call needs a folder of its own)."""
+    its one server block and `http` added to the http block, its files in `work` (a folder
+    per call); None when nginx is not installed, an error when it is but does not start."""
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
     )

@@ -453,8 +453,11 @@ def main() -> None:
 
             plain = {name: presign(store, "GET", f"{name}.bin") for name in SIZES}
             proxy = start_store_proxy(work / "nginx", store)
+            #: whose CPU each hit is charged to: the edge's, or nginx's (master and worker)
+            proxies = {"cosedge": a.proc.pid}
             if proxy is not None:
                 started.append(proxy)
+                proxies["nginx"] = proxy.proc.pid
             for r in range(args.rounds):
                 for name in SIZES if "hits" in args.only else ():
                     edge_url = f"http://127.0.0.1:{a.port}/{BUCKET}/{name}.bin"
@@ -473,15 +476,14 @@ def main() -> None:
                     if r % 2:  # who goes first alternates round by round
                         contenders.reverse()
                     for client, label, url in contenders:
-                        # The proxy's own CPU per hit: the edge's, or nginx's (its worker).
-                        pid = a.proc.pid if label == "cosedge" else proxy.proc.pid if proxy else 0
-                        used = cpu_seconds(pid) if label != "SeaweedFS" else 0.0
+                        pid = proxies.get(label)
+                        used = cpu_seconds(pid) if pid is not None else 0.0
                         if client == "wrk":
                             result = load(url, args.seconds, args.connections)
                         else:
                             result = treq_load(url, args.seconds, args.connections, work)
                         hits.setdefault((name, client, label), []).append(result)
-                        if label != "SeaweedFS":
+                        if pid is not None:
                             used = cpu_seconds(pid) - used
                             count = max(1.0, result.requests_per_s * args.seconds)
                             cpu = hit_cpu.setdefault((name, client, label), [])

@@ -23,6 +23,7 @@ from edge.web.bodies import BodyRefused, refusal_of
 from edge.web.counting import count_finished
 from edge.web.heads import OnePassHeads
 from edge.web.http import http_date_now
+from edge.web.idle import KeptIdleTimer
 from edge.web.wire import DirectWrites
 
 log = Logger()
@@ -184,7 +185,7 @@ _SERVER = canonical(b"server")
 _DATE = canonical(b"date")
 
 
-class EdgeChannel(DirectWrites, OnePassHeads, http.HTTPChannel):
+class EdgeChannel(KeptIdleTimer, DirectWrites, OnePassHeads, http.HTTPChannel):
     """An HTTP/1.1 channel that can refuse a request's body without reading it.
 
     Twisted decides nothing about a body before reading it: `allHeadersReceived` calls
@@ -209,8 +210,9 @@ class EdgeChannel(DirectWrites, OnePassHeads, http.HTTPChannel):
     moves them shows there. In exchange the refusal is an ordinary request: it gets the
     request id, the access-log line and COS's XML from the usual code.
 
-    Its writes go straight to the socket when nothing is queued (`DirectWrites`), and a
-    whole bodiless head is read in one pass (`OnePassHeads`).
+    Its writes go straight to the socket when nothing is queued (`DirectWrites`), a
+    whole bodiless head is read in one pass (`OnePassHeads`), and its idle timer lasts
+    as long as the connection (`KeptIdleTimer`).
     """
 
     _host: Any = None

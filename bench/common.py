@@ -183,15 +183,23 @@ def edge_config(data_dir: Path, extra: str = "") -> str:
     )
 
 
-def start_twistd_web(workdir: Path, *args: str, access_file: bool = False) -> Server:
+def start_twistd_web(
+    workdir: Path,
+    *args: str,
+    access_file: bool = False,
+    prefix: Sequence[str] = (),
+    timeout: float = 30,
+) -> Server:
     """`twistd web`. By default its access lines go through twistd's log, the same path as
     cosedge's access events; with `access_file` they go to a file of their own
-    (`--logfile`), which skips the log observers."""
+    (`--logfile`), which skips the log observers. `prefix` runs it under another program
+    (valgrind)."""
     extra = ["--logfile", str(workdir / "baseline-access.log")] if access_file else []
     return start(
-        [*TWISTD, "web", "--listen", "tcp:0:interface=127.0.0.1", *extra, *args],
+        [*prefix, *TWISTD, "web", "--listen", "tcp:0:interface=127.0.0.1", *extra, *args],
         re.compile(rb"Site starting on (\d+)"),
         workdir,
+        timeout,
     )
 
 
@@ -200,9 +208,13 @@ def start_static_file(folder: Path, workdir: Path, access_file: bool = False) ->
     return start_twistd_web(workdir, "--path", str(folder), access_file=access_file)
 
 
-def start_script(code: str, workdir: Path) -> Server:
-    """A Python snippet that prints `PORT <n>` once it listens."""
-    return start([sys.executable, "-c", code], re.compile(rb"PORT (\d+)"), workdir)
+def start_script(
+    code: str, workdir: Path, prefix: Sequence[str] = (), timeout: float = 30
+) -> Server:
+    """A Python snippet that prints `PORT <n>` once it listens (`prefix`: see
+    `start_twistd_web`)."""
+    argv = [*prefix, sys.executable, "-c", code]
+    return start(argv, re.compile(rb"PORT (\d+)"), workdir, timeout)
 
 
 @dataclass
@@ -212,6 +224,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0  # answered in the run (wrk's count; the built-in client's)
 
 
 def have_wrk() -> bool:
@@ -259,7 +272,8 @@ def wrk(
     count = int(errors.group(1)) if errors else 0
     if socket_errors:
         count += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
-    return LoadResult(rps, _mb(transfer), _ms(p50), _ms(p99), count)
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return LoadResult(rps, _mb(transfer), _ms(p50), _ms(p99), count, done)
 
 
 def builtin_load(url: str, seconds: float, connections: int, method: str = "GET") -> LoadResult:
@@ -300,6 +314,7 @@ def builtin_load(url: str, seconds: float, connections: int, method: str = "GET"
         latencies[len(latencies) // 2] * 1000,
         latencies[int(len(latencies) * 0.99)] * 1000,
         errors[0],
+        len(latencies),
     )
 
 

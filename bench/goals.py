@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,14 +83,23 @@ class Row:
     by_bytes: bool = False
 
 
-def start_edge_logging(work: Path, name: str, data: Path, extra: str) -> Server:
+def start_edge_logging(
+    work: Path,
+    name: str,
+    data: Path,
+    extra: str,
+    prefix: Sequence[str] = (),
+    timeout: float = 30,
+) -> Server:
+    """cosedge in its own folder under `work`, logging to a file as in production
+    (`prefix`: a program to run it under, valgrind)."""
     folder = work / name
     folder.mkdir()
     config = folder / "edge.yaml"
     config.write_text(edge_config(data, extra))
     logfile = folder / "twistd.log"
-    argv = [*TWISTD, "--logfile", str(logfile), "cosedge", "--config", str(config)]
-    return start_logging_to(argv, logfile, EDGE_READY, folder)
+    argv = [*prefix, *TWISTD, "--logfile", str(logfile), "cosedge", "--config", str(config)]
+    return start_logging_to(argv, logfile, EDGE_READY, folder, timeout)
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ answered, and `timeOut` seconds of idleness allowed after it. When the connectio
 the timer is cancelled for good.
 
 The timer is TimeoutMixin's own (`_TimeoutMixin__timeoutCall`, name-mangled).
-tests/integration/test_idle_timeout.py checks the behaviour on a real reactor clock, so a Twisted upgrade
-that moves the timer shows there.
+tests/integration/test_idle_timeout.py checks the behaviour on a real reactor clock, so a
+Twisted upgrade that moves the timer shows there.
 """
 
 from __future__ import annotations

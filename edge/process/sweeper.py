@@ -46,6 +46,7 @@ class Sweeper(TimerService):
         self._store = store
         self._upload_expiry = upload_expiry
         self._retry: Any = None  # the sweep tried again after a StoreUnavailable
+        self._answered = False  # whether the store has answered a sweep since the start
 
     def stopService(self) -> Deferred[None] | None:
         if self._retry is not None and self._retry.active():
@@ -76,6 +77,7 @@ class Sweeper(TimerService):
         return counts
 
     def _report(self, counts: dict[str, int]) -> None:
+        self._answered = True
         if any(counts.values()):
             log.info(
                 "Swept .cosedge: {locks} stale lock(s), {uploads} expired upload(s), "
@@ -86,7 +88,10 @@ class Sweeper(TimerService):
     def _failed(self, failure: Any) -> None:
         # A TimerService stops for good when its call fails: report, and sweep next time.
         if failure.check(StoreUnavailable):  # the store warned once for its outage
-            log.info(
+            # Before the store has ever answered (an S3 node's start: Redis connects a
+            # moment after the first sweep) the skip is expected: a debug line, not news.
+            say = log.info if self._answered or self._retry is not None else log.debug
+            say(
                 "Sweep skipped: {reason}; trying again in {retry:g}s",
                 reason=failure.getErrorMessage(),
                 retry=RETRY_AFTER,

@@ -30,7 +30,7 @@ from edge.origin.copier import (
     ResolvedOrigin,
     choose_address,
 )
-from edge.origin.request import quote_path
+from edge.origin.request import OriginPlan, quote_path
 from edge.web.mirror import MirrorReads
 from edge.web.replies import error, finish_error, unexpected
 from edge.web.target import Target
@@ -125,8 +125,16 @@ class Misses:
             address = choose_address(accepted)
             self._mirror.answer(request, target, rule, address, copy, _note_copy)
             return
-        plan = rule.plan(target.key, request.isSecure())  # the Location's and the copy's
-        scheme = plan.scheme
+        # COS: HEAD never triggers a pull; a Redirect rule only redirects. Only a copy needs
+        # the whole plan (standbys, redirects): a 302 alone gets its scheme and path.
+        copying = request.method == b"GET" and rule.origin_type == PROXY and copy
+        secure = request.isSecure()
+        plan: OriginPlan | None = None
+        if copying:
+            plan = rule.plan(target.key, secure)
+            scheme, origin_path = plan.scheme, plan.path
+        else:
+            scheme, origin_path = rule.scheme(secure), rule.origin_path(target.key)
         prefix = self._locations.get((scheme, origin))
         if prefix is None:  # once per origin and scheme: b"http://host:port/"
             if len(self._locations) > 1000:
@@ -134,7 +142,7 @@ class Misses:
             netloc = origin.netloc.encode("ascii")
             prefix = self._locations[(scheme, origin)] = b"%s://%s/" % (scheme.encode(), netloc)
         # SPEC §11: FileInfo's prefix/suffix rewrite (None: the key as the client sent it)
-        path = target.raw_key if plan.path is None else quote_path(plan.path)
+        path = target.raw_key if origin_path is None else quote_path(origin_path)
         query = target.query
         if query and rule.follow_query_string:
             query = _origin_query(query)
@@ -144,8 +152,8 @@ class Misses:
         request.setResponseCode(rule.redirect_code)
         request.setHeader(b"location", location)
         set_own(request.responseHeaders, CONTENT_LENGTH, b"0")
-        if request.method != b"GET" or rule.origin_type != PROXY or not copy:
-            request.finish()  # COS: HEAD never triggers a pull; a Redirect rule only redirects
+        if plan is None:
+            request.finish()
             return
         # Handed on before the answer is sent, so the answer can say what became of it;
         # `copy` never waits on the origin.

@@ -249,10 +249,19 @@ def _mb(text: str) -> float:
 
 
 def wrk(
-    url: str, seconds: float, connections: int, method: str = "GET", threads: int = 2
+    url: str,
+    seconds: float,
+    connections: int,
+    method: str = "GET",
+    threads: int = 2,
+    timeout: float | None = None,
 ) -> LoadResult:
+    """wrk's figures for one run; `timeout`: seconds before wrk counts a request as an error
+    (its own default is 2 s)."""
     script = None
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    if timeout is not None:
+        args.append(f"--timeout={timeout:g}s")
     if method != "GET":
         script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
         script.write(f'wrk.method = "{method}"\n')

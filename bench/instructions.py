@@ -5,7 +5,8 @@ rounds of a few seconds, more than most changes to the request path are worth, s
 `goals.py` can miss or meet a goal on noise alone. valgrind's callgrind counts the
 instructions a server executes in user space, and the same code under the same load
 executes the same count whatever else the machine is doing (two runs of this script agree
-within 2 %, cosedge's own figures within 0.5 %). That makes it the figure to judge a change to the Python path by:
+within 2 %, cosedge's own figures within 0.5 %). That makes it the figure to judge a change
+to the Python path by:
 
     4 KiB hits   cosedge (access log on)   vs static.File, no access log
     4 KiB hits   cosedge (access log on)   vs twistd web, access log    (like for like)
